@@ -1,0 +1,19 @@
+package devices
+
+import "errors"
+
+// Sentinel errors shared by every adapter. Adapters wrap them with context and
+// translate driver errors into them at their boundary; the dashboard maps them
+// to HTTP status codes in one place.
+var (
+	// ErrNotFound means the requested device or message does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid means the caller passed a value that breaks a documented rule.
+	ErrInvalid = errors.New("invalid")
+	// ErrConflict means the request conflicts with existing state.
+	ErrConflict = errors.New("conflict")
+	// ErrQueueFull means a bounded queue had no room and the caller asked not to wait.
+	ErrQueueFull = errors.New("queue full")
+	// ErrClosed means the component has been closed and takes no more work.
+	ErrClosed = errors.New("closed")
+)
