@@ -1,0 +1,250 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migration/*.sql
+var migrationFS embed.FS
+
+// ApplicationID marks a SQLite file as Telehub's (PRAGMA application_id,
+// "THUB"). Open refuses a database that has tables but another id, so a
+// mistyped --db never writes into another program's file.
+const ApplicationID = 0x54485542
+
+// Defaults for DB fields.
+const (
+	DefaultBusyTimeout = 5 * time.Second
+	DefaultMaxReaders  = 4
+)
+
+// DB is Telehub's SQLite database: one writer connection (used only by
+// Writer) and a pool of read-only connections. Build it with NewDB, adjust
+// the fields, then call Open.
+type DB struct {
+	// Path is the database file. Required.
+	Path string
+	// BusyTimeout is how long a connection waits for a lock. Default DefaultBusyTimeout.
+	BusyTimeout time.Duration
+	// MaxReaders caps the read connections. Default DefaultMaxReaders.
+	MaxReaders int
+	// Now returns the current time; tests replace it. Default time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default() with component=store.
+	Logger *slog.Logger
+
+	write *sql.DB
+	read  *sql.DB
+}
+
+// NewDB returns a DB for path with every field at its default.
+func NewDB(path string) *DB {
+	return &DB{
+		Path:        path,
+		BusyTimeout: DefaultBusyTimeout,
+		MaxReaders:  DefaultMaxReaders,
+		Now:         time.Now,
+		Logger:      slog.Default().With("component", "store"),
+	}
+}
+
+func (db *DB) dsn(readOnly bool) string {
+	q := []string{
+		fmt.Sprintf("_pragma=busy_timeout(%d)", db.BusyTimeout.Milliseconds()),
+		"_pragma=foreign_keys(1)",
+		// FULL: in WAL mode NORMAL may lose the last commits on power loss,
+		// and a PUBACK promises the row is on disk. With group commit the
+		// extra fsync is shared by the whole batch.
+		"_pragma=synchronous(FULL)",
+	}
+	if readOnly {
+		q = append(q, "_pragma=query_only(1)")
+	} else {
+		q = append(q, "_pragma=journal_mode(WAL)")
+	}
+	return "file:" + db.Path + "?" + strings.Join(q, "&")
+}
+
+// Open opens or creates the database, checks that it is Telehub's, and
+// applies pending migrations. Errors name the file.
+func (db *DB) Open() (err error) {
+	if db.Path == "" {
+		return errors.New("open db: path required")
+	}
+	if strings.ContainsAny(db.Path, "?#") {
+		return fmt.Errorf("open db %s: path must not contain '?' or '#'", db.Path)
+	}
+	if db.Now == nil {
+		db.Now = time.Now
+	}
+	if db.Logger == nil {
+		db.Logger = slog.Default().With("component", "store")
+	}
+	if db.MaxReaders <= 0 {
+		db.MaxReaders = DefaultMaxReaders
+	}
+	if dir := filepath.Dir(db.Path); dir != "" {
+		if _, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("open db %s: %w", db.Path, err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+
+	if db.write, err = sql.Open("sqlite", db.dsn(false)); err != nil {
+		return fmt.Errorf("open db %s: %w", db.Path, err)
+	}
+	db.write.SetMaxOpenConns(1)
+	db.write.SetConnMaxLifetime(0)
+	db.write.SetConnMaxIdleTime(0)
+	if err := db.checkApplication(); err != nil {
+		return fmt.Errorf("open db %s: %w", db.Path, err)
+	}
+	if err := db.migrate(); err != nil {
+		return fmt.Errorf("open db %s: migrate: %w", db.Path, err)
+	}
+
+	if db.read, err = sql.Open("sqlite", db.dsn(true)); err != nil {
+		return fmt.Errorf("open db %s: %w", db.Path, err)
+	}
+	db.read.SetMaxOpenConns(db.MaxReaders)
+	db.read.SetMaxIdleConns(db.MaxReaders)
+	if err := db.read.Ping(); err != nil {
+		return fmt.Errorf("open db %s: %w", db.Path, err)
+	}
+	return nil
+}
+
+// checkApplication refuses a file that is not SQLite or belongs to another
+// program, and stamps a new database with ApplicationID.
+func (db *DB) checkApplication() error {
+	var mode string
+	if err := db.write.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return describe(err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("cannot use WAL journal mode (got %q)", mode)
+	}
+	var appID, tables int
+	if err := db.write.QueryRow(`PRAGMA application_id`).Scan(&appID); err != nil {
+		return describe(err)
+	}
+	if err := db.write.QueryRow(`SELECT count(*) FROM sqlite_schema`).Scan(&tables); err != nil {
+		return describe(err)
+	}
+	switch {
+	case appID == ApplicationID:
+		return nil
+	case appID == 0 && tables == 0:
+		_, err := db.write.Exec(fmt.Sprintf(`PRAGMA application_id = %d`, ApplicationID))
+		return describe(err)
+	default:
+		return fmt.Errorf("not a Telehub database (application_id %#x, %d schema objects); refusing to touch it", appID, tables)
+	}
+}
+
+// describe turns SQLite's terse errors into ones a user can act on.
+func describe(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_NOTADB:
+			return fmt.Errorf("not a SQLite database (is it corrupt or another kind of file?): %w", err)
+		case sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM:
+			return fmt.Errorf("cannot open or write the file (check the path and permissions): %w", err)
+		case sqlite3.SQLITE_CORRUPT:
+			return fmt.Errorf("database is corrupt: %w", err)
+		}
+	}
+	return err
+}
+
+// migrate applies each embedded migration not yet recorded, in name order,
+// each in its own transaction.
+func (db *DB) migrate() error {
+	if _, err := db.write.Exec(`CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied INTEGER NOT NULL)`); err != nil {
+		return describe(err)
+	}
+	names, err := fs.Glob(migrationFS, "migration/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := db.migrateFile(name); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (db *DB) migrateFile(name string) error {
+	tx, err := db.write.Begin()
+	if err != nil {
+		return describe(err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRow(`SELECT count(*) FROM migrations WHERE name = ?`, name).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	body, err := fs.ReadFile(migrationFS, name)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(string(body)); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`INSERT INTO migrations (name, applied) VALUES (?, ?)`, name, db.Now().UnixMilli()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Close closes both connection pools. It is safe after a failed Open and
+// returns the first error.
+func (db *DB) Close() error {
+	var first error
+	for _, c := range []*sql.DB{db.read, db.write} {
+		if c == nil {
+			continue
+		}
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	db.read, db.write = nil, nil
+	return first
+}
+
+// IntegrityCheck runs PRAGMA integrity_check and returns nil when it reports "ok".
+func (db *DB) IntegrityCheck(ctx context.Context) error {
+	var res string
+	if err := db.read.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&res); err != nil {
+		return err
+	}
+	if res != "ok" {
+		return fmt.Errorf("integrity check: %s", res)
+	}
+	return nil
+}

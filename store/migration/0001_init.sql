@@ -1,0 +1,37 @@
+-- Telehub schema, version 1.
+-- Times are UTC Unix milliseconds. messages.seq is the message's sequence number.
+
+CREATE TABLE devices (
+	id            INTEGER PRIMARY KEY,
+	name          TEXT    NOT NULL UNIQUE,
+	first_seen    INTEGER NOT NULL,
+	last_seen     INTEGER NOT NULL,
+	message_count INTEGER NOT NULL DEFAULT 0,
+	last_seq      INTEGER NOT NULL DEFAULT 0,
+	status        TEXT    NOT NULL DEFAULT '',
+	status_at     INTEGER NOT NULL DEFAULT 0,
+	latest        TEXT    NOT NULL DEFAULT '{}' -- {"metric":{"v":<json>,"ts":ms,"seq":n}}
+);
+
+CREATE TABLE messages (
+	seq       INTEGER PRIMARY KEY,
+	device_id INTEGER NOT NULL REFERENCES devices (id),
+	ts        INTEGER NOT NULL, -- device time, or received when the payload had none
+	received  INTEGER NOT NULL,
+	topic     TEXT    NOT NULL,
+	qos       INTEGER NOT NULL,
+	flags     INTEGER NOT NULL, -- devices.Flags
+	payload   BLOB    NOT NULL
+);
+
+-- History by device time (ts), ties broken by seq (the rowid, implicit in the index).
+CREATE INDEX messages_device_ts ON messages (device_id, ts);
+-- Replay and resume by sequence number for one device: (device_id, seq).
+CREATE INDEX messages_device_seq ON messages (device_id);
+
+-- Small durable counters, such as the highest sequence number ever assigned,
+-- which must survive deleting the newest rows.
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
