@@ -1,0 +1,177 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// Defaults for Broker fields.
+const (
+	DefaultAddr       = "127.0.0.1:1883"
+	DefaultMaxPayload = 256 << 10
+	DefaultAckTimeout = 5 * time.Second
+)
+
+// Broker is the embedded MQTT broker. Build it with New, set the fields,
+// then Open; Close stops it.
+type Broker struct {
+	// Addr is the TCP listen address. Default DefaultAddr (loopback only).
+	Addr string
+	// Writer receives every telemetry and status publish. Required.
+	Writer devices.MessageWriter
+	// Scheme maps topics to devices. Default devices.DefaultScheme().
+	Scheme *devices.Scheme
+	// MaxPayload is the largest payload stored, in bytes; a larger publish
+	// is refused and counted. Default DefaultMaxPayload. Packets larger than
+	// MaxPayload plus 64 KiB (room for topic and properties) are not even
+	// read: the client is disconnected, as MQTT 5 prescribes (reason 0x95).
+	MaxPayload int
+	// AckTimeout bounds writing one PUBACK to a device; a device that does
+	// not read its socket for that long is disconnected so that it cannot
+	// stall acknowledgements to others. Default DefaultAckTimeout.
+	AckTimeout time.Duration
+	// Stats counts received and refused messages. Optional.
+	Stats *devices.Stats
+	// Options are mochi's server options; nil means Telehub's defaults.
+	// Capabilities.MaximumPacketSize is always set from MaxPayload.
+	Options *mqtt.Options
+	// Logger defaults to slog.Default() with component=broker.
+	Logger *slog.Logger
+
+	server *mqtt.Server
+	hook   *hook
+	ln     *listeners.TCP
+	closed sync.Once
+}
+
+// New returns a Broker writing to w with every other field at its default.
+func New(w devices.MessageWriter) *Broker {
+	return &Broker{
+		Addr:       DefaultAddr,
+		Writer:     w,
+		Scheme:     devices.DefaultScheme(),
+		MaxPayload: DefaultMaxPayload,
+		AckTimeout: DefaultAckTimeout,
+		Logger:     slog.Default().With("component", "broker"),
+	}
+}
+
+// Open binds the listener (so "address in use" is an Open error) and starts
+// serving.
+func (b *Broker) Open() error {
+	if b.Writer == nil {
+		return errors.New("open broker: writer required")
+	}
+	if b.Addr == "" {
+		b.Addr = DefaultAddr
+	}
+	if b.Scheme == nil {
+		b.Scheme = devices.DefaultScheme()
+	}
+	if b.MaxPayload <= 0 {
+		b.MaxPayload = DefaultMaxPayload
+	}
+	if b.AckTimeout <= 0 {
+		b.AckTimeout = DefaultAckTimeout
+	}
+	if b.Stats == nil {
+		b.Stats = new(devices.Stats)
+	}
+	if b.Logger == nil {
+		b.Logger = slog.Default().With("component", "broker")
+	}
+	opts := b.Options
+	if opts == nil {
+		opts = &mqtt.Options{}
+	}
+	opts.InlineClient = true // forwarding committed QoS 1 messages uses Server.Publish
+	if opts.Logger == nil {
+		opts.Logger = slog.New(mochiHandler{b.Logger.Handler()}).With("lib", "mochi")
+	}
+	if opts.Capabilities == nil {
+		opts.Capabilities = mqtt.NewDefaultServerCapabilities()
+	}
+	opts.Capabilities.MaximumPacketSize = uint32(b.MaxPayload + 64<<10)
+	b.server = mqtt.New(opts)
+
+	b.hook = &hook{broker: b, throttle: devices.Throttle{Interval: time.Minute}}
+	b.hook.ctx, b.hook.cancel = context.WithCancel(context.Background())
+	if err := b.server.AddHook(b.hook, nil); err != nil {
+		return fmt.Errorf("open broker: %w", err)
+	}
+	// Anonymous access: the listener is loopback unless configured otherwise.
+	if err := b.server.AddHook(new(auth.AllowHook), nil); err != nil {
+		return fmt.Errorf("open broker: %w", err)
+	}
+	b.ln = listeners.NewTCP(listeners.Config{ID: "mqtt", Address: b.Addr})
+	if err := b.server.AddListener(b.ln); err != nil {
+		return fmt.Errorf("open broker: listen %s: %w", b.Addr, err)
+	}
+	if err := b.server.Serve(); err != nil {
+		return fmt.Errorf("open broker: %w", err)
+	}
+	return nil
+}
+
+// ListenAddr returns the address the broker listens on, with the real port
+// when Addr asked for port 0.
+func (b *Broker) ListenAddr() string {
+	if b.ln == nil {
+		return ""
+	}
+	return b.ln.Address()
+}
+
+// URL returns the broker's address as an MQTT URL (tcp://host:port).
+func (b *Broker) URL() string {
+	host, port, _ := net.SplitHostPort(b.ListenAddr())
+	return "tcp://" + net.JoinHostPort(host, port)
+}
+
+// Server returns the underlying mochi server.
+func (b *Broker) Server() *mqtt.Server { return b.server }
+
+// Clients returns the number of connected clients.
+func (b *Broker) Clients() int {
+	if b.server == nil {
+		return 0
+	}
+	return b.server.Clients.Len() - 1 // less the inline client
+}
+
+// Drain stops taking publishes: from now on QoS 1 and 2 publishes are not
+// acknowledged (devices resend them after reconnecting) and QoS 0 ones are
+// only forwarded. Call it before closing the Writer so that everything the
+// hook accepted is committed and acknowledged before connections close.
+func (b *Broker) Drain() {
+	if b.hook != nil {
+		b.hook.draining.Store(true)
+	}
+}
+
+// Close drains, then stops the listener and disconnects every client. It is
+// safe after a failed Open and more than once.
+func (b *Broker) Close(ctx context.Context) error {
+	b.Drain()
+	var err error
+	b.closed.Do(func() {
+		if b.hook != nil {
+			b.hook.cancel()
+		}
+		if b.server != nil {
+			err = b.server.Close()
+		}
+	})
+	return err
+}

@@ -1,0 +1,166 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// hook takes publishes from mochi in-process. mochi calls OnPublish on the
+// client's read goroutine before it would write the PUBACK, so:
+//
+//   - QoS 0: queued without waiting (dropped and counted when the queue is
+//     full) and forwarded to subscribers at once: best effort, as MQTT says.
+//   - QoS 1: queued (waiting while the queue is full: back-pressure on that
+//     connection only) and rejected towards mochi, which then sends nothing.
+//     The writer's dispatch goroutine writes the PUBACK after commit, in
+//     order, and forwards the message to subscribers. The read goroutine
+//     goes on reading, so one connection can have many messages in flight.
+//   - QoS 2: rare for telemetry; the hook waits for the commit, then lets
+//     mochi run the PUBREC/PUBREL/PUBCOMP exchange and forward.
+type hook struct {
+	mqtt.HookBase
+	broker   *Broker
+	ctx      context.Context
+	cancel   context.CancelFunc
+	draining atomic.Bool
+	throttle devices.Throttle
+}
+
+func (h *hook) ID() string { return "telehub-ingest" }
+
+func (h *hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b})
+}
+
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // a committed message being forwarded by ack
+	}
+	b := h.broker
+	device, kind, ours, err := b.Scheme.ParseTopic(pk.TopicName)
+	if !ours {
+		return pk, nil // not a device topic: plain broker traffic, not stored
+	}
+	b.Stats.Received()
+	if err != nil {
+		return pk, h.refuse(cl, pk, device, devices.ReasonInvalidTopic, packets.ErrTopicNameInvalid, err.Error())
+	}
+	if len(pk.Payload) > b.MaxPayload {
+		return pk, h.refuse(cl, pk, device, devices.ReasonTooLarge, packets.ErrQuotaExceeded, "payload exceeds the size limit")
+	}
+	if h.draining.Load() {
+		b.Stats.Rejected(devices.ReasonShuttingDown)
+		if pk.FixedHeader.Qos == 0 {
+			return pk, nil
+		}
+		return pk, packets.ErrRejectPacket // not acknowledged: the device resends
+	}
+
+	now := time.Now().UnixMilli()
+	ts, values, flags := devices.DecodePayload(pk.Payload, now)
+	p := &devices.Pending{Message: devices.Message{
+		Device:   device,
+		Topic:    pk.TopicName,
+		Kind:     kind,
+		TS:       ts,
+		Received: now,
+		QoS:      pk.FixedHeader.Qos,
+		Flags:    flags,
+		Payload:  pk.Payload,
+		Values:   values,
+	}}
+
+	switch pk.FixedHeader.Qos {
+	case 0:
+		if err := b.Writer.TryWrite(p); err != nil {
+			reason := devices.ReasonQueueFull
+			if errors.Is(err, devices.ErrClosed) {
+				reason = devices.ReasonShuttingDown
+			}
+			b.Stats.Rejected(reason)
+			h.logRefusal(device, reason, err.Error())
+		}
+		return pk, nil
+
+	case 1:
+		p.Done = func(m *devices.Message, err error) {
+			if err == nil {
+				h.ack(cl, pk)
+			}
+		}
+		if err := b.Writer.Write(h.ctx, p); err != nil {
+			b.Stats.Rejected(devices.ReasonShuttingDown)
+		}
+		return pk, packets.ErrRejectPacket
+
+	default:
+		done := make(chan error, 1)
+		p.Done = func(m *devices.Message, err error) { done <- err }
+		if err := b.Writer.Write(h.ctx, p); err != nil {
+			b.Stats.Rejected(devices.ReasonShuttingDown)
+			return pk, packets.ErrRejectPacket
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				return pk, packets.ErrRejectPacket
+			}
+			return pk, nil
+		case <-h.ctx.Done():
+			return pk, packets.ErrRejectPacket
+		}
+	}
+}
+
+// ack writes the PUBACK for a committed QoS 1 publish, then forwards the
+// message to MQTT subscribers. It runs on the writer's dispatch goroutine,
+// so the write has a deadline: a device that stopped reading is
+// disconnected instead of stalling every other device's acknowledgement.
+func (h *hook) ack(cl *mqtt.Client, pk packets.Packet) {
+	b := h.broker
+	puback := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Puback},
+		PacketID:    pk.PacketID,
+		ReasonCode:  packets.CodeSuccess.Code, // [MQTT-4.3.2-4]
+	}
+	if conn := cl.Net.Conn; conn != nil {
+		conn.SetWriteDeadline(time.Now().Add(b.AckTimeout))
+		err := cl.WritePacket(puback)
+		conn.SetWriteDeadline(time.Time{})
+		if err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
+			b.Logger.Warn("puback write failed; disconnecting client", "client", cl.ID, "error", err)
+			cl.Stop(err)
+		}
+	}
+	if err := b.server.Publish(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos); err != nil {
+		b.Logger.Debug("forward to subscribers failed", "topic", pk.TopicName, "error", err)
+	}
+}
+
+// refuse counts and logs a refused publish and returns what mochi should do
+// with it. MQTT 5 clients get a PUBACK with reason code; MQTT 3.1.1 has no
+// negative PUBACK, so the publish is acknowledged and discarded, the choice
+// [MQTT-3.3.5-2] allows, rather than closing the connection and making the
+// device resend the same message forever.
+func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, device string, reason devices.Reason, code packets.Code, detail string) error {
+	h.broker.Stats.Rejected(reason)
+	h.logRefusal(device+"|"+pk.TopicName, reason, detail)
+	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
+		return packets.Code{Code: code.Code, Reason: detail}
+	}
+	return packets.CodeSuccessIgnore
+}
+
+func (h *hook) logRefusal(key string, reason devices.Reason, detail string) {
+	if ok, suppressed := h.throttle.Allow(string(reason)+"|"+key, time.Now()); ok {
+		h.broker.Logger.Warn("publish not stored", "reason", string(reason), "key", key, "detail", detail, "suppressed_since_last", suppressed)
+	}
+}

@@ -1,0 +1,247 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// Defaults for Subscriber fields.
+const (
+	DefaultClientID   = "telehub"
+	DefaultMaxPayload = 256 << 10
+)
+
+// Subscriber takes telemetry from an external broker. It connects with a
+// persistent session (clean session off, fixed client id) and manual acks:
+// a QoS 1 message is acknowledged to the broker only after commit, so what
+// the broker delivered while the hub was down, or before a crash, is
+// delivered again. It subscribes inside the connect handler, so every
+// automatic reconnect subscribes again.
+//
+// Brokers cap unacknowledged QoS 1 messages per client (Mosquitto's
+// max_inflight_messages, 20 by default), and each waits for a commit, so
+// raise that limit for high rates.
+type Subscriber struct {
+	// URL is the broker, e.g. tcp://127.0.0.1:1883 or ssl://host:8883. Required.
+	URL string
+	// ClientID identifies the hub's persistent session. Default DefaultClientID.
+	ClientID string
+	// Username and Password authenticate the hub; empty means none.
+	Username, Password string
+	// ShareGroup, when set, subscribes through $share/ShareGroup/... so that
+	// several hubs split one stream.
+	ShareGroup string
+	// Scheme maps topics to devices. Default devices.DefaultScheme().
+	Scheme *devices.Scheme
+	// Writer receives the messages. Required.
+	Writer devices.MessageWriter
+	// MaxPayload is the largest payload stored, in bytes; larger ones are
+	// acknowledged, counted and discarded. Default DefaultMaxPayload.
+	MaxPayload int
+	// Stats counts received and refused messages. Optional.
+	Stats *devices.Stats
+	// Logger defaults to slog.Default() with component=ingest.
+	Logger *slog.Logger
+
+	// newClient builds the paho client; tests replace it.
+	newClient func(*paho.ClientOptions) paho.Client
+
+	client    paho.Client
+	ctx       context.Context
+	cancel    context.CancelFunc
+	connected atomic.Bool
+	draining  atomic.Bool
+	throttle  devices.Throttle
+	lastErr   atomic.Pointer[string]
+}
+
+// New returns a Subscriber for url writing to w, other fields at defaults.
+func New(url string, w devices.MessageWriter) *Subscriber {
+	return &Subscriber{
+		URL:        url,
+		ClientID:   DefaultClientID,
+		Scheme:     devices.DefaultScheme(),
+		Writer:     w,
+		MaxPayload: DefaultMaxPayload,
+		Logger:     slog.Default().With("component", "ingest"),
+	}
+}
+
+// Open validates the configuration and starts connecting. It does not wait
+// for the broker: when it is unreachable the Subscriber keeps retrying in the
+// background and Connected reports false until it succeeds.
+func (s *Subscriber) Open() error {
+	if s.Writer == nil {
+		return errors.New("open ingest: writer required")
+	}
+	u, err := url.Parse(s.URL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("open ingest: broker url %q: want scheme://host:port, e.g. tcp://127.0.0.1:1883", s.URL)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+	default:
+		return fmt.Errorf("open ingest: broker url %q: unknown scheme %q", s.URL, u.Scheme)
+	}
+	if s.ClientID == "" {
+		s.ClientID = DefaultClientID
+	}
+	if s.Scheme == nil {
+		s.Scheme = devices.DefaultScheme()
+	}
+	if s.MaxPayload <= 0 {
+		s.MaxPayload = DefaultMaxPayload
+	}
+	if s.Stats == nil {
+		s.Stats = new(devices.Stats)
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default().With("component", "ingest")
+	}
+	if s.newClient == nil {
+		s.newClient = paho.NewClient
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+
+	opts := paho.NewClientOptions().
+		AddBroker(s.URL).
+		SetClientID(s.ClientID).
+		SetUsername(s.Username).
+		SetPassword(s.Password).
+		SetCleanSession(false).
+		SetAutoAckDisabled(true).
+		SetOrderMatters(true). // the handler only queues; ordered delivery keeps per-device order
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).
+		SetKeepAlive(30 * time.Second).
+		SetOnConnectHandler(s.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			s.connected.Store(false)
+			s.Logger.Warn("lost connection to broker; reconnecting", "broker", s.URL, "error", err)
+		}).
+		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+			s.Logger.Debug("reconnecting to broker", "broker", s.URL)
+		})
+	s.client = s.newClient(opts)
+	s.client.Connect() // with ConnectRetry the token completes only once connected
+	s.Logger.Info("connecting to external broker", "broker", s.URL, "client_id", s.ClientID)
+	return nil
+}
+
+func (s *Subscriber) filters() []string {
+	fs := s.Scheme.Filters()
+	if s.ShareGroup != "" {
+		for i, f := range fs {
+			fs[i] = "$share/" + s.ShareGroup + "/" + f
+		}
+	}
+	return fs
+}
+
+func (s *Subscriber) onConnect(c paho.Client) {
+	subs := make(map[string]byte)
+	for _, f := range s.filters() {
+		subs[f] = 1
+	}
+	tok := c.SubscribeMultiple(subs, s.handle)
+	go func() { // the connect handler must not block on the subscription round trip
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			msg := fmt.Sprintf("subscribe %v: %v", s.filters(), tok.Error())
+			s.lastErr.Store(&msg)
+			s.Logger.Error("subscribe failed; reconnecting", "error", tok.Error())
+			c.Disconnect(0)
+			return
+		}
+		s.connected.Store(true)
+		s.Logger.Info("subscribed on external broker", "broker", s.URL, "filters", s.filters())
+	}()
+}
+
+// handle runs on paho's router goroutine. It decodes and queues; for QoS 1
+// and 2 it waits for room in the queue (back-pressure) and acknowledges
+// after commit.
+func (s *Subscriber) handle(_ paho.Client, m paho.Message) {
+	device, kind, ours, err := s.Scheme.ParseTopic(m.Topic())
+	if !ours {
+		m.Ack()
+		return
+	}
+	s.Stats.Received()
+	if err != nil {
+		s.refuse(m, device, devices.ReasonInvalidTopic, err.Error())
+		return
+	}
+	if len(m.Payload()) > s.MaxPayload {
+		s.refuse(m, device, devices.ReasonTooLarge, "payload exceeds the size limit")
+		return
+	}
+	if s.draining.Load() {
+		s.Stats.Rejected(devices.ReasonShuttingDown) // not acknowledged: the broker delivers it again
+		return
+	}
+	now := time.Now().UnixMilli()
+	ts, values, flags := devices.DecodePayload(m.Payload(), now)
+	p := &devices.Pending{Message: devices.Message{
+		Device: device, Topic: m.Topic(), Kind: kind, TS: ts, Received: now,
+		QoS: m.Qos(), Flags: flags, Payload: m.Payload(), Values: values,
+	}}
+	if m.Qos() == 0 {
+		if err := s.Writer.TryWrite(p); err != nil {
+			s.Stats.Rejected(devices.ReasonQueueFull)
+			s.logRefusal(device, devices.ReasonQueueFull, err.Error())
+		}
+		return
+	}
+	p.Done = func(_ *devices.Message, err error) {
+		if err == nil {
+			m.Ack()
+		}
+	}
+	if err := s.Writer.Write(s.ctx, p); err != nil {
+		s.Stats.Rejected(devices.ReasonShuttingDown)
+	}
+}
+
+func (s *Subscriber) refuse(m paho.Message, device string, reason devices.Reason, detail string) {
+	s.Stats.Rejected(reason)
+	s.logRefusal(device+"|"+m.Topic(), reason, detail)
+	m.Ack() // a refused message would only be delivered again
+}
+
+func (s *Subscriber) logRefusal(key string, reason devices.Reason, detail string) {
+	if ok, suppressed := s.throttle.Allow(string(reason)+"|"+key, time.Now()); ok {
+		s.Logger.Warn("message not stored", "reason", string(reason), "key", key, "detail", detail, "suppressed_since_last", suppressed)
+	}
+}
+
+// Connected reports whether the Subscriber is connected and subscribed.
+func (s *Subscriber) Connected() bool { return s.connected.Load() && s.client != nil && s.client.IsConnectionOpen() }
+
+// Drain stops taking messages; what arrives from now on is not acknowledged
+// and the broker delivers it again to the next session. Call it before
+// closing the Writer.
+func (s *Subscriber) Drain() { s.draining.Store(true) }
+
+// Close drains and disconnects, keeping the session (and its subscriptions)
+// on the broker. It is safe after a failed Open.
+func (s *Subscriber) Close(ctx context.Context) error {
+	s.Drain()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.client != nil {
+		s.client.Disconnect(250)
+	}
+	return nil
+}
