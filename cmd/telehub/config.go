@@ -1,0 +1,146 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/telehub/telehub/dashboard"
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/broker"
+	"github.com/telehub/telehub/devices/ingest"
+	"github.com/telehub/telehub/store"
+)
+
+// Config is the hub's configuration. Every field has a flag and a TELEHUB_*
+// environment variable named after it; a flag wins over the variable.
+type Config struct {
+	DB              string
+	HTTPAddr        string
+	MQTTAddr        string
+	MQTTURL         string
+	MQTTClientID    string
+	MQTTUsername    string
+	MQTTPassword    string
+	MQTTShareGroup  string
+	TopicTelemetry  string
+	TopicStatus     string
+	MaxPayload      int
+	BatchMax        int
+	QueueSize       int
+	WSQueue         int
+	WSWriteTimeout  time.Duration
+	AllowedOrigins  string
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+// envName returns the environment variable of a flag: --mqtt-url is TELEHUB_MQTT_URL.
+func envName(flagName string) string {
+	return "TELEHUB_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ParseFlags reads args (without the program name) and the environment.
+func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("telehub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var errs []error
+	str := func(p *string, name, def, usage string) {
+		if v := getenv(envName(name)); v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	num := func(p *int, name string, def int, usage string) {
+		if v := getenv(envName(name)); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not an integer", envName(name), v))
+			}
+			def = n
+		}
+		fs.IntVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		if v := getenv(envName(name)); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not a duration", envName(name), v))
+			}
+			def = d
+		}
+		fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+
+	str(&c.DB, "db", "telehub.db", "SQLite database file, created if missing")
+	str(&c.HTTPAddr, "http", dashboard.DefaultAddr, "HTTP listen address for the dashboard, REST API and WebSocket")
+	str(&c.MQTTAddr, "mqtt", broker.DefaultAddr, "embedded MQTT broker listen address (ignored with --mqtt-url)")
+	str(&c.MQTTURL, "mqtt-url", "", "external broker URL, e.g. tcp://127.0.0.1:1883; empty runs the embedded broker")
+	str(&c.MQTTClientID, "mqtt-client-id", ingest.DefaultClientID, "client id of the hub's persistent session on the external broker")
+	str(&c.MQTTUsername, "mqtt-username", "", "username on the external broker")
+	str(&c.MQTTPassword, "mqtt-password", "", "password on the external broker")
+	str(&c.MQTTShareGroup, "mqtt-share-group", "", "subscribe through $share/GROUP/... so several hubs split the stream")
+	str(&c.TopicTelemetry, "topic-telemetry", devices.DefaultTelemetryPattern, "telemetry topic pattern; {device} marks the device id level")
+	str(&c.TopicStatus, "topic-status", devices.DefaultStatusPattern, "status topic pattern; {device} marks the device id level; empty for none")
+	num(&c.MaxPayload, "max-payload", broker.DefaultMaxPayload, "largest payload stored, bytes; larger publishes are refused and counted")
+	num(&c.BatchMax, "batch-max", store.DefaultMaxBatch, "most messages committed in one transaction")
+	num(&c.QueueSize, "queue-size", store.DefaultQueueSize, "ingest queue capacity, messages; when full QoS 1 waits and QoS 0 is dropped and counted")
+	num(&c.WSQueue, "ws-queue", dashboard.DefaultWSQueue, "committed batches buffered per WebSocket client before it is resynchronised")
+	dur(&c.WSWriteTimeout, "ws-write-timeout", dashboard.DefaultWSWriteTimeout, "a WebSocket client that does not read for this long is disconnected")
+	str(&c.AllowedOrigins, "allowed-origins", "", "comma-separated extra browser origins allowed to open the WebSocket")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	str(&c.LogFormat, "log-format", "text", "log format: text or json")
+
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: telehub [flags]\n\nTelehub stores MQTT telemetry in SQLite and streams it to a live dashboard.\nWith no flags it runs the embedded broker on %s, stores in ./telehub.db\nand serves http://%s/.\n\nFlags:\n", broker.DefaultAddr, dashboard.DefaultAddr)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks values that flag parsing cannot.
+func (c Config) Validate() error {
+	switch {
+	case c.DB == "":
+		return errors.New("--db is required")
+	case c.MaxPayload <= 0:
+		return errors.New("--max-payload must be positive")
+	case c.BatchMax <= 0:
+		return errors.New("--batch-max must be positive")
+	case c.QueueSize <= 0:
+		return errors.New("--queue-size must be positive")
+	case c.WSQueue <= 0:
+		return errors.New("--ws-queue must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	if _, err := devices.NewScheme(c.TopicTelemetry, c.TopicStatus); err != nil {
+		return err
+	}
+	return nil
+}
+

@@ -1,0 +1,238 @@
+// Command telehub is the Telehub hub: an MQTT broker (embedded, or a
+// subscription to an external one), a SQLite store with durable
+// acknowledgements, and the web dashboard, REST API and WebSocket feed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telehub/telehub/dashboard"
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/broker"
+	"github.com/telehub/telehub/devices/ingest"
+	"github.com/telehub/telehub/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	cfg, err := ParseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	} else if err != nil {
+		fmt.Fprintln(os.Stderr, "telehub:", err)
+		os.Exit(2)
+	}
+	m := NewMain(cfg, os.Stderr)
+	if err := m.Run(); err != nil {
+		m.Close(context.Background())
+		fmt.Fprintln(os.Stderr, "telehub:", err)
+		os.Exit(1)
+	}
+	<-ctx.Done()
+	stop() // a second signal now kills the process without a graceful shutdown
+	m.Logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := m.Close(cctx); err != nil {
+		fmt.Fprintln(os.Stderr, "telehub: shutdown:", err)
+		os.Exit(1)
+	}
+}
+
+// Main is the running hub: every component, wired together. Tests run it
+// in-process with a temporary database and ":0" ports.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+
+	Stats      *devices.Stats
+	Feed       *devices.Feed
+	DB         *store.DB
+	Writer     *store.Writer
+	Messages   *store.MessageService
+	Broker     *broker.Broker     // nil with an external broker
+	Subscriber *ingest.Subscriber // nil with the embedded broker
+	HTTP       *dashboard.Server
+	Registry   *prometheus.Registry
+}
+
+// NewMain returns a Main for cfg that logs to logOut.
+func NewMain(cfg Config, logOut io.Writer) *Main {
+	return &Main{Config: cfg, Logger: newLogger(cfg, logOut), Stats: new(devices.Stats), Feed: new(devices.Feed)}
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Run opens the database, the writer, the MQTT side and the HTTP server, in
+// that order. On error the caller still calls Close.
+func (m *Main) Run() error {
+	cfg := m.Config
+	scheme, err := devices.NewScheme(cfg.TopicTelemetry, cfg.TopicStatus)
+	if err != nil {
+		return err
+	}
+	setPahoLogger(m.Logger.With("component", "paho"))
+
+	m.DB = store.NewDB(cfg.DB)
+	m.DB.Logger = m.Logger.With("component", "store")
+	if err := m.DB.Open(); err != nil {
+		return err
+	}
+	m.Writer = store.NewWriter(m.DB)
+	m.Writer.MaxBatch = cfg.BatchMax
+	m.Writer.QueueSize = cfg.QueueSize
+	m.Writer.Stats = m.Stats
+	m.Writer.OnCommit = m.Feed.Publish
+	m.Writer.Logger = m.Logger.With("component", "writer")
+	if err := m.Writer.Open(); err != nil {
+		return err
+	}
+	m.Messages = store.NewMessageService(m.DB)
+	m.Messages.LastSeqFunc = m.Writer.LastSeq
+	m.Logger.Info("database open", "path", cfg.DB, "last_seq", m.Writer.LastSeq())
+
+	if cfg.MQTTURL == "" {
+		m.Broker = broker.New(m.Writer)
+		m.Broker.Addr = cfg.MQTTAddr
+		m.Broker.Scheme = scheme
+		m.Broker.MaxPayload = cfg.MaxPayload
+		m.Broker.Stats = m.Stats
+		m.Broker.Logger = m.Logger.With("component", "broker")
+		if err := m.Broker.Open(); err != nil {
+			return err
+		}
+		m.Logger.Info("mqtt broker listening", "addr", m.Broker.ListenAddr())
+	} else {
+		m.Subscriber = ingest.New(cfg.MQTTURL, m.Writer)
+		m.Subscriber.ClientID = cfg.MQTTClientID
+		m.Subscriber.Username = cfg.MQTTUsername
+		m.Subscriber.Password = cfg.MQTTPassword
+		m.Subscriber.ShareGroup = cfg.MQTTShareGroup
+		m.Subscriber.Scheme = scheme
+		m.Subscriber.MaxPayload = cfg.MaxPayload
+		m.Subscriber.Stats = m.Stats
+		m.Subscriber.Logger = m.Logger.With("component", "ingest")
+		if err := m.Subscriber.Open(); err != nil {
+			return err
+		}
+	}
+
+	m.Registry = m.newRegistry()
+	m.HTTP = dashboard.NewServer(m.Messages, m.Feed)
+	m.HTTP.Addr = cfg.HTTPAddr
+	m.HTTP.Stats = m.Stats
+	m.HTTP.Ready = m.Ready
+	m.HTTP.Metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+	m.HTTP.WSQueue = cfg.WSQueue
+	m.HTTP.WSWriteTimeout = cfg.WSWriteTimeout
+	if cfg.AllowedOrigins != "" {
+		m.HTTP.AllowedOrigins = strings.Split(cfg.AllowedOrigins, ",")
+	}
+	m.HTTP.Logger = m.Logger.With("component", "dashboard")
+	if err := m.HTTP.Open(); err != nil {
+		return err
+	}
+	m.Logger.Info("http listening", "url", m.HTTP.URL())
+	return nil
+}
+
+// Ready reports whether the hub can take and store messages: the store's
+// latest commit succeeded and, with an external broker, the hub is
+// connected and subscribed.
+func (m *Main) Ready() error {
+	if ok, msg := m.Writer.Healthy(); !ok {
+		return fmt.Errorf("store failing: %s", msg)
+	}
+	if m.Subscriber != nil && !m.Subscriber.Connected() {
+		return errors.New("not connected to the external broker")
+	}
+	return nil
+}
+
+// Close shuts down gracefully: the MQTT side stops taking messages, the
+// writer commits and acknowledges everything it accepted, the MQTT side
+// disconnects, WebSockets get a close frame, and the database closes. It
+// returns the first error and still closes the rest; it is safe after a
+// failed Run.
+func (m *Main) Close(ctx context.Context) error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if m.Broker != nil {
+		m.Broker.Drain()
+	}
+	if m.Subscriber != nil {
+		m.Subscriber.Drain()
+	}
+	if m.Writer != nil {
+		add(m.Writer.Close(ctx))
+	}
+	if m.Broker != nil {
+		add(m.Broker.Close(ctx))
+	}
+	if m.Subscriber != nil {
+		add(m.Subscriber.Close(ctx))
+	}
+	m.Feed.Close()
+	if m.HTTP != nil {
+		add(m.HTTP.Close(ctx))
+	}
+	if m.DB != nil {
+		add(m.DB.Close())
+	}
+	if len(errs) == 0 {
+		m.Logger.Info("stopped")
+	}
+	return errors.Join(errs...)
+}
+
+// setPahoLogger routes paho's package-level loggers to slog. paho logs
+// through globals, so this is done once, here, and never in library code.
+func setPahoLogger(l *slog.Logger) {
+	paho.ERROR = pahoLogger{l, slog.LevelError}
+	paho.CRITICAL = pahoLogger{l, slog.LevelError}
+	paho.WARN = pahoLogger{l, slog.LevelWarn}
+}
+
+type pahoLogger struct {
+	l     *slog.Logger
+	level slog.Level
+}
+
+func (p pahoLogger) Println(v ...any) { p.l.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintln(v...))) }
+func (p pahoLogger) Printf(format string, v ...any) {
+	p.l.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
+func (m *Main) newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(&hubCollector{m: m})
+	return reg
+}

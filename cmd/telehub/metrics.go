@@ -1,0 +1,48 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telehub/telehub/devices"
+)
+
+var (
+	descReceived = prometheus.NewDesc("telehub_messages_received_total", "Publishes taken from MQTT on a device topic.", nil, nil)
+	descStored   = prometheus.NewDesc("telehub_messages_stored_total", "Messages committed to the database.", nil, nil)
+	descFlagged  = prometheus.NewDesc("telehub_messages_flagged_total", "Stored messages whose payload the decoder flagged (not JSON, bad ts, ...).", nil, nil)
+	descRejected = prometheus.NewDesc("telehub_messages_rejected_total", "Messages not stored, by reason.", []string{"reason"}, nil)
+	descQueue    = prometheus.NewDesc("telehub_ingest_queue_length", "Messages waiting for the writer.", nil, nil)
+	descCommit   = prometheus.NewDesc("telehub_last_commit_seconds", "Duration of the latest commit.", nil, nil)
+	descSeq      = prometheus.NewDesc("telehub_last_seq", "Highest committed sequence number.", nil, nil)
+	descClients  = prometheus.NewDesc("telehub_mqtt_clients", "Clients connected to the embedded broker.", nil, nil)
+	descWS       = prometheus.NewDesc("telehub_websocket_clients", "Open WebSocket connections.", nil, nil)
+)
+
+// hubCollector exports the hub's counters, read when Prometheus scrapes.
+type hubCollector struct{ m *Main }
+
+func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descQueue, descCommit, descSeq, descClients, descWS} {
+		ch <- d
+	}
+}
+
+func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	s := m.Stats.Snapshot()
+	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(s.Received))
+	ch <- prometheus.MustNewConstMetric(descStored, prometheus.CounterValue, float64(s.Stored))
+	ch <- prometheus.MustNewConstMetric(descFlagged, prometheus.CounterValue, float64(s.Flagged))
+	for _, r := range devices.Reasons {
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Rejected[r]), string(r))
+	}
+	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(m.Writer.QueueLen()))
+	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, m.Writer.LastCommit().Seconds())
+	ch <- prometheus.MustNewConstMetric(descSeq, prometheus.GaugeValue, float64(m.Writer.LastSeq()))
+	if m.Broker != nil {
+		ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(m.Broker.Clients()))
+	}
+	if m.HTTP != nil {
+		ch <- prometheus.MustNewConstMetric(descWS, prometheus.GaugeValue, float64(m.HTTP.WSClients()))
+	}
+}

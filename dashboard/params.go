@@ -1,0 +1,39 @@
+package dashboard
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
+}
+
+// ParseTime reads a time parameter: Unix milliseconds or RFC 3339. It returns
+// Unix ms.
+func ParseTime(v string) (int64, error) {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return n, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return 0, fmt.Errorf("want Unix milliseconds or RFC 3339, got %q", v)
+	}
+	return t.UnixMilli(), nil
+}
+
+// intParam reads an integer query parameter in [lo, hi], or def when absent.
+func intParam(name, v string, def, lo, hi int64) (int64, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, invalid(name, "want an integer, got %q", v)
+	}
+	if n < lo || n > hi {
+		return 0, invalid(name, "must be between %d and %d, got %d", lo, hi, n)
+	}
+	return n, nil
+}

@@ -1,0 +1,201 @@
+package dashboard
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/filesystem"
+
+	"github.com/telehub/telehub/devices"
+)
+
+//go:embed static
+var staticFS embed.FS
+
+// Defaults for Server fields.
+const (
+	DefaultAddr           = "127.0.0.1:8080"
+	DefaultWSQueue        = 256
+	DefaultWSWriteTimeout = 10 * time.Second
+	DefaultReadTimeout    = 30 * time.Second
+)
+
+// Server serves the REST API, the WebSocket feed and the UI. Build it with
+// NewServer, set the fields, then Open.
+type Server struct {
+	// Addr is the listen address. Default DefaultAddr (loopback only).
+	Addr string
+	// Messages reads devices and history. Required.
+	Messages devices.MessageService
+	// Feed delivers committed messages to WebSocket clients. Required.
+	Feed *devices.Feed
+	// Stats are ingestion counters shown by /api/v1/stats. Optional.
+	Stats *devices.Stats
+	// Ready reports whether the hub can take and store messages; nil means
+	// always ready. /readyz answers 503 with its error.
+	Ready func() error
+	// Metrics serves /metrics (Prometheus); nil means no such route.
+	Metrics http.Handler
+	// WSQueue is how many committed batches may wait for one WebSocket
+	// client before it is resynchronised from the database. Default DefaultWSQueue.
+	WSQueue int
+	// WSWriteTimeout bounds one WebSocket write; a client that does not
+	// read for that long is disconnected. Default DefaultWSWriteTimeout.
+	WSWriteTimeout time.Duration
+	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
+	// to open the WebSocket besides the hub's own. Empty means same-origin only.
+	AllowedOrigins []string
+	// Logger defaults to slog.Default() with component=dashboard.
+	Logger *slog.Logger
+
+	app    *fiber.App
+	ln     net.Listener
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // Serve and every WebSocket handler
+	wsMu   sync.Mutex
+	wsN    int
+}
+
+// NewServer returns a Server with every field at its default.
+func NewServer(msgs devices.MessageService, feed *devices.Feed) *Server {
+	return &Server{
+		Addr:           DefaultAddr,
+		Messages:       msgs,
+		Feed:           feed,
+		WSQueue:        DefaultWSQueue,
+		WSWriteTimeout: DefaultWSWriteTimeout,
+		Logger:         slog.Default().With("component", "dashboard"),
+	}
+}
+
+// Open binds the listener, so that "address in use" is an Open error, and
+// serves in the background.
+func (s *Server) Open() (err error) {
+	if s.Messages == nil || s.Feed == nil {
+		return errors.New("open http: messages and feed required")
+	}
+	if s.Addr == "" {
+		s.Addr = DefaultAddr
+	}
+	if s.WSQueue <= 0 {
+		s.WSQueue = DefaultWSQueue
+	}
+	if s.WSWriteTimeout <= 0 {
+		s.WSWriteTimeout = DefaultWSWriteTimeout
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default().With("component", "dashboard")
+	}
+	if s.Stats == nil {
+		s.Stats = new(devices.Stats)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.app = fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		ReadTimeout:           DefaultReadTimeout,
+		IdleTimeout:           2 * time.Minute,
+		BodyLimit:             64 << 10,
+		ErrorHandler:          s.handleError,
+		AppName:               "telehub",
+	})
+	s.routes()
+	if s.ln, err = net.Listen("tcp", s.Addr); err != nil {
+		return fmt.Errorf("open http: listen %s: %w", s.Addr, err)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.app.Listener(s.ln); err != nil {
+			s.Logger.Error("http server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+func (s *Server) routes() {
+	s.app.Use(securityHeaders)
+	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	s.app.Get("/readyz", s.handleReady)
+	if s.Metrics != nil {
+		s.app.Get("/metrics", adaptor.HTTPHandler(s.Metrics))
+	}
+	api := s.app.Group("/api/v1")
+	api.Get("/devices", s.handleListDevices)
+	api.Get("/devices/:id", s.handleGetDevice)
+	api.Get("/devices/:id/messages", s.handleListMessages)
+	api.Get("/stats", s.handleStats)
+	api.Get("/ws", s.handleWSUpgrade, s.wsHandler())
+	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+
+	sub, _ := fs.Sub(staticFS, "static")
+	s.app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(sub), Index: "index.html"}))
+}
+
+func securityHeaders(c *fiber.Ctx) error {
+	c.Set("X-Content-Type-Options", "nosniff")
+	c.Set("X-Frame-Options", "DENY")
+	c.Set("Referrer-Policy", "no-referrer")
+	c.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+	return c.Next()
+}
+
+// ListenAddr returns the bound address (with the real port for ":0").
+func (s *Server) ListenAddr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// URL returns the server's base URL, e.g. http://127.0.0.1:8080.
+func (s *Server) URL() string { return "http://" + s.ListenAddr() }
+
+// WSClients returns the number of open WebSocket connections.
+func (s *Server) WSClients() int {
+	s.wsMu.Lock()
+	defer s.wsMu.Unlock()
+	return s.wsN
+}
+
+// Close ends every WebSocket with a close frame (1001 going away), then shuts
+// the HTTP server down, waiting for in-flight requests until ctx is done.
+// It is safe after a failed Open.
+func (s *Server) Close(ctx context.Context) error {
+	if s.cancel != nil {
+		s.cancel() // WebSocket handlers send a close frame and return
+	}
+	var err error
+	if s.app != nil && s.ln != nil {
+		err = s.app.ShutdownWithContext(ctx)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("close http: %w", ctx.Err())
+		}
+	}
+	return err
+}
+
+func (s *Server) handleReady(c *fiber.Ctx) error {
+	if s.Ready != nil {
+		if err := s.Ready(); err != nil {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "error": err.Error()})
+		}
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}

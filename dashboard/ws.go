@@ -1,0 +1,270 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// replayPage is how many messages one replay query reads.
+const replayPage = 1000
+
+// maxResyncs is how often a client may fall behind within resyncWindow before
+// it is disconnected as too slow.
+const (
+	maxResyncs   = 5
+	resyncWindow = time.Minute
+)
+
+// wsOptions are the parsed query parameters of /api/v1/ws.
+type wsOptions struct {
+	device string      // "" streams all devices
+	since  devices.Seq // replay messages after this sequence number
+	replay bool        // false: live only, from the current sequence number
+}
+
+// handleWSUpgrade validates the request before the upgrade, so that a bad
+// parameter or a foreign Origin gets an HTTP error instead of a socket.
+//
+// Query parameters: device (optional, one device id), since (optional,
+// replay everything after this sequence number; absent means live only).
+func (s *Server) handleWSUpgrade(c *fiber.Ctx) error {
+	if !websocket.IsWebSocketUpgrade(c) {
+		return fiber.NewError(fiber.StatusUpgradeRequired, "this endpoint speaks WebSocket")
+	}
+	if !s.originAllowed(c) {
+		return fiber.NewError(fiber.StatusForbidden, "origin not allowed")
+	}
+	var o wsOptions
+	if d := c.Query("device"); d != "" {
+		if err := devices.ValidateDeviceID(d); err != nil {
+			return invalid("device", "%s", strings.TrimPrefix(err.Error(), devices.ErrInvalid.Error()+": "))
+		}
+		o.device = utils.CopyString(d)
+	}
+	if v := c.Query("since"); v != "" {
+		n, err := intParam("since", v, 0, 0, 1<<62)
+		if err != nil {
+			return err
+		}
+		o.since, o.replay = devices.Seq(n), true
+	}
+	c.Locals("ws", o)
+	return c.Next()
+}
+
+// originAllowed accepts requests without Origin (not from a browser), from
+// the hub's own origin, and from AllowedOrigins.
+func (s *Server) originAllowed(c *fiber.Ctx) bool {
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host == c.Hostname() {
+		return true
+	}
+	for _, o := range s.AllowedOrigins {
+		if o == origin {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) wsHandler() fiber.Handler {
+	return websocket.New(s.serveWS, websocket.Config{
+		Origins:          []string{"*"}, // checked in handleWSUpgrade
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  16 << 10,
+	})
+}
+
+// serveWS streams history then live messages to one client: it subscribes to
+// the Feed first, replays from the database everything after the client's
+// position, then sends live messages above the last one sent. Nothing is
+// missed (the subscription predates the replay's read) and nothing is sent
+// twice (live messages at or below the position are skipped). When the
+// subscription overflows, the client is resynchronised from the database.
+func (s *Server) serveWS(conn *websocket.Conn) {
+	s.wsMu.Lock()
+	s.wsN++
+	s.wsMu.Unlock()
+	s.wg.Add(1)
+	defer func() {
+		s.wsMu.Lock()
+		s.wsN--
+		s.wsMu.Unlock()
+		s.wg.Done()
+	}()
+
+	o, _ := conn.Locals("ws").(wsOptions)
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+
+	// The client sends nothing we need; read to process control frames and
+	// to notice when it goes away.
+	conn.SetReadLimit(4 << 10)
+	go func() {
+		defer cancel()
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+
+	st := &wsStream{s: s, conn: conn, opts: o}
+	code, reason := st.run(ctx)
+	if code != 0 {
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	}
+	conn.Close()
+}
+
+type wsStream struct {
+	s    *Server
+	conn *websocket.Conn
+	opts wsOptions
+	last devices.Seq
+	buf  []byte
+}
+
+// run streams until the client leaves or the server closes, and returns the
+// close code and reason to send (0 when the connection is already gone).
+func (st *wsStream) run(ctx context.Context) (int, string) {
+	var resyncs []time.Time
+	st.last = st.opts.since
+	first := true
+	for {
+		sub, err := st.s.Feed.Subscribe(st.s.WSQueue)
+		if err != nil {
+			return websocket.CloseGoingAway, "server shutting down"
+		}
+		if first && !st.opts.replay {
+			st.last = st.s.Messages.LastSeq()
+		} else if err := st.replay(ctx); err != nil {
+			sub.Close()
+			return st.closeFor(ctx, err)
+		}
+		if first {
+			if err := st.writeControl("replay_end"); err != nil {
+				sub.Close()
+				return st.closeFor(ctx, err)
+			}
+			first = false
+		}
+		err = st.live(ctx, sub)
+		sub.Close()
+		if !errors.Is(err, devices.ErrLagged) {
+			return st.closeFor(ctx, err)
+		}
+		now := time.Now()
+		resyncs = append(resyncs, now)
+		for len(resyncs) > 0 && now.Sub(resyncs[0]) > resyncWindow {
+			resyncs = resyncs[1:]
+		}
+		if len(resyncs) > maxResyncs {
+			return websocket.ClosePolicyViolation, "client too slow: fell behind the live feed repeatedly"
+		}
+		if err := st.writeControl("resync"); err != nil {
+			return st.closeFor(ctx, err)
+		}
+	}
+}
+
+func (st *wsStream) closeFor(ctx context.Context, err error) (int, string) {
+	switch {
+	case errors.Is(err, devices.ErrClosed) || st.s.ctx.Err() != nil:
+		return websocket.CloseGoingAway, "server shutting down"
+	case ctx.Err() != nil:
+		return 0, "" // the client left
+	default:
+		st.s.Logger.Debug("websocket ended", "error", err)
+		return websocket.CloseInternalServerErr, "stream error"
+	}
+}
+
+// replay sends every stored message after st.last, page by page.
+func (st *wsStream) replay(ctx context.Context) error {
+	for {
+		msgs, err := st.s.Messages.ListMessages(ctx, devices.MessageFilter{
+			Device: st.opts.device, AfterSeq: st.last, Limit: replayPage, BySeq: true,
+		})
+		if errors.Is(err, devices.ErrNotFound) {
+			return nil // no such device yet: nothing to replay
+		}
+		if err != nil {
+			return err
+		}
+		for i := range msgs {
+			if err := st.writeMessage(&msgs[i]); err != nil {
+				return err
+			}
+		}
+		if len(msgs) < replayPage {
+			return nil
+		}
+	}
+}
+
+// live sends committed messages until the subscription ends or ctx is done.
+func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case batch, ok := <-sub.C():
+			if !ok {
+				return sub.Err()
+			}
+			for i := range batch {
+				m := &batch[i]
+				if m.Seq <= st.last || (st.opts.device != "" && m.Device != st.opts.device) {
+					continue
+				}
+				if err := st.writeMessage(m); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (st *wsStream) writeMessage(m *devices.Message) error {
+	b := append(st.buf[:0], `{"type":"message",`...)
+	b = m.AppendJSON(b)
+	// AppendJSON wrote its own '{'; drop it to merge the two objects.
+	i := len(`{"type":"message",`)
+	b = append(b[:i], b[i+1:]...)
+	st.buf = b
+	if err := st.write(b); err != nil {
+		return err
+	}
+	st.last = m.Seq
+	return nil
+}
+
+func (st *wsStream) writeControl(typ string) error {
+	b := append(st.buf[:0], `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","seq":`...)
+	b = strconv.AppendInt(b, int64(st.last), 10)
+	b = append(b, '}')
+	st.buf = b
+	return st.write(b)
+}
+
+func (st *wsStream) write(b []byte) error {
+	st.conn.SetWriteDeadline(time.Now().Add(st.s.WSWriteTimeout))
+	return st.conn.WriteMessage(websocket.TextMessage, b)
+}
