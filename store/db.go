@@ -30,6 +30,10 @@ const ApplicationID = 0x54485542
 const (
 	DefaultBusyTimeout = 5 * time.Second
 	DefaultMaxReaders  = 4
+	// DefaultWriterCacheKiB keeps the hot index pages of thousands of
+	// devices in memory; SQLite's own default is 2 MiB.
+	DefaultWriterCacheKiB = 64 << 10
+	DefaultReaderCacheKiB = 16 << 10
 )
 
 // DB is Telehub's SQLite database: one writer connection (used only by
@@ -42,6 +46,10 @@ type DB struct {
 	BusyTimeout time.Duration
 	// MaxReaders caps the read connections. Default DefaultMaxReaders.
 	MaxReaders int
+	// WriterCacheKiB and ReaderCacheKiB size the page cache of the writer
+	// connection and of each reader, in KiB. Defaults DefaultWriterCacheKiB
+	// and DefaultReaderCacheKiB.
+	WriterCacheKiB, ReaderCacheKiB int
 	// Now returns the current time; tests replace it. Default time.Now.
 	Now func() time.Time
 	// Logger defaults to slog.Default() with component=store.
@@ -54,11 +62,13 @@ type DB struct {
 // NewDB returns a DB for path with every field at its default.
 func NewDB(path string) *DB {
 	return &DB{
-		Path:        path,
-		BusyTimeout: DefaultBusyTimeout,
-		MaxReaders:  DefaultMaxReaders,
-		Now:         time.Now,
-		Logger:      slog.Default().With("component", "store"),
+		Path:           path,
+		BusyTimeout:    DefaultBusyTimeout,
+		MaxReaders:     DefaultMaxReaders,
+		WriterCacheKiB: DefaultWriterCacheKiB,
+		ReaderCacheKiB: DefaultReaderCacheKiB,
+		Now:            time.Now,
+		Logger:         slog.Default().With("component", "store"),
 	}
 }
 
@@ -70,12 +80,18 @@ func (db *DB) dsn(readOnly bool) string {
 		// and a PUBACK promises the row is on disk. With group commit the
 		// extra fsync is shared by the whole batch.
 		"_pragma=synchronous(FULL)",
+		// Statement journals (multi-row inserts) and sorts stay in memory
+		// rather than in temporary files.
+		"_pragma=temp_store(MEMORY)",
 	}
 	if readOnly {
-		q = append(q, "_pragma=query_only(1)")
+		q = append(q, "_pragma=query_only(1)", fmt.Sprintf("_pragma=cache_size(-%d)", db.ReaderCacheKiB))
 	} else {
-		q = append(q, "_pragma=journal_mode(WAL)")
+		// Index pages of many devices are touched by every batch.
+		q = append(q, fmt.Sprintf("_pragma=cache_size(-%d)", db.WriterCacheKiB))
 	}
+	// The writer sets journal_mode=WAL itself, after checkApplication: a
+	// pragma here would convert a foreign file before it could be refused.
 	return "file:" + db.Path + "?" + strings.Join(q, "&")
 }
 
@@ -96,6 +112,12 @@ func (db *DB) Open() (err error) {
 	}
 	if db.MaxReaders <= 0 {
 		db.MaxReaders = DefaultMaxReaders
+	}
+	if db.WriterCacheKiB <= 0 {
+		db.WriterCacheKiB = DefaultWriterCacheKiB
+	}
+	if db.ReaderCacheKiB <= 0 {
+		db.ReaderCacheKiB = DefaultReaderCacheKiB
 	}
 	if dir := filepath.Dir(db.Path); dir != "" {
 		if _, err := os.Stat(dir); err != nil {
@@ -135,13 +157,6 @@ func (db *DB) Open() (err error) {
 // checkApplication refuses a file that is not SQLite or belongs to another
 // program, and stamps a new database with ApplicationID.
 func (db *DB) checkApplication() error {
-	var mode string
-	if err := db.write.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
-		return describe(err)
-	}
-	if mode != "wal" {
-		return fmt.Errorf("cannot use WAL journal mode (got %q)", mode)
-	}
 	var appID, tables int
 	if err := db.write.QueryRow(`PRAGMA application_id`).Scan(&appID); err != nil {
 		return describe(err)
@@ -151,13 +166,23 @@ func (db *DB) checkApplication() error {
 	}
 	switch {
 	case appID == ApplicationID:
-		return nil
 	case appID == 0 && tables == 0:
-		_, err := db.write.Exec(fmt.Sprintf(`PRAGMA application_id = %d`, ApplicationID))
-		return describe(err)
+		if _, err := db.write.Exec(fmt.Sprintf(`PRAGMA application_id = %d`, ApplicationID)); err != nil {
+			return describe(err)
+		}
 	default:
 		return fmt.Errorf("not a Telehub database (application_id %#x, %d schema objects); refusing to touch it", appID, tables)
 	}
+	// WAL is a property of the file: set once here, it holds for every
+	// connection, readers included.
+	var mode string
+	if err := db.write.QueryRow(`PRAGMA journal_mode = WAL`).Scan(&mode); err != nil {
+		return describe(err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("cannot use WAL journal mode (got %q)", mode)
+	}
+	return nil
 }
 
 // describe turns SQLite's terse errors into ones a user can act on.

@@ -6,7 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"sort"
+	"strings"
 
 	"github.com/telehub/telehub/devices"
 )
@@ -18,9 +19,10 @@ const MaxListLimit = 10000
 // so queries never wait for the writer (WAL readers see the last commit).
 type MessageService struct {
 	db *DB
-	// LastSeqFunc reports the highest committed sequence number; the Writer's
-	// LastSeq when one runs in this process. Nil means read it from the file.
-	LastSeqFunc func() devices.Seq
+	// Writer, when one runs in this process, supplies the current device
+	// summaries and sequence number from memory; the saved rows trail it by
+	// up to its FlushInterval. Nil means read everything from the file.
+	Writer *Writer
 }
 
 var _ devices.MessageService = (*MessageService)(nil)
@@ -30,8 +32,8 @@ func NewMessageService(db *DB) *MessageService { return &MessageService{db: db} 
 
 // LastSeq implements devices.MessageService.
 func (s *MessageService) LastSeq() devices.Seq {
-	if s.LastSeqFunc != nil {
-		return s.LastSeqFunc()
+	if s.Writer != nil {
+		return s.Writer.LastSeq()
 	}
 	var seq sql.NullInt64
 	s.db.read.QueryRow(`SELECT max(seq) FROM messages`).Scan(&seq)
@@ -57,6 +59,9 @@ func scanDevice(sc interface{ Scan(...any) error }) (*devices.Device, error) {
 
 // FindDevice implements devices.MessageService.
 func (s *MessageService) FindDevice(ctx context.Context, id string) (*devices.Device, error) {
+	if s.Writer != nil {
+		return s.Writer.Device(id)
+	}
 	d, err := scanDevice(s.db.read.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE name = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("device %q: %w", id, devices.ErrNotFound)
@@ -66,6 +71,11 @@ func (s *MessageService) FindDevice(ctx context.Context, id string) (*devices.De
 
 // ListDevices implements devices.MessageService.
 func (s *MessageService) ListDevices(ctx context.Context) ([]*devices.Device, error) {
+	if s.Writer != nil {
+		list := s.Writer.Devices()
+		sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+		return list, nil
+	}
 	rows, err := s.db.read.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices ORDER BY name`)
 	if err != nil {
 		return nil, err
@@ -88,43 +98,19 @@ func (s *MessageService) ListMessages(ctx context.Context, f devices.MessageFilt
 	if f.Limit <= 0 || f.Limit > MaxListLimit {
 		return nil, fmt.Errorf("%w: limit must be 1..%d", devices.ErrInvalid, MaxListLimit)
 	}
-	from, to := f.From, f.To
-	if from == 0 {
-		from = math.MinInt64
-	}
-	if to == 0 {
-		to = math.MaxInt64
-	}
-	if from > to {
+	if f.From != 0 && f.To != 0 && f.From > f.To {
 		return nil, fmt.Errorf("%w: from is after to", devices.ErrInvalid)
 	}
-	q := `SELECT m.seq, d.name, m.topic, m.ts, m.received, m.qos, m.flags, m.payload FROM messages m JOIN devices d ON d.id = m.device_id WHERE `
-	args := []any{}
+	var deviceID int64
 	if f.Device != "" {
-		var id int64
-		err := s.db.read.QueryRowContext(ctx, `SELECT id FROM devices WHERE name = ?`, f.Device).Scan(&id)
+		err := s.db.read.QueryRowContext(ctx, `SELECT id FROM devices WHERE name = ?`, f.Device).Scan(&deviceID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("device %q: %w", f.Device, devices.ErrNotFound)
 		} else if err != nil {
 			return nil, err
 		}
-		q += `m.device_id = ? AND `
-		args = append(args, id)
 	}
-	q += `m.seq > ? AND m.ts BETWEEN ? AND ? ORDER BY `
-	args = append(args, int64(f.AfterSeq), from, to)
-	dir := ` ASC`
-	if f.Desc {
-		dir = ` DESC`
-	}
-	if f.BySeq {
-		q += `m.seq` + dir
-	} else {
-		q += `m.ts` + dir + `, m.seq` + dir
-	}
-	q += ` LIMIT ?`
-	args = append(args, f.Limit)
-
+	q, args := messagesQuery(f, deviceID)
 	rows, err := s.db.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -141,4 +127,43 @@ func (s *MessageService) ListMessages(ctx context.Context, f devices.MessageFilt
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// messagesQuery builds the SELECT for f (deviceID is 0 for all devices).
+// Every value is a bound parameter; only fixed fragments are concatenated,
+// and clauses that do not restrict are left out so that SQLite picks the
+// index that matches the order.
+func messagesQuery(f devices.MessageFilter, deviceID int64) (string, []any) {
+	var where []string
+	var args []any
+	if deviceID != 0 {
+		where = append(where, `m.device_id = ?`)
+		args = append(args, deviceID)
+	}
+	if f.AfterSeq > 0 {
+		where = append(where, `m.seq > ?`)
+		args = append(args, int64(f.AfterSeq))
+	}
+	if f.From != 0 {
+		where = append(where, `m.ts >= ?`)
+		args = append(args, f.From)
+	}
+	if f.To != 0 {
+		where = append(where, `m.ts <= ?`)
+		args = append(args, f.To)
+	}
+	q := `SELECT m.seq, d.name, m.topic, m.ts, m.received, m.qos, m.flags, m.payload FROM messages m JOIN devices d ON d.id = m.device_id`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	dir := ` ASC`
+	if f.Desc {
+		dir = ` DESC`
+	}
+	if f.BySeq {
+		q += ` ORDER BY m.seq` + dir
+	} else {
+		q += ` ORDER BY m.ts` + dir + `, m.seq` + dir
+	}
+	return q + ` LIMIT ?`, append(args, f.Limit)
 }

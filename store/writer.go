@@ -17,14 +17,20 @@ import (
 
 // Defaults for Writer fields.
 const (
-	DefaultMaxBatch  = 4096
-	DefaultQueueSize = 16384
+	DefaultMaxBatch      = 4096
+	DefaultQueueSize     = 16384
+	DefaultFlushInterval = time.Second
 )
 
 // rowsPerInsert is how many rows one INSERT statement carries. Multi-row
 // inserts cut the per-statement cost of database/sql, which dominates with
-// small rows; 8 columns x 64 rows stays far below SQLite's parameter limit.
+// small rows; 9 columns x 64 rows stays far below SQLite's parameter limit.
 const rowsPerInsert = 64
+
+// devicesPerFlush caps the device summaries saved by one commit, so that a
+// fleet of thousands of devices never adds more than a few milliseconds to
+// any one batch.
+const devicesPerFlush = 128
 
 // Writer is the only goroutine that writes messages. It takes Pending
 // messages from a bounded queue and commits them in groups: as soon as one
@@ -32,6 +38,12 @@ const rowsPerInsert = 64
 // MaxBatch), so batches are small at low load and grow with load, and no
 // timer is ever waited out. After each commit a dispatch goroutine calls
 // every Done callback in order (which writes the PUBACKs) and then OnCommit.
+//
+// Device summaries (counts, last seen, latest values) live in memory, are
+// served from there, and are saved every FlushInterval in rounds of at most
+// devicesPerFlush devices per commit. Because they are derived from the
+// messages, a crash loses nothing: Open folds in again every message above
+// meta.summary_seq.
 //
 // A failed commit is retried with backoff until it succeeds or the Writer is
 // closed: nothing accepted is dropped, and while the store is failing the
@@ -43,6 +55,9 @@ type Writer struct {
 	MaxBatch int
 	// QueueSize is the capacity of the ingest queue, in messages. Default DefaultQueueSize.
 	QueueSize int
+	// FlushInterval is how often changed device summaries are saved. Default
+	// DefaultFlushInterval.
+	FlushInterval time.Duration
 	// OnCommit receives each committed batch, in sequence order, after the
 	// Done callbacks. The slice is shared and must not be modified. Optional.
 	OnCommit func([]devices.Message)
@@ -58,27 +73,30 @@ type Writer struct {
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 
-	conn     *sql.Conn
-	full     *sql.Stmt         // INSERT of rowsPerInsert rows
-	partial  map[int]*sql.Stmt // INSERT of fewer rows, by count
-	args     []any
-	lastSeq  atomic.Int64
-	devs     map[string]*devState
+	conn    *sql.Conn
+	full    *sql.Stmt         // INSERT of rowsPerInsert rows
+	partial map[int]*sql.Stmt // INSERT of fewer rows, by count
+	update  *sql.Stmt         // UPDATE of one device's summary
+	setMeta *sql.Stmt         // upsert of a meta counter
+	args    []any
+	lastSeq atomic.Int64
+
+	mu   sync.RWMutex // guards devs for readers; only the write loop changes it
+	devs map[string]*devState
+
+	round    []*devState // devices left to save in the current flush round
+	roundSeq int64       // every message up to this seq is in the round's devices
+
 	failing  atomic.Bool
 	lastErr  atomic.Pointer[string]
 	commitNs atomic.Int64 // duration of the latest commit
 }
 
 type devState struct {
-	id        int64
-	firstSeen int64
-	lastSeen  int64
-	count     int64
-	lastSeq   devices.Seq
-	status    string
-	statusAt  int64
-	latest    map[string]devices.Latest
-	dirty     bool
+	id    int64
+	name  string
+	dev   devices.Device // FirstSeen .. Latest; ID is name
+	dirty bool           // changed since last saved
 }
 
 type batch struct {
@@ -89,16 +107,18 @@ type batch struct {
 // NewWriter returns a Writer on db with every field at its default.
 func NewWriter(db *DB) *Writer {
 	return &Writer{
-		DB:        db,
-		MaxBatch:  DefaultMaxBatch,
-		QueueSize: DefaultQueueSize,
-		Logger:    slog.Default().With("component", "writer"),
+		DB:            db,
+		MaxBatch:      DefaultMaxBatch,
+		QueueSize:     DefaultQueueSize,
+		FlushInterval: DefaultFlushInterval,
+		Logger:        slog.Default().With("component", "writer"),
 	}
 }
 
-// Open loads the device table and the sequence high-water mark, prepares
-// the statements and starts the writer and dispatch goroutines.
-func (w *Writer) Open() error {
+// Open loads the device summaries and the sequence high-water mark, folds
+// in messages the summaries do not yet reflect, prepares the statements and
+// starts the writer and dispatch goroutines.
+func (w *Writer) Open() (err error) {
 	if w.DB == nil || w.DB.write == nil {
 		return errors.New("open writer: opened DB required")
 	}
@@ -108,6 +128,9 @@ func (w *Writer) Open() error {
 	if w.QueueSize <= 0 {
 		w.QueueSize = DefaultQueueSize
 	}
+	if w.FlushInterval <= 0 {
+		w.FlushInterval = DefaultFlushInterval
+	}
 	if w.Logger == nil {
 		w.Logger = slog.Default().With("component", "writer")
 	}
@@ -115,20 +138,32 @@ func (w *Writer) Open() error {
 		w.Stats = new(devices.Stats)
 	}
 	ctx := context.Background()
-	var err error
 	if w.conn, err = w.DB.write.Conn(ctx); err != nil {
 		return fmt.Errorf("open writer: %w", describe(err))
 	}
-	if err := w.load(ctx); err != nil {
-		w.conn.Close()
-		return fmt.Errorf("open writer: %w", err)
-	}
-	if w.full, err = w.conn.PrepareContext(ctx, insertSQL(rowsPerInsert)); err != nil {
-		w.conn.Close()
-		return fmt.Errorf("open writer: %w", err)
+	defer func() {
+		if err != nil {
+			w.closeStatements()
+			w.conn.Close()
+		}
+	}()
+	for _, p := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{
+		{&w.full, insertSQL(rowsPerInsert)},
+		{&w.update, `UPDATE devices SET first_seen = ?, last_seen = ?, message_count = ?, last_seq = ?, status = ?, status_at = ?, latest = ? WHERE id = ?`},
+		{&w.setMeta, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`},
+	} {
+		if *p.dst, err = w.conn.PrepareContext(ctx, p.q); err != nil {
+			return fmt.Errorf("open writer: %w", describe(err))
+		}
 	}
 	w.partial = make(map[int]*sql.Stmt)
-	w.args = make([]any, 0, 8*rowsPerInsert)
+	w.args = make([]any, 0, 9*rowsPerInsert)
+	if err := w.load(ctx); err != nil {
+		return fmt.Errorf("open writer: %w", err)
+	}
 	w.q = make(chan *devices.Pending, w.QueueSize)
 	w.dispatch = make(chan *batch, 4)
 	w.stopping = make(chan struct{})
@@ -140,52 +175,139 @@ func (w *Writer) Open() error {
 
 func insertSQL(rows int) string {
 	var b strings.Builder
-	b.WriteString(`INSERT INTO messages (seq, device_id, ts, received, topic, qos, flags, payload) VALUES `)
+	b.WriteString(`INSERT INTO messages (seq, device_id, ts, received, topic, kind, qos, flags, payload) VALUES `)
 	for i := 0; i < rows; i++ {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(`(?,?,?,?,?,?,?,?)`)
+		b.WriteString(`(?,?,?,?,?,?,?,?,?)`)
 	}
 	return b.String()
 }
 
-// load reads the device table into memory and the highest sequence number
-// ever assigned (kept in meta, so deleting the newest rows never lets a
-// number be reused).
-func (w *Writer) load(ctx context.Context) error {
-	var last sql.NullInt64
-	err := w.conn.QueryRowContext(ctx, `SELECT max(coalesce((SELECT value FROM meta WHERE key = 'last_seq'), 0), coalesce((SELECT max(seq) FROM messages), 0))`).Scan(&last)
-	if err != nil {
-		return describe(err)
+func (w *Writer) meta(ctx context.Context, key string) (int64, error) {
+	var v int64
+	err := w.conn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
 	}
-	w.lastSeq.Store(last.Int64)
-	return w.loadDevices(ctx)
+	return v, describe(err)
 }
 
-func (w *Writer) loadDevices(ctx context.Context) error {
+// load reads the device summaries, the highest sequence number ever
+// assigned (kept in meta, so deleting the newest rows never lets a number be
+// reused) and folds in the messages above meta.summary_seq.
+func (w *Writer) load(ctx context.Context) error {
+	last, err := w.meta(ctx, "last_seq")
+	if err != nil {
+		return err
+	}
+	var maxSeq sql.NullInt64
+	if err := w.conn.QueryRowContext(ctx, `SELECT max(seq) FROM messages`).Scan(&maxSeq); err != nil {
+		return describe(err)
+	}
+	w.lastSeq.Store(max(last, maxSeq.Int64))
+
 	rows, err := w.conn.QueryContext(ctx, `SELECT id, name, first_seen, last_seen, message_count, last_seq, status, status_at, latest FROM devices`)
 	if err != nil {
 		return describe(err)
 	}
 	defer rows.Close()
 	w.devs = make(map[string]*devState)
+	byID := make(map[int64]*devState)
 	for rows.Next() {
 		d := &devState{}
-		var name, latest string
-		if err := rows.Scan(&d.id, &name, &d.firstSeen, &d.lastSeen, &d.count, &d.lastSeq, &d.status, &d.statusAt, &latest); err != nil {
+		var latest string
+		dv := &d.dev
+		if err := rows.Scan(&d.id, &d.name, &dv.FirstSeen, &dv.LastSeen, &dv.MessageCount, &dv.LastSeq, &dv.Status, &dv.StatusAt, &latest); err != nil {
 			return err
 		}
-		if err := json.Unmarshal([]byte(latest), &d.latest); err != nil || d.latest == nil {
-			d.latest = make(map[string]devices.Latest)
+		dv.ID = d.name
+		if err := json.Unmarshal([]byte(latest), &dv.Latest); err != nil || dv.Latest == nil {
+			dv.Latest = make(map[string]devices.Latest)
 		}
-		w.devs[name] = d
+		w.devs[d.name] = d
+		byID[d.id] = d
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows.Close()
+	return w.fold(ctx, byID)
+}
+
+// fold applies the messages above meta.summary_seq to the device summaries.
+// Each device skips what its saved row already counts (seq <= its last_seq),
+// so folding twice changes nothing.
+func (w *Writer) fold(ctx context.Context, byID map[int64]*devState) error {
+	from, err := w.meta(ctx, "summary_seq")
+	if err != nil {
+		return err
+	}
+	rows, err := w.conn.QueryContext(ctx, `SELECT seq, device_id, ts, received, kind, flags, payload FROM messages WHERE seq > ? ORDER BY seq`, from)
+	if err != nil {
+		return describe(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var m devices.Message
+		var id, kind, flags int64
+		if err := rows.Scan(&m.Seq, &id, &m.TS, &m.Received, &kind, &flags, &m.Payload); err != nil {
+			return err
+		}
+		d := byID[id]
+		if d == nil || m.Seq <= d.dev.LastSeq {
+			continue
+		}
+		m.Kind, m.Flags = devices.Kind(kind), devices.Flags(flags)
+		if m.Kind == devices.KindTelemetry && m.IsJSON() {
+			_, m.Values, _ = devices.DecodePayload(m.Payload, m.Received)
+		}
+		d.apply(&m)
+		n++
+	}
+	if n > 0 {
+		w.Logger.Info("folded messages into device summaries", "messages", n, "after_seq", from)
 	}
 	return rows.Err()
 }
 
 // LastSeq returns the highest committed sequence number.
 func (w *Writer) LastSeq() devices.Seq { return devices.Seq(w.lastSeq.Load()) }
+
+// Device returns the current summary of one device, or ErrNotFound.
+func (w *Writer) Device(id string) (*devices.Device, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	d, ok := w.devs[id]
+	if !ok || d.dev.MessageCount == 0 {
+		return nil, fmt.Errorf("device %q: %w", id, devices.ErrNotFound)
+	}
+	return d.snapshot(), nil
+}
+
+// Devices returns the current summaries of every device, in no order.
+func (w *Writer) Devices() []*devices.Device {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	out := make([]*devices.Device, 0, len(w.devs))
+	for _, d := range w.devs {
+		if d.dev.MessageCount > 0 {
+			out = append(out, d.snapshot())
+		}
+	}
+	return out
+}
+
+func (d *devState) snapshot() *devices.Device {
+	c := d.dev
+	c.Latest = make(map[string]devices.Latest, len(d.dev.Latest))
+	for k, v := range d.dev.Latest {
+		c.Latest[k] = v
+	}
+	return &c
+}
 
 // Healthy reports whether the latest commit succeeded, and the latest error.
 func (w *Writer) Healthy() (bool, string) {
@@ -235,9 +357,9 @@ func (w *Writer) TryWrite(p *devices.Pending) error {
 }
 
 // Close stops taking messages, commits and dispatches everything already
-// queued, and waits for both goroutines. ctx bounds the wait; on expiry the
-// remaining messages are failed (their devices were not acknowledged and
-// will resend). It does not close the DB.
+// queued, saves every device summary and waits for both goroutines. When ctx
+// ends first, a batch that keeps failing is given up (its devices were not
+// acknowledged and will resend). It does not close the DB.
 func (w *Writer) Close(ctx context.Context) error {
 	if w.stopping == nil {
 		return nil
@@ -251,38 +373,78 @@ func (w *Writer) Close(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("close writer: %w", ctx.Err())
-		<-done // the loops give up retrying once stopping and ctx are both done
+		<-done // the loop gives up retrying shortly after stopping
 	}
-	for _, s := range w.partial {
-		s.Close()
-	}
-	if w.full != nil {
-		w.full.Close()
-	}
+	w.closeStatements()
 	if cerr := w.conn.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
 	return err
 }
 
+func (w *Writer) closeStatements() {
+	for _, s := range w.partial {
+		s.Close()
+	}
+	for _, s := range []*sql.Stmt{w.full, w.update, w.setMeta} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
 func (w *Writer) writeLoop() {
 	defer w.wg.Done()
 	defer close(w.dispatch)
+	tick := time.NewTicker(w.FlushInterval)
+	defer tick.Stop()
 	for {
 		var first *devices.Pending
 		select {
 		case first = <-w.q:
+		case <-tick.C:
+			w.startRound()
+			// Idle: save the round's summaries without waiting for messages.
+			for len(w.round) > 0 && len(w.q) == 0 {
+				w.commitRetrying(&batch{})
+			}
+			continue
 		case <-w.stopping:
-			// Drain what was accepted before Close.
+			// Commit what was accepted before Close, then save every summary.
 			for {
 				b := w.collect(nil)
 				if len(b.pending) == 0 {
-					return
+					break
 				}
 				w.commitRetrying(b)
 			}
+			w.startRound()
+			for len(w.round) > 0 {
+				if !w.commitRetrying(&batch{}) {
+					break
+				}
+			}
+			return
 		}
 		w.commitRetrying(w.collect(first))
+	}
+}
+
+// startRound begins saving every changed device summary, unless a round is
+// still under way.
+func (w *Writer) startRound() {
+	if len(w.round) > 0 {
+		return
+	}
+	w.roundSeq = w.lastSeq.Load()
+	for _, d := range w.devs {
+		if d.dirty {
+			w.round = append(w.round, d)
+		}
+	}
+	if len(w.round) == 0 {
+		// Nothing changed: every summary is complete up to roundSeq.
+		w.round = nil
 	}
 }
 
@@ -305,8 +467,8 @@ func (w *Writer) collect(first *devices.Pending) *batch {
 
 // commitRetrying commits b, retrying with exponential backoff (50 ms to 5 s)
 // while the store fails. Once the Writer is stopping it gives up after a
-// short grace and fails the batch.
-func (w *Writer) commitRetrying(b *batch) {
+// short grace, fails the batch and returns false.
+func (w *Writer) commitRetrying(b *batch) bool {
 	backoff := 50 * time.Millisecond
 	failures := 0
 	var giveUp <-chan time.Time
@@ -319,8 +481,10 @@ func (w *Writer) commitRetrying(b *batch) {
 				w.Logger.Info("store recovered", "failed_attempts", failures)
 			}
 			w.failing.Store(false)
-			w.dispatch <- b
-			return
+			if len(b.pending) > 0 {
+				w.dispatch <- b
+			}
+			return true
 		}
 		failures++
 		msg := err.Error()
@@ -346,56 +510,60 @@ func (w *Writer) commitRetrying(b *batch) {
 					p.Done(&p.Message, err)
 				}
 			}
-			return
+			return false
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
-// commit writes b in one transaction. On success it fills b.msgs with the
-// committed messages and advances the sequence; on failure it leaves the
-// in-memory state as it was.
+// commit writes b's messages, plus the next part of a flush round, in one
+// transaction. Only after the commit succeeds does it advance the sequence
+// and the in-memory summaries, so a failed attempt leaves no trace.
 func (w *Writer) commit(b *batch) (err error) {
 	ctx := context.Background()
-	now := w.DB.Now().UnixMilli()
 	seq := w.lastSeq.Load()
 	tx, err := w.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return describe(err)
 	}
+	var created []string
 	defer func() {
 		if err != nil {
 			if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 			}
-			// The device cache may hold rows that were rolled back.
-			if lerr := w.loadDevices(ctx); lerr != nil {
-				err = errors.Join(err, fmt.Errorf("reload devices: %w", lerr))
+			w.mu.Lock()
+			for _, name := range created { // their rows were rolled back
+				delete(w.devs, name)
 			}
+			w.mu.Unlock()
 		}
 	}()
 
 	msgs := make([]devices.Message, len(b.pending))
-	touched := make([]*devState, 0, 16)
+	ds := make([]*devState, len(b.pending))
 	w.args = w.args[:0]
 	rows := 0
+	var full *sql.Stmt
 	for i, p := range b.pending {
 		m := &msgs[i]
 		*m = p.Message
 		seq++
 		m.Seq = devices.Seq(seq)
-		d, err := w.device(ctx, tx, m.Device, now)
+		d, isNew, err := w.device(ctx, tx, m.Device, m.Received)
 		if err != nil {
 			return err
 		}
-		if !d.dirty {
-			d.dirty = true
-			touched = append(touched, d)
+		if isNew {
+			created = append(created, m.Device)
 		}
-		d.apply(m)
-		w.args = append(w.args, seq, d.id, m.TS, m.Received, m.Topic, int64(m.QoS), int64(m.Flags), payloadArg(m.Payload))
+		ds[i] = d
+		w.args = append(w.args, seq, d.id, m.TS, m.Received, m.Topic, int64(m.Kind), int64(m.QoS), int64(m.Flags), payloadArg(m.Payload))
 		if rows++; rows == rowsPerInsert {
-			if _, err := tx.StmtContext(ctx, w.full).ExecContext(ctx, w.args...); err != nil {
+			if full == nil {
+				full = tx.StmtContext(ctx, w.full)
+			}
+			if _, err := full.ExecContext(ctx, w.args...); err != nil {
 				return describe(err)
 			}
 			w.args, rows = w.args[:0], 0
@@ -410,23 +578,58 @@ func (w *Writer) commit(b *batch) (err error) {
 			return describe(err)
 		}
 	}
-	for _, d := range touched {
-		d.dirty = false
-		latest, _ := json.Marshal(d.latest)
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen = ?, message_count = ?, last_seq = ?, status = ?, status_at = ?, latest = ? WHERE id = ?`,
-			d.lastSeen, d.count, d.lastSeq, d.status, d.statusAt, string(latest), d.id); err != nil {
+	if len(msgs) > 0 {
+		if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "last_seq", seq); err != nil {
 			return describe(err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('last_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, seq); err != nil {
-		return describe(err)
+	flushed, err := w.flushPart(ctx, tx)
+	if err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return describe(err)
 	}
+
+	w.mu.Lock()
+	for i := range msgs {
+		ds[i].apply(&msgs[i])
+	}
+	w.mu.Unlock()
+	if w.round = w.round[flushed:]; len(w.round) == 0 {
+		w.round = nil
+	}
 	w.lastSeq.Store(seq)
 	b.msgs = msgs
 	return nil
+}
+
+// flushPart saves up to devicesPerFlush summaries of the current round in
+// tx, and records summary_seq when the round is complete. It returns how
+// many devices it saved; the caller drops them from the round after commit.
+func (w *Writer) flushPart(ctx context.Context, tx *sql.Tx) (int, error) {
+	if w.round == nil {
+		return 0, nil
+	}
+	n := min(len(w.round), devicesPerFlush)
+	update := tx.StmtContext(ctx, w.update)
+	for _, d := range w.round[:n] {
+		dv := &d.dev
+		latest, _ := json.Marshal(dv.Latest)
+		if _, err := update.ExecContext(ctx, dv.FirstSeen, dv.LastSeen, dv.MessageCount, dv.LastSeq, dv.Status, dv.StatusAt, string(latest), d.id); err != nil {
+			return 0, describe(err)
+		}
+	}
+	if n == len(w.round) {
+		if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "summary_seq", w.roundSeq); err != nil {
+			return 0, describe(err)
+		}
+	}
+	// Marked clean now; a failed commit leaves them in the round to retry.
+	for _, d := range w.round[:n] {
+		d.dirty = false
+	}
+	return n, nil
 }
 
 // payloadArg keeps an empty payload a zero-length BLOB rather than NULL.
@@ -449,38 +652,42 @@ func (w *Writer) partialStmt(ctx context.Context, rows int) (*sql.Stmt, error) {
 	return s, nil
 }
 
-// device returns the cached state of name, inserting the device row first
-// when it is new.
-func (w *Writer) device(ctx context.Context, tx *sql.Tx, name string, now int64) (*devState, error) {
+// device returns the state of name, inserting the device row first when it
+// is new.
+func (w *Writer) device(ctx context.Context, tx *sql.Tx, name string, now int64) (*devState, bool, error) {
 	if d, ok := w.devs[name]; ok {
-		return d, nil
+		return d, false, nil
 	}
-	d := &devState{firstSeen: now, lastSeen: now, latest: make(map[string]devices.Latest)}
+	d := &devState{name: name, dev: devices.Device{ID: name, FirstSeen: now, LastSeen: now, Latest: make(map[string]devices.Latest)}}
 	if err := tx.QueryRowContext(ctx, `INSERT INTO devices (name, first_seen, last_seen) VALUES (?, ?, ?) RETURNING id`, name, now, now).Scan(&d.id); err != nil {
-		return nil, describe(err)
+		return nil, false, describe(err)
 	}
+	w.mu.Lock()
 	w.devs[name] = d
-	return d, nil
+	w.mu.Unlock()
+	return d, true, nil
 }
 
-// apply folds one message into the device's summary.
+// apply folds one committed message into the device's summary.
 func (d *devState) apply(m *devices.Message) {
-	if d.count == 0 {
-		d.firstSeen = m.Received
+	dv := &d.dev
+	if dv.MessageCount == 0 {
+		dv.FirstSeen = m.Received
 	}
-	d.count++
-	d.lastSeen = max(d.lastSeen, m.Received)
-	d.lastSeq = m.Seq
+	dv.MessageCount++
+	dv.LastSeen = max(dv.LastSeen, m.Received)
+	dv.LastSeq = m.Seq
 	if m.Kind == devices.KindStatus {
-		d.status = statusText(m.Payload)
-		d.statusAt = m.Received
+		dv.Status = statusText(m.Payload)
+		dv.StatusAt = m.Received
 	}
 	for _, v := range m.Values {
-		if old, ok := d.latest[v.Name]; ok && old.TS > v.TS {
+		if old, ok := dv.Latest[v.Name]; ok && old.TS > v.TS {
 			continue
 		}
-		d.latest[v.Name] = devices.Latest{Value: v.Value, TS: v.TS, Seq: m.Seq}
+		dv.Latest[v.Name] = devices.Latest{Value: v.Value, TS: v.TS, Seq: m.Seq}
 	}
+	d.dirty = true
 }
 
 // statusText reads a status payload: a bare word ("online") or a JSON

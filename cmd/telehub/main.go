@@ -111,7 +111,7 @@ func (m *Main) Run() error {
 		return err
 	}
 	m.Messages = store.NewMessageService(m.DB)
-	m.Messages.LastSeqFunc = m.Writer.LastSeq
+	m.Messages.Writer = m.Writer
 	m.Logger.Info("database open", "path", cfg.DB, "last_seq", m.Writer.LastSeq())
 
 	if cfg.MQTTURL == "" {

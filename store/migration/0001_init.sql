@@ -1,6 +1,10 @@
 -- Telehub schema, version 1.
 -- Times are UTC Unix milliseconds. messages.seq is the message's sequence number.
 
+-- One row per device. The writer keeps these summaries in memory and saves
+-- them in rounds (see store.Writer); meta.summary_seq says up to which
+-- message every row is complete, and later messages are folded in again at
+-- start, so a crash loses nothing.
 CREATE TABLE devices (
 	id            INTEGER PRIMARY KEY,
 	name          TEXT    NOT NULL UNIQUE,
@@ -19,6 +23,7 @@ CREATE TABLE messages (
 	ts        INTEGER NOT NULL, -- device time, or received when the payload had none
 	received  INTEGER NOT NULL,
 	topic     TEXT    NOT NULL,
+	kind      INTEGER NOT NULL, -- devices.Kind: 1 telemetry, 2 status
 	qos       INTEGER NOT NULL,
 	flags     INTEGER NOT NULL, -- devices.Flags
 	payload   BLOB    NOT NULL
@@ -29,8 +34,8 @@ CREATE INDEX messages_device_ts ON messages (device_id, ts);
 -- Replay and resume by sequence number for one device: (device_id, seq).
 CREATE INDEX messages_device_seq ON messages (device_id);
 
--- Small durable counters, such as the highest sequence number ever assigned,
--- which must survive deleting the newest rows.
+-- Small durable counters: last_seq, the highest sequence number ever
+-- assigned (it must survive deleting the newest rows), and summary_seq.
 CREATE TABLE meta (
 	key   TEXT PRIMARY KEY,
 	value INTEGER NOT NULL

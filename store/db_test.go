@@ -1,0 +1,72 @@
+package store_test
+
+import (
+	"bytes"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/telehub/telehub/store"
+)
+
+func TestDB_Open(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		db := MustOpenDB(t)
+		var mode string
+		var appID int
+		raw := rawDB(t, db.Path)
+		raw.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
+		raw.QueryRow(`PRAGMA application_id`).Scan(&appID)
+		if mode != "wal" || appID != store.ApplicationID {
+			t.Fatalf("journal_mode=%s application_id=%#x, want wal %#x", mode, appID, store.ApplicationID)
+		}
+		db.Close()
+		// Reopening applies no migration twice.
+		MustOpenDBPath(t, db.Path)
+	})
+
+	t.Run("ErrForeignDatabase", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "other.db")
+		other, _ := sql.Open("sqlite", "file:"+path)
+		if _, err := other.Exec(`CREATE TABLE invoices (id INTEGER PRIMARY KEY)`); err != nil {
+			t.Fatal(err)
+		}
+		other.Close()
+		before, _ := os.ReadFile(path)
+		err := store.NewDB(path).Open()
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a Telehub database") {
+			t.Fatalf("err=%v, want a refusal naming %s", err, path)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+			t.Fatal("foreign database was modified")
+		}
+	})
+
+	t.Run("ErrNotSQLite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "garbage.db")
+		junk := bytes.Repeat([]byte("not a database at all "), 400)
+		os.WriteFile(path, junk, 0o644)
+		err := store.NewDB(path).Open()
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a SQLite database") {
+			t.Fatalf("err=%v, want a clear error naming %s", err, path)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(junk, after) {
+			t.Fatal("file was overwritten")
+		}
+	})
+
+	t.Run("ErrMissingDirectory", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "no", "such", "dir", "t.db")
+		if err := store.NewDB(path).Open(); err == nil || !strings.Contains(err.Error(), path) {
+			t.Fatalf("err=%v, want an error naming %s", err, path)
+		}
+	})
+
+	t.Run("ErrPathRequired", func(t *testing.T) {
+		if err := store.NewDB("").Open(); err == nil {
+			t.Fatal("no error for empty path")
+		}
+	})
+}

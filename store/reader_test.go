@@ -1,0 +1,110 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
+)
+
+func TestMessageService_ListMessages(t *testing.T) {
+	db := MustOpenDB(t)
+	w := MustOpenWriter(t, db)
+	var in []devices.Message
+	for i := 0; i < 30; i++ {
+		m := msg([]string{"a", "b"}[i%2], i)
+		m.TS = 1000 + int64(29-i) // device time runs backwards: ts order differs from seq order
+		in = append(in, m)
+	}
+	writeAll(t, w, in)
+	s := store.NewMessageService(db)
+	ctx := context.Background()
+
+	t.Run("NewestFirstByTS", func(t *testing.T) {
+		got, err := s.ListMessages(ctx, devices.MessageFilter{Device: "a", Limit: 5, Desc: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 5 || got[0].TS != 1029 || got[0].Seq != 1 || got[4].TS != 1021 {
+			t.Fatalf("got %d, first ts=%d seq=%d, last ts=%d; want 5 from ts 1029 (seq 1) to 1021", len(got), got[0].TS, got[0].Seq, got[4].TS)
+		}
+		for _, m := range got {
+			if m.Device != "a" {
+				t.Fatalf("device=%s, want a", m.Device)
+			}
+		}
+	})
+	t.Run("Range", func(t *testing.T) {
+		got, _ := s.ListMessages(ctx, devices.MessageFilter{Device: "b", From: 1005, To: 1010, Limit: 100})
+		if len(got) != 3 || got[0].TS != 1006 || got[2].TS != 1010 {
+			t.Fatalf("got %v, want ts 1006, 1008, 1010", got)
+		}
+	})
+	t.Run("BySeqAfter", func(t *testing.T) {
+		got, _ := s.ListMessages(ctx, devices.MessageFilter{AfterSeq: 25, Limit: 100, BySeq: true})
+		if len(got) != 5 || got[0].Seq != 26 || got[4].Seq != 30 {
+			t.Fatalf("got %d messages from seq %d, want 26..30", len(got), got[0].Seq)
+		}
+	})
+	t.Run("ErrNotFound", func(t *testing.T) {
+		if _, err := s.ListMessages(ctx, devices.MessageFilter{Device: "zzz", Limit: 1}); !errors.Is(err, devices.ErrNotFound) {
+			t.Fatalf("err=%v, want ErrNotFound", err)
+		}
+		if _, err := s.FindDevice(ctx, "zzz"); !errors.Is(err, devices.ErrNotFound) {
+			t.Fatalf("err=%v, want ErrNotFound", err)
+		}
+	})
+	t.Run("ErrInvalid", func(t *testing.T) {
+		for _, f := range []devices.MessageFilter{{Limit: 0}, {Limit: -1}, {Limit: store.MaxListLimit + 1}, {Limit: 1, From: 10, To: 5}} {
+			if _, err := s.ListMessages(ctx, f); !errors.Is(err, devices.ErrInvalid) {
+				t.Errorf("%+v: err=%v, want ErrInvalid", f, err)
+			}
+		}
+	})
+	t.Run("ListDevices", func(t *testing.T) {
+		s := store.NewMessageService(db)
+		s.Writer = w
+		ds, err := s.ListDevices(ctx)
+		if err != nil || len(ds) != 2 || ds[0].ID != "a" || ds[0].MessageCount != 15 || ds[0].Latest["temp"].Value == nil {
+			t.Fatalf("ListDevices=%+v, %v", ds, err)
+		}
+	})
+}
+
+// TestQueryPlans guards the indexes: history and replay, for one device or
+// all, must search an index in the requested order, never scan and sort.
+func TestQueryPlans(t *testing.T) {
+	db := MustOpenDB(t)
+	raw := rawDB(t, db.Path)
+	for _, tt := range []struct {
+		name string
+		f    devices.MessageFilter
+		dev  int64
+	}{
+		{"replay one device", devices.MessageFilter{AfterSeq: 5, Limit: 10, BySeq: true}, 1},
+		{"replay all", devices.MessageFilter{AfterSeq: 5, Limit: 10, BySeq: true}, 0},
+		{"history newest", devices.MessageFilter{Limit: 10, Desc: true}, 1},
+		{"history range", devices.MessageFilter{From: 5, To: 9, Limit: 10}, 1},
+	} {
+		q, args := store.MessagesQuery(tt.f, tt.dev)
+		rows, err := raw.Query(`EXPLAIN QUERY PLAN `+q, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			rows.Scan(&id, &parent, &notused, &detail)
+			plan += detail + "; "
+		}
+		rows.Close()
+		t.Logf("%s: %s", tt.name, plan)
+		if !strings.Contains(plan, "SEARCH m USING") || strings.Contains(plan, "TEMP B-TREE") {
+			t.Errorf("%s: plan %q, want an index search on messages with no sort", tt.name, plan)
+		}
+	}
+}
