@@ -15,9 +15,6 @@ import (
 	"github.com/telehub/telehub/devices"
 )
 
-// replayPage is how many messages one replay query reads.
-const replayPage = 1000
-
 // maxResyncs is how often a client may fall behind within resyncWindow before
 // it is disconnected as too slow.
 const (
@@ -89,12 +86,14 @@ func (s *Server) wsHandler() fiber.Handler {
 	})
 }
 
-// serveWS streams history then live messages to one client: it subscribes to
-// the Feed first, replays from the database everything after the client's
-// position, then sends live messages above the last one sent. Nothing is
-// missed (the subscription predates the replay's read) and nothing is sent
-// twice (live messages at or below the position are skipped). When the
-// subscription overflows, the client is resynchronised from the database.
+// serveWS streams history then live messages to one client. It subscribes to
+// the Feed first, then reads the committed sequence number S and replays
+// from the database every message after the client's position up to S, then
+// sends live messages above S. Nothing is missed: a message above S was
+// committed after S was read, so after the subscription, so it reaches the
+// subscription. Nothing is sent twice: live messages at or below S are
+// skipped. When the subscription overflows, the client is resynchronised
+// from the database the same way, from the last message it was sent.
 func (s *Server) serveWS(conn *websocket.Conn) {
 	s.wsMu.Lock()
 	s.wsN++
@@ -150,12 +149,14 @@ func (st *wsStream) run(ctx context.Context) (int, string) {
 		if err != nil {
 			return websocket.CloseGoingAway, "server shutting down"
 		}
+		upTo := st.s.Messages.LastSeq() // read after subscribing: see serveWS
 		if first && !st.opts.replay {
-			st.last = st.s.Messages.LastSeq()
-		} else if err := st.replay(ctx); err != nil {
+			st.last = upTo
+		} else if err := st.s.Messages.Replay(ctx, st.opts.device, st.last, upTo, st.writeMessage); err != nil {
 			sub.Close()
 			return st.closeFor(ctx, err)
 		}
+		st.last = max(st.last, upTo)
 		if first {
 			if err := st.writeControl("replay_end"); err != nil {
 				sub.Close()
@@ -194,29 +195,6 @@ func (st *wsStream) closeFor(ctx context.Context, err error) (int, string) {
 	}
 }
 
-// replay sends every stored message after st.last, page by page.
-func (st *wsStream) replay(ctx context.Context) error {
-	for {
-		msgs, err := st.s.Messages.ListMessages(ctx, devices.MessageFilter{
-			Device: st.opts.device, AfterSeq: st.last, Limit: replayPage, BySeq: true,
-		})
-		if errors.Is(err, devices.ErrNotFound) {
-			return nil // no such device yet: nothing to replay
-		}
-		if err != nil {
-			return err
-		}
-		for i := range msgs {
-			if err := st.writeMessage(&msgs[i]); err != nil {
-				return err
-			}
-		}
-		if len(msgs) < replayPage {
-			return nil
-		}
-	}
-}
-
 // live sends committed messages until the subscription ends or ctx is done.
 func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 	for {
@@ -235,6 +213,7 @@ func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 				if err := st.writeMessage(m); err != nil {
 					return err
 				}
+				st.last = m.Seq
 			}
 		}
 	}
@@ -247,11 +226,7 @@ func (st *wsStream) writeMessage(m *devices.Message) error {
 	i := len(`{"type":"message",`)
 	b = append(b[:i], b[i+1:]...)
 	st.buf = b
-	if err := st.write(b); err != nil {
-		return err
-	}
-	st.last = m.Seq
-	return nil
+	return st.write(b)
 }
 
 func (st *wsStream) writeControl(typ string) error {

@@ -31,14 +31,10 @@ type MessageFilter struct {
 	// From and To bound the message timestamp TS, Unix ms, inclusive. Zero
 	// means unbounded.
 	From, To int64
-	// AfterSeq returns only messages with a greater sequence number (replay).
-	AfterSeq Seq
 	// Limit caps the number of messages returned; it must be positive.
 	Limit int
-	// Desc orders newest first; otherwise oldest first.
+	// Desc orders newest first; otherwise oldest first (by TS, then Seq).
 	Desc bool
-	// BySeq orders by sequence number instead of timestamp.
-	BySeq bool
 }
 
 // MessageService reads stored messages and devices.
@@ -50,6 +46,13 @@ type MessageService interface {
 	// ListMessages returns messages matching f. It returns ErrInvalid for a
 	// bad filter and ErrNotFound when f.Device names no device.
 	ListMessages(ctx context.Context, f MessageFilter) ([]Message, error)
+	// Replay calls fn for every stored message with after < Seq <= upTo,
+	// of one device or of all (device ""), and stops at fn's first error,
+	// which it returns. Messages come in sequence order, except when one
+	// device is replayed from far back, where they come in TS order (the
+	// device's history index); either way each comes exactly once. An
+	// unknown device replays nothing.
+	Replay(ctx context.Context, device string, after, upTo Seq, fn func(*Message) error) error
 	// LastSeq returns the highest sequence number committed so far.
 	LastSeq() Seq
 }

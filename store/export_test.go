@@ -1,4 +1,7 @@
 package store
 
-// MessagesQuery exposes the query builder to the plan test.
-var MessagesQuery = messagesQuery
+// Query builders, exposed to the plan test.
+var (
+	MessagesQuery = messagesQuery
+	ReplayQuery   = replayQuery
+)

@@ -43,12 +43,6 @@ func TestMessageService_ListMessages(t *testing.T) {
 			t.Fatalf("got %v, want ts 1006, 1008, 1010", got)
 		}
 	})
-	t.Run("BySeqAfter", func(t *testing.T) {
-		got, _ := s.ListMessages(ctx, devices.MessageFilter{AfterSeq: 25, Limit: 100, BySeq: true})
-		if len(got) != 5 || got[0].Seq != 26 || got[4].Seq != 30 {
-			t.Fatalf("got %d messages from seq %d, want 26..30", len(got), got[0].Seq)
-		}
-	})
 	t.Run("ErrNotFound", func(t *testing.T) {
 		if _, err := s.ListMessages(ctx, devices.MessageFilter{Device: "zzz", Limit: 1}); !errors.Is(err, devices.ErrNotFound) {
 			t.Fatalf("err=%v, want ErrNotFound", err)
@@ -79,17 +73,33 @@ func TestMessageService_ListMessages(t *testing.T) {
 func TestQueryPlans(t *testing.T) {
 	db := MustOpenDB(t)
 	raw := rawDB(t, db.Path)
+	type query struct {
+		name string
+		q    string
+		args []any
+	}
+	var queries []query
 	for _, tt := range []struct {
 		name string
 		f    devices.MessageFilter
 		dev  int64
 	}{
-		{"replay one device", devices.MessageFilter{AfterSeq: 5, Limit: 10, BySeq: true}, 1},
-		{"replay all", devices.MessageFilter{AfterSeq: 5, Limit: 10, BySeq: true}, 0},
 		{"history newest", devices.MessageFilter{Limit: 10, Desc: true}, 1},
 		{"history range", devices.MessageFilter{From: 5, To: 9, Limit: 10}, 1},
 	} {
 		q, args := store.MessagesQuery(tt.f, tt.dev)
+		queries = append(queries, query{tt.name, q, args})
+	}
+	for _, tt := range []struct {
+		name string
+		dev  int64
+		byTS bool
+	}{{"replay all", 0, false}, {"replay one device, recent", 1, false}, {"replay one device, far back", 1, true}} {
+		q, args := store.ReplayQuery(tt.dev, tt.byTS, -1, 5, 5, 100)
+		queries = append(queries, query{tt.name, q, args})
+	}
+	for _, tt := range queries {
+		q, args := tt.q, tt.args
 		rows, err := raw.Query(`EXPLAIN QUERY PLAN `+q, args...)
 		if err != nil {
 			t.Fatal(err)
@@ -106,5 +116,59 @@ func TestQueryPlans(t *testing.T) {
 		if !strings.Contains(plan, "SEARCH m USING") || strings.Contains(plan, "TEMP B-TREE") {
 			t.Errorf("%s: plan %q, want an index search on messages with no sort", tt.name, plan)
 		}
+	}
+}
+
+// TestMessageService_Replay: both replay paths return exactly the messages
+// in (after, upTo], across page boundaries, each once.
+func TestMessageService_Replay(t *testing.T) {
+	db := MustOpenDB(t)
+	w := MustOpenWriter(t, db)
+	var in []devices.Message
+	for i := 0; i < 2*store.ReplayScanLimit/100+2500; i++ { // several pages per device
+		m := msg([]string{"a", "b", "c"}[i%3], i)
+		m.TS = int64(i % 1000) // ts order differs from seq order, with ties
+		in = append(in, m)
+	}
+	writeAll(t, w, in)
+	s := store.NewMessageService(db)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name        string
+		device      string
+		after, upTo devices.Seq
+	}{
+		{"all", "", 10, devices.Seq(len(in) - 5)},
+		{"one device recent", "b", 100, 3100},
+		{"one device far back", "b", 0, store.ReplayScanLimit + 1}, // wider than the scan limit: the ts path
+		{"unknown device", "zzz", 0, 100},
+		{"empty range", "a", 50, 50},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			want := map[devices.Seq]bool{}
+			for i, m := range in {
+				seq := devices.Seq(i + 1)
+				if seq > tt.after && seq <= tt.upTo && (tt.device == "" || m.Device == tt.device) {
+					want[seq] = true
+				}
+			}
+			got := map[devices.Seq]bool{}
+			err := s.Replay(ctx, tt.device, tt.after, tt.upTo, func(m *devices.Message) error {
+				if got[m.Seq] {
+					t.Fatalf("seq %d replayed twice", m.Seq)
+				}
+				if !want[m.Seq] {
+					t.Fatalf("seq %d (device %s) not in the range", m.Seq, m.Device)
+				}
+				got[m.Seq] = true
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("replayed %d, want %d", len(got), len(want))
+			}
+		})
 	}
 }

@@ -32,7 +32,7 @@ CREATE TABLE messages (
 -- History by device time (ts), ties broken by seq (the rowid, implicit in the index).
 CREATE INDEX messages_device_ts ON messages (device_id, ts);
 -- Replay and resume by sequence number for one device: (device_id, seq).
-CREATE INDEX messages_device_seq ON messages (device_id);
+-- (experiment) no device_seq index
 
 -- Small durable counters: last_seq, the highest sequence number ever
 -- assigned (it must survive deleting the newest rows), and summary_seq.
