@@ -13,8 +13,9 @@ import (
 	"github.com/telehub/telehub/devices"
 )
 
-// MaxListLimit caps MessageFilter.Limit.
-const MaxListLimit = 10000
+// MaxListLimit caps MessageFilter.Limit: a safety bound on one query's
+// memory. The REST API enforces its own, lower, documented limits.
+const MaxListLimit = 100000
 
 // MessageService reads messages and devices through the DB's read-only pool,
 // so queries never wait for the writer (WAL readers see the last commit).

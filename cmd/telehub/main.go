@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +70,9 @@ type Main struct {
 	Subscriber *ingest.Subscriber // nil with the embedded broker
 	HTTP       *dashboard.Server
 	Registry   *prometheus.Registry
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewMain returns a Main for cfg that logs to logOut.
@@ -175,9 +179,14 @@ func (m *Main) Ready() error {
 // Close shuts down gracefully: the MQTT side stops taking messages, the
 // writer commits and acknowledges everything it accepted, the MQTT side
 // disconnects, WebSockets get a close frame, and the database closes. It
-// returns the first error and still closes the rest; it is safe after a
-// failed Run.
+// returns the errors joined and still closes the rest; it is safe after a
+// failed Run and more than once.
 func (m *Main) Close(ctx context.Context) error {
+	m.closeOnce.Do(func() { m.closeErr = m.close(ctx) })
+	return m.closeErr
+}
+
+func (m *Main) close(ctx context.Context) error {
 	var errs []error
 	add := func(err error) {
 		if err != nil {
@@ -214,10 +223,13 @@ func (m *Main) Close(ctx context.Context) error {
 
 // setPahoLogger routes paho's package-level loggers to slog. paho logs
 // through globals, so this is done once, here, and never in library code.
+// paho reports every dropped connection at ERROR, several lines each; the
+// ingest Subscriber logs connection loss and recovery itself, so paho's
+// ERROR and WARN lines go to DEBUG and only CRITICAL stays an error.
 func setPahoLogger(l *slog.Logger) {
-	paho.ERROR = pahoLogger{l, slog.LevelError}
+	paho.ERROR = pahoLogger{l, slog.LevelDebug}
+	paho.WARN = pahoLogger{l, slog.LevelDebug}
 	paho.CRITICAL = pahoLogger{l, slog.LevelError}
-	paho.WARN = pahoLogger{l, slog.LevelWarn}
 }
 
 type pahoLogger struct {

@@ -2,23 +2,40 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 )
 
-// mochiHandler wraps the slog handler given to mochi. mochi logs every hook
-// error at ERROR with the whole packet; the hook refuses publishes on
-// purpose and logs them itself, throttled per device, so that record is
-// demoted to DEBUG to keep one bad device from flooding the log.
+// mochiHandler wraps the slog handler given to mochi and demotes two kinds
+// of record to DEBUG: mochi logs every hook error at ERROR with the whole
+// packet (the hook refuses publishes on purpose and logs them itself,
+// throttled per device), and every client that closes its connection as a
+// WARN with an empty message and error EOF.
 type mochiHandler struct{ slog.Handler }
 
 func (h mochiHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "publish packet error" && r.Level == slog.LevelError {
+	if (r.Message == "publish packet error" && r.Level == slog.LevelError) || isEOFWarning(r) {
 		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
 			return nil
 		}
 		r.Level = slog.LevelDebug
 	}
 	return h.Handler.Handle(ctx, r)
+}
+
+func isEOFWarning(r slog.Record) bool {
+	if r.Level != slog.LevelWarn || r.Message != "" {
+		return false
+	}
+	eof := false
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, io.EOF) {
+			eof = true
+		}
+		return !eof
+	})
+	return eof
 }
 
 func (h mochiHandler) WithAttrs(as []slog.Attr) slog.Handler {
