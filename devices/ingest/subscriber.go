@@ -234,14 +234,33 @@ func (s *Subscriber) Connected() bool { return s.connected.Load() && s.client !=
 func (s *Subscriber) Drain() { s.draining.Store(true) }
 
 // Close drains and disconnects, keeping the session (and its subscriptions)
-// on the broker. It is safe after a failed Open.
+// on the broker. Call it after the Writer has acknowledged what it stored.
+// It is safe after a failed Open.
+//
+// Before disconnecting it waits for the broker to answer an UNSUBSCRIBE of a
+// topic the hub never subscribed to. The broker answers only after it has
+// processed every PUBACK the hub sent before, on that connection. Without
+// this barrier a quickly restarted hub takes the session over while the
+// broker has not yet read the old connection's last PUBACKs; Mosquitto then
+// drops them and delivers those (already stored) messages a second time.
 func (s *Subscriber) Close(ctx context.Context) error {
 	s.Drain()
 	if s.cancel != nil {
 		s.cancel()
 	}
-	if s.client != nil {
-		s.client.Disconnect(250)
+	if s.client == nil {
+		return nil
 	}
+	if s.client.IsConnectionOpen() {
+		wait := 5 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(d))
+		}
+		tok := s.client.Unsubscribe("telehub/sync/" + s.ClientID)
+		if !tok.WaitTimeout(wait) {
+			s.Logger.Warn("broker did not confirm the last acknowledgements before disconnect; it may deliver some stored messages again")
+		}
+	}
+	s.client.Disconnect(250)
 	return nil
 }

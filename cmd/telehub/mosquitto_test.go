@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// requireTool returns the path of an external program a test needs. Where it
+// is missing the test is skipped with a message, unless TELEHUB_REQUIRE_TOOLS
+// is set (as .ci/run does), where a missing tool fails the test.
+func requireTool(tb testing.TB, name, install string) string {
+	tb.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("TELEHUB_REQUIRE_TOOLS") != "" {
+			tb.Fatalf("%s not found but TELEHUB_REQUIRE_TOOLS is set: %s", name, install)
+		}
+		tb.Skipf("%s not found; %s to run this test", name, install)
+	}
+	return path
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// MustRunMosquitto starts Mosquitto on a random loopback port and returns
+// its URL. Unlimited in-flight and queued messages let the hub's persistent
+// session keep everything published while the hub is away (Mosquitto's
+// defaults are 20 in flight and 1,000 queued).
+func MustRunMosquitto(tb testing.TB) string {
+	tb.Helper()
+	bin := requireTool(tb, "mosquitto", "apt-get install mosquitto")
+	port := freePort(tb)
+	dir := tb.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`listener %d 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 0
+max_queued_messages 0
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+`, port)), 0o644)
+	cmd := exec.Command(bin, "-c", conf)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	checkFor(tb, 10*time.Second, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	return "tcp://" + addr
+}
+
+// TestMosquitto_Interop: with Mosquitto as the external broker, devices
+// publish QoS 1 while the hub is restarted; everything Mosquitto accepted is
+// stored afterwards.
+func TestMosquitto_Interop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test is not short")
+	}
+	url := MustRunMosquitto(t)
+	dbPath := filepath.Join(t.TempDir(), "telehub.db")
+	run := func() *Main {
+		return MustRunMain(t, func(c *Config) {
+			c.DB = dbPath
+			c.MQTTURL = url
+			c.MQTTClientID = "telehub-interop"
+		})
+	}
+	m := run()
+	checkFor(t, 10*time.Second, m.Ready)
+
+	const nDevices, perDevice = 5, 2000
+	var wg sync.WaitGroup
+	acked := make([]int, nDevices)
+	for d := 0; d < nDevices; d++ {
+		c := mqttConnect(t, url, fmt.Sprint("interop-", d))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// In chunks, so that publishing spans the restart.
+			for chunk := 0; chunk < 10; chunk++ {
+				toks := make([]func() bool, 0, perDevice/10)
+				for i := chunk * perDevice / 10; i < (chunk+1)*perDevice/10; i++ {
+					tok := c.Publish(fmt.Sprintf("devices/interop-%d/telemetry", d), 1, false, fmt.Sprintf(`{"n":%d}`, i))
+					toks = append(toks, func() bool { return tok.WaitTimeout(30*time.Second) && tok.Error() == nil })
+				}
+				for _, ok := range toks {
+					if ok() {
+						acked[d]++
+					}
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	// Restart the hub in the middle of the stream.
+	checkFor(t, 30*time.Second, func() error {
+		if s := m.Stats.Snapshot().Stored; s < nDevices*perDevice/4 {
+			return fmt.Errorf("%d stored", s)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m2 := run()
+	checkFor(t, 10*time.Second, m2.Ready)
+	wg.Wait()
+	for d, n := range acked {
+		if n != perDevice {
+			t.Fatalf("device %d: Mosquitto acknowledged %d of %d", d, n, perDevice)
+		}
+	}
+
+	raw, _ := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
+	defer raw.Close()
+	var missing, dups int
+	checkFor(t, 30*time.Second, func() error {
+		seen := map[string]int{}
+		rows, err := raw.Query(`SELECT d.name, m.payload FROM messages m JOIN devices d ON d.id = m.device_id`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var payload []byte
+			rows.Scan(&name, &payload)
+			var p struct{ N int }
+			json.Unmarshal(payload, &p)
+			seen[fmt.Sprint(name, "/", p.N)]++
+		}
+		missing, dups = 0, 0
+		for d := 0; d < nDevices; d++ {
+			for i := 0; i < perDevice; i++ {
+				switch n := seen[fmt.Sprintf("interop-%d/%d", d, i)]; {
+				case n == 0:
+					missing++
+				case n > 1:
+					dups += n - 1
+				}
+			}
+		}
+		if missing > 0 {
+			return fmt.Errorf("%d of %d messages missing", missing, nDevices*perDevice)
+		}
+		return nil
+	})
+	t.Logf("published %d through Mosquitto across a hub restart: missing %d, duplicates %d", nDevices*perDevice, missing, dups)
+	if dups > 0 {
+		t.Errorf("%d duplicates after a graceful restart, want 0", dups)
+	}
+}
