@@ -39,6 +39,7 @@ func main() {
 		os.Exit(2)
 	}
 	m := NewMain(cfg, os.Stderr)
+	setPahoLogger(m.Logger.With("component", "paho"))
 	if err := m.Run(); err != nil {
 		m.Close(context.Background())
 		fmt.Fprintln(os.Stderr, "telehub:", err)
@@ -98,8 +99,6 @@ func (m *Main) Run() error {
 	if err != nil {
 		return err
 	}
-	setPahoLogger(m.Logger.With("component", "paho"))
-
 	m.DB = store.NewDB(cfg.DB)
 	m.DB.Logger = m.Logger.With("component", "store")
 	if err := m.DB.Open(); err != nil {
@@ -222,7 +221,8 @@ func (m *Main) close(ctx context.Context) error {
 }
 
 // setPahoLogger routes paho's package-level loggers to slog. paho logs
-// through globals, so this is done once, here, and never in library code.
+// through globals, so main does this once per process, before any client
+// exists, and never library code or Run (tests run several hubs at once).
 // paho reports every dropped connection at ERROR, several lines each; the
 // ingest Subscriber logs connection loss and recovery itself, so paho's
 // ERROR and WARN lines go to DEBUG and only CRITICAL stays an error.
