@@ -143,4 +143,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-

@@ -237,7 +237,9 @@ type pahoLogger struct {
 	level slog.Level
 }
 
-func (p pahoLogger) Println(v ...any) { p.l.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintln(v...))) }
+func (p pahoLogger) Println(v ...any) {
+	p.l.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintln(v...)))
+}
 func (p pahoLogger) Printf(format string, v ...any) {
 	p.l.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }

@@ -226,7 +226,9 @@ func (s *Subscriber) logRefusal(key string, reason devices.Reason, detail string
 }
 
 // Connected reports whether the Subscriber is connected and subscribed.
-func (s *Subscriber) Connected() bool { return s.connected.Load() && s.client != nil && s.client.IsConnectionOpen() }
+func (s *Subscriber) Connected() bool {
+	return s.connected.Load() && s.client != nil && s.client.IsConnectionOpen()
+}
 
 // Drain stops taking messages; what arrives from now on is not acknowledged
 // and the broker delivers it again to the next session. Call it before

@@ -1,0 +1,315 @@
+package dashboard_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/telehub/telehub/dashboard"
+	"github.com/telehub/telehub/devices"
+)
+
+// memStore is an in-memory devices.MessageService: commit appends and
+// publishes to the feed, as the store's writer does.
+type memStore struct {
+	mu   sync.Mutex
+	msgs []devices.Message
+	feed *devices.Feed
+	// listErr, when set, is returned by ListMessages.
+	listErr error
+	// replayGate, when set, holds the first Replay until it is closed.
+	replayGate chan struct{}
+	gateOnce   sync.Once
+}
+
+func (s *memStore) commit(device string, n int) {
+	s.mu.Lock()
+	var batch []devices.Message
+	for i := 0; i < n; i++ {
+		m := devices.Message{Seq: devices.Seq(len(s.msgs) + 1), Device: device, Topic: "devices/" + device + "/telemetry",
+			TS: int64(len(s.msgs)), Received: int64(len(s.msgs)), Payload: []byte(fmt.Sprintf(`{"n":%d}`, len(s.msgs)))}
+		s.msgs = append(s.msgs, m)
+		batch = append(batch, m)
+	}
+	s.mu.Unlock()
+	s.feed.Publish(batch)
+}
+
+func (s *memStore) FindDevice(ctx context.Context, id string) (*devices.Device, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.msgs {
+		if m.Device == id {
+			return &devices.Device{ID: id}, nil
+		}
+	}
+	return nil, fmt.Errorf("device %q: %w", id, devices.ErrNotFound)
+}
+
+func (s *memStore) ListDevices(ctx context.Context) ([]*devices.Device, error) { return nil, nil }
+
+func (s *memStore) ListMessages(ctx context.Context, f devices.MessageFilter) ([]devices.Message, error) {
+	if s.listErr != nil {
+		return nil, s.listErr
+	}
+	if _, err := s.FindDevice(ctx, f.Device); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (s *memStore) Replay(ctx context.Context, device string, after, upTo devices.Seq, fn func(*devices.Message) error) error {
+	if s.replayGate != nil {
+		s.gateOnce.Do(func() { <-s.replayGate })
+	}
+	s.mu.Lock()
+	msgs := append([]devices.Message(nil), s.msgs...)
+	s.mu.Unlock()
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Seq > after && m.Seq <= upTo && (device == "" || m.Device == device) {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *memStore) LastSeq() devices.Seq {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return devices.Seq(len(s.msgs))
+}
+
+func MustOpenServer(tb testing.TB, configure ...func(*dashboard.Server)) (*dashboard.Server, *memStore) {
+	tb.Helper()
+	st := &memStore{feed: new(devices.Feed)}
+	s := dashboard.NewServer(st, st.feed)
+	s.Addr = "127.0.0.1:0"
+	for _, f := range configure {
+		f(s)
+	}
+	if err := s.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		st.feed.Close()
+		s.Close(context.Background())
+	})
+	return s, st
+}
+
+func TestServer_Problems(t *testing.T) {
+	s, st := MustOpenServer(t)
+	st.commit("kitchen", 1)
+	for _, tt := range []struct {
+		path   string
+		status int
+		detail string
+	}{
+		{"/api/v1/devices/kitchen/messages?limit=0", 400, `"limit"`},
+		{"/api/v1/devices/kitchen/messages?limit=10001", 400, `"limit"`},
+		{"/api/v1/devices/kitchen/messages?limit=-5", 400, `"limit"`},
+		{"/api/v1/devices/kitchen/messages?limit=abc", 400, `"limit"`},
+		{"/api/v1/devices/kitchen/messages?from=yesterday", 400, `"from"`},
+		{"/api/v1/devices/kitchen/messages?from=20&to=10", 400, `"from"`},
+		{"/api/v1/devices/kitchen/messages?order=sideways", 400, `"order"`},
+		{"/api/v1/devices/bad%20id/messages", 400, `"id"`},
+		{"/api/v1/devices/nosuch/messages", 404, "nosuch"},
+		{"/api/v1/devices/nosuch", 404, "nosuch"},
+		{"/api/v1/nothing-here", 404, ""},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, err := http.Get(s.URL() + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var p struct {
+				Status int
+				Detail string
+			}
+			json.NewDecoder(resp.Body).Decode(&p)
+			if resp.StatusCode != tt.status || p.Status != tt.status {
+				t.Fatalf("status=%d body status=%d, want %d", resp.StatusCode, p.Status, tt.status)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+				t.Fatalf("Content-Type=%q, want application/problem+json", ct)
+			}
+			if !strings.Contains(p.Detail, tt.detail) {
+				t.Fatalf("detail=%q, want it to name %s", p.Detail, tt.detail)
+			}
+		})
+	}
+	t.Run("internal error hides details", func(t *testing.T) {
+		st.listErr = errors.New("disk I/O error at /secret/path")
+		defer func() { st.listErr = nil }()
+		resp, err := http.Get(s.URL() + "/api/v1/devices/kitchen/messages")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var p struct{ Detail string }
+		json.NewDecoder(resp.Body).Decode(&p)
+		if resp.StatusCode != 500 || strings.Contains(p.Detail, "secret") {
+			t.Fatalf("status=%d detail=%q, want 500 without internals", resp.StatusCode, p.Detail)
+		}
+	})
+}
+
+type wsFrame struct {
+	Type   string `json:"type"`
+	Seq    int64  `json:"seq"`
+	Device string `json:"device"`
+}
+
+func dial(tb testing.TB, s *dashboard.Server, query string, header http.Header) (*websocket.Conn, *http.Response, error) {
+	tb.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial("ws://"+s.ListenAddr()+"/api/v1/ws?"+query, header)
+	if err == nil {
+		tb.Cleanup(func() { c.Close() })
+	}
+	return c, resp, err
+}
+
+// read returns the next n message frames, failing on a gap or duplicate.
+func read(tb testing.TB, c *websocket.Conn, from int64, n int) (types []string) {
+	tb.Helper()
+	want := from
+	for got := 0; got < n; {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var f wsFrame
+		if err := c.ReadJSON(&f); err != nil {
+			tb.Fatalf("after %d of %d messages: %v", got, n, err)
+		}
+		types = append(types, f.Type)
+		if f.Type != "message" {
+			continue
+		}
+		if f.Seq != want {
+			tb.Fatalf("seq=%d, want %d", f.Seq, want)
+		}
+		want++
+		got++
+	}
+	return types
+}
+
+func TestServer_WebSocket(t *testing.T) {
+	t.Run("ReplayThenLive", func(t *testing.T) {
+		s, st := MustOpenServer(t)
+		st.commit("a", 5)
+		c, _, err := dial(t, s, "since=2", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		types := read(t, c, 3, 3) // 3..5 replayed
+		st.commit("a", 4)         // 6..9 live
+		types = append(types, read(t, c, 6, 4)...)
+		if n := strings.Count(strings.Join(types, ","), "replay_end"); n != 1 {
+			t.Fatalf("frames %v: want one replay_end", types)
+		}
+	})
+	t.Run("DeviceFilter", func(t *testing.T) {
+		s, st := MustOpenServer(t)
+		st.commit("a", 2)
+		st.commit("b", 2)
+		c, _, err := dial(t, s, "device=b&since=0", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read(t, c, 3, 2)
+		st.commit("a", 1)
+		st.commit("b", 1)
+		read(t, c, 6, 1)
+	})
+	t.Run("LaggedClientResyncs", func(t *testing.T) {
+		s, st := MustOpenServer(t, func(s *dashboard.Server) { s.WSQueue = 1 })
+		st.commit("a", 3)
+		st.replayGate = make(chan struct{})
+		c, _, err := dial(t, s, "since=0", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// While the handler is held in its first replay (up to seq 3), 200
+		// batches arrive: its one-batch queue overflows and the feed drops it.
+		checkFor(t, func() bool { return st.feed.Len() == 1 })
+		for i := 0; i < 200; i++ {
+			st.commit("a", 1)
+		}
+		checkFor(t, func() bool { return st.feed.Len() == 0 })
+		close(st.replayGate)
+		types := read(t, c, 1, 203) // every message once, in order
+		if !strings.Contains(strings.Join(types, ","), "resync") {
+			t.Fatalf("frames %v: want a resync after falling behind", types)
+		}
+		st.commit("a", 1) // and live again afterwards
+		read(t, c, 204, 1)
+	})
+	t.Run("ForeignOrigin", func(t *testing.T) {
+		s, _ := MustOpenServer(t, func(s *dashboard.Server) { s.AllowedOrigins = []string{"https://ops.example"} })
+		if _, resp, err := dial(t, s, "", http.Header{"Origin": {"https://evil.example"}}); err == nil || resp == nil || resp.StatusCode != 403 {
+			t.Fatalf("foreign origin: err=%v resp=%v, want 403", err, resp)
+		}
+		for _, origin := range []string{"http://" + s.ListenAddr(), "https://ops.example"} {
+			if _, _, err := dial(t, s, "", http.Header{"Origin": {origin}}); err != nil {
+				t.Fatalf("origin %s refused: %v", origin, err)
+			}
+		}
+	})
+	t.Run("BadParameters", func(t *testing.T) {
+		s, _ := MustOpenServer(t)
+		for _, q := range []string{"since=-1", "since=x", "device=bad%20id"} {
+			if _, resp, err := dial(t, s, q, nil); err == nil || resp == nil || resp.StatusCode != 400 {
+				t.Fatalf("%s: err=%v resp=%v, want 400", q, err, resp)
+			}
+		}
+		resp, err := http.Get(s.URL() + "/api/v1/ws")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUpgradeRequired {
+			t.Fatalf("plain GET status=%d, want 426", resp.StatusCode)
+		}
+	})
+	t.Run("CloseFrameOnShutdown", func(t *testing.T) {
+		s, st := MustOpenServer(t)
+		c, _, err := dial(t, s, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read(t, c, 1, 0)
+		st.feed.Close()
+		s.Close(context.Background())
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+					t.Fatalf("err=%v, want close 1001", err)
+				}
+				return
+			}
+		}
+	})
+}
+
+func checkFor(tb testing.TB, f func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			tb.Fatal("condition not met in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
