@@ -9,6 +9,7 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/storetest"
 )
 
 // BenchmarkWriter measures messages/second through the Writer: 1,000
@@ -49,46 +50,13 @@ func BenchmarkWriter(b *testing.B) {
 	}
 }
 
-// BenchmarkRawInsert is the baseline: the same schema and durability
-// (WAL, synchronous=FULL), one prepared single-row INSERT per message in
-// transactions of the given size, with no device bookkeeping.
+// BenchmarkRawInsert is the baseline: the same schema and durability, one
+// prepared single-row INSERT per message in transactions of the given size,
+// with no device bookkeeping (storetest.RawInsertRate).
 func BenchmarkRawInsert(b *testing.B) {
 	for _, batch := range []int{1000, store.DefaultMaxBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			db := MustOpenDB(b)
-			raw := rawDB(b, db.Path)
-			raw.SetMaxOpenConns(1)
-			if _, err := raw.Exec(`PRAGMA synchronous = FULL`); err != nil {
-				b.Fatal(err)
-			}
-			for d := 1; d <= 1000; d++ {
-				raw.Exec(`INSERT INTO devices (id, name, first_seen, last_seen) VALUES (?, ?, 0, 0)`, d, fmt.Sprint("dev-", d))
-			}
-			msgs := benchMessages(b.N)
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; i < len(msgs); i += batch {
-				tx, err := raw.Begin()
-				if err != nil {
-					b.Fatal(err)
-				}
-				stmt, err := tx.Prepare(`INSERT INTO messages (seq, device_id, ts, received, topic, kind, qos, flags, payload) VALUES (?,?,?,?,?,?,?,?,?)`)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for j := i; j < min(i+batch, len(msgs)); j++ {
-					m := &msgs[j]
-					if _, err := stmt.Exec(j+1, j%1000+1, m.TS, m.Received, m.Topic, 1, 1, 0, m.Payload); err != nil {
-						b.Fatal(err)
-					}
-				}
-				stmt.Close()
-				if err := tx.Commit(); err != nil {
-					b.Fatal(err)
-				}
-			}
-			el := time.Since(start)
-			b.ReportMetric(float64(b.N)/el.Seconds(), "rows/s")
+			b.ReportMetric(storetest.RawInsertRate(b, b.N, batch), "rows/s")
 		})
 	}
 }

@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -11,46 +10,15 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/storetest"
 )
 
-// MustOpenDB opens a database file in a temporary directory with migrations
-// applied, closed at the end of the test.
-func MustOpenDB(tb testing.TB) *store.DB {
-	tb.Helper()
-	return MustOpenDBPath(tb, filepath.Join(tb.TempDir(), "telehub.db"))
-}
-
-func MustOpenDBPath(tb testing.TB, path string) *store.DB {
-	tb.Helper()
-	db := store.NewDB(path)
-	if err := db.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
-}
-
-// MustOpenWriter starts a Writer on db, closed at the end of the test.
-func MustOpenWriter(tb testing.TB, db *store.DB) *store.Writer {
-	tb.Helper()
-	w := store.NewWriter(db)
-	if err := w.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { w.Close(context.Background()) })
-	return w
-}
-
-// rawDB opens the file with plain database/sql, to check rows independently.
-func rawDB(tb testing.TB, path string) *sql.DB {
-	tb.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
-}
+var (
+	MustOpenDB     = storetest.MustOpenDB
+	MustOpenDBPath = storetest.MustOpenDBPath
+	MustOpenWriter = storetest.MustOpenWriter
+	rawDB          = storetest.RawDB
+)
 
 func msg(device string, n int) devices.Message {
 	payload := fmt.Appendf(nil, `{"n":%d,"temp":%d.5}`, n, 20+n%5)

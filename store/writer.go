@@ -90,6 +90,7 @@ type Writer struct {
 	failing  atomic.Bool
 	lastErr  atomic.Pointer[string]
 	commitNs atomic.Int64 // duration of the latest commit
+	commits  atomic.Int64 // transactions that stored messages
 }
 
 type devState struct {
@@ -323,6 +324,9 @@ func (w *Writer) Healthy() (bool, string) {
 // QueueLen returns the number of messages waiting in the queue.
 func (w *Writer) QueueLen() int { return len(w.q) }
 
+// Commits returns how many transactions have stored messages so far.
+func (w *Writer) Commits() int64 { return w.commits.Load() }
+
 // LastCommit returns how long the latest commit took.
 func (w *Writer) LastCommit() time.Duration { return time.Duration(w.commitNs.Load()) }
 
@@ -482,6 +486,7 @@ func (w *Writer) commitRetrying(b *batch) bool {
 			}
 			w.failing.Store(false)
 			if len(b.pending) > 0 {
+				w.commits.Add(1)
 				w.dispatch <- b
 			}
 			return true

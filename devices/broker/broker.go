@@ -51,6 +51,8 @@ type Broker struct {
 
 	server *mqtt.Server
 	hook   *hook
+	acks   *acker
+	cancel context.CancelFunc // stops the acker
 	ln     *listeners.TCP
 	closed sync.Once
 }
@@ -105,6 +107,7 @@ func (b *Broker) Open() error {
 	opts.Capabilities.MaximumPacketSize = uint32(b.MaxPayload + 64<<10)
 	b.server = mqtt.New(opts)
 
+	b.startAcker()
 	b.hook = &hook{broker: b, throttle: devices.Throttle{Interval: time.Minute}}
 	b.hook.ctx, b.hook.cancel = context.WithCancel(context.Background())
 	if err := b.server.AddHook(b.hook, nil); err != nil {
@@ -122,6 +125,13 @@ func (b *Broker) Open() error {
 		return fmt.Errorf("open broker: %w", err)
 	}
 	return nil
+}
+
+func (b *Broker) startAcker() {
+	b.acks = newAcker(b)
+	var ctx context.Context
+	ctx, b.cancel = context.WithCancel(context.Background())
+	go b.acks.run(ctx)
 }
 
 // ListenAddr returns the address the broker listens on, with the real port
@@ -160,8 +170,10 @@ func (b *Broker) Drain() {
 	}
 }
 
-// Close drains, then stops the listener and disconnects every client. It is
-// safe after a failed Open and more than once.
+// Close drains, writes the acknowledgements still queued, then stops the
+// listener and disconnects every client. Close the Writer first, so that
+// everything it committed is acknowledged. It is safe after a failed Open
+// and more than once.
 func (b *Broker) Close(ctx context.Context) error {
 	b.Drain()
 	var err error
@@ -169,8 +181,18 @@ func (b *Broker) Close(ctx context.Context) error {
 		if b.hook != nil {
 			b.hook.cancel()
 		}
+		if b.acks != nil {
+			b.cancel()
+			select {
+			case <-b.acks.done:
+			case <-ctx.Done():
+				err = fmt.Errorf("close broker: acknowledgements: %w", ctx.Err())
+			}
+		}
 		if b.server != nil {
-			err = b.server.Close()
+			if cerr := b.server.Close(); err == nil {
+				err = cerr
+			}
 		}
 	})
 	return err

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/broker"
 	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/storetest"
 )
 
 // MustOpen starts a broker on a random loopback port writing to w.
@@ -42,16 +42,8 @@ func MustOpen(tb testing.TB, w devices.MessageWriter, configure ...func(*broker.
 // MustStore opens a real store with a running Writer.
 func MustStore(tb testing.TB) (*store.DB, *store.Writer) {
 	tb.Helper()
-	db := store.NewDB(filepath.Join(tb.TempDir(), "t.db"))
-	if err := db.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	w := store.NewWriter(db)
-	if err := w.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { w.Close(context.Background()); db.Close() })
-	return db, w
+	db := storetest.MustOpenDB(tb)
+	return db, storetest.MustOpenWriter(tb, db)
 }
 
 // MustConnect connects a paho (MQTT 3.1.1) client.
@@ -215,7 +207,7 @@ func TestBroker_Refusals(t *testing.T) {
 
 func rawQuery(tb testing.TB, db *store.DB, q string) ([]string, error) {
 	tb.Helper()
-	raw := MustRaw(tb, db.Path)
+	raw := storetest.RawDB(tb, db.Path)
 	rows, err := raw.Query(q)
 	if err != nil {
 		return nil, err

@@ -20,9 +20,9 @@ import (
 //     full) and forwarded to subscribers at once: best effort, as MQTT says.
 //   - QoS 1: queued (waiting while the queue is full: back-pressure on that
 //     connection only) and rejected towards mochi, which then sends nothing.
-//     The writer's dispatch goroutine writes the PUBACK after commit, in
-//     order, and forwards the message to subscribers. The read goroutine
-//     goes on reading, so one connection can have many messages in flight.
+//     After commit the acker writes the PUBACK, in order, and forwards the
+//     message to subscribers. The read goroutine goes on reading, so one
+//     connection can have many messages in flight.
 //   - QoS 2: rare for telemetry; the hook waits for the commit, then lets
 //     mochi run the PUBREC/PUBREL/PUBCOMP exchange and forward.
 type hook struct {
@@ -93,7 +93,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	case 1:
 		p.Done = func(m *devices.Message, err error) {
 			if err == nil {
-				h.ack(cl, pk)
+				h.broker.acks.add(cl, pk)
 			}
 		}
 		if err := b.Writer.Write(h.ctx, p); err != nil {
@@ -117,31 +117,6 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		case <-h.ctx.Done():
 			return pk, packets.ErrRejectPacket
 		}
-	}
-}
-
-// ack writes the PUBACK for a committed QoS 1 publish, then forwards the
-// message to MQTT subscribers. It runs on the writer's dispatch goroutine,
-// so the write has a deadline: a device that stopped reading is
-// disconnected instead of stalling every other device's acknowledgement.
-func (h *hook) ack(cl *mqtt.Client, pk packets.Packet) {
-	b := h.broker
-	puback := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Puback},
-		PacketID:    pk.PacketID,
-		ReasonCode:  packets.CodeSuccess.Code, // [MQTT-4.3.2-4]
-	}
-	if conn := cl.Net.Conn; conn != nil {
-		conn.SetWriteDeadline(time.Now().Add(b.AckTimeout))
-		err := cl.WritePacket(puback)
-		conn.SetWriteDeadline(time.Time{})
-		if err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
-			b.Logger.Warn("puback write failed; disconnecting client", "client", cl.ID, "error", err)
-			cl.Stop(err)
-		}
-	}
-	if err := b.server.Publish(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos); err != nil {
-		b.Logger.Debug("forward to subscribers failed", "topic", pk.TopicName, "error", err)
 	}
 }
 

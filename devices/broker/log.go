@@ -5,17 +5,19 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"syscall"
 )
 
 // mochiHandler wraps the slog handler given to mochi and demotes two kinds
 // of record to DEBUG: mochi logs every hook error at ERROR with the whole
 // packet (the hook refuses publishes on purpose and logs them itself,
-// throttled per device), and every client that closes its connection as a
-// WARN with an empty message and error EOF.
+// throttled per device), and every closed connection (EOF, reset, or closed
+// by the broker at shutdown) as a WARN with an empty message.
 type mochiHandler struct{ slog.Handler }
 
 func (h mochiHandler) Handle(ctx context.Context, r slog.Record) error {
-	if (r.Message == "publish packet error" && r.Level == slog.LevelError) || isEOFWarning(r) {
+	if (r.Message == "publish packet error" && r.Level == slog.LevelError) || isDisconnectWarning(r) {
 		if !h.Handler.Enabled(ctx, slog.LevelDebug) {
 			return nil
 		}
@@ -24,18 +26,18 @@ func (h mochiHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func isEOFWarning(r slog.Record) bool {
+func isDisconnectWarning(r slog.Record) bool {
 	if r.Level != slog.LevelWarn || r.Message != "" {
 		return false
 	}
-	eof := false
+	found := false
 	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Any().(error); ok && a.Key == "error" && errors.Is(err, io.EOF) {
-			eof = true
+		if err, ok := a.Value.Any().(error); ok && a.Key == "error" {
+			found = errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
 		}
-		return !eof
+		return !found
 	})
-	return eof
+	return found
 }
 
 func (h mochiHandler) WithAttrs(as []slog.Attr) slog.Handler {

@@ -1,0 +1,117 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// acker writes the PUBACKs of committed QoS 1 publishes and then forwards
+// the messages to MQTT subscribers. The writer's dispatch goroutine hands it
+// acks (add); one flusher goroutine writes them. Like group commit, acks
+// that pile up while the flusher writes are sent together: each client's
+// acks of a round go out in one write, in order, instead of one system call
+// per message.
+type acker struct {
+	b    *Broker
+	mu   sync.Mutex
+	q    []ackItem
+	wake chan struct{}
+	done chan struct{}
+}
+
+type ackItem struct {
+	cl *mqtt.Client
+	pk packets.Packet
+}
+
+func newAcker(b *Broker) *acker {
+	return &acker{b: b, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// add queues the PUBACK of pk to cl. It never blocks.
+func (a *acker) add(cl *mqtt.Client, pk packets.Packet) {
+	a.mu.Lock()
+	a.q = append(a.q, ackItem{cl, pk})
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run flushes until ctx is done, then flushes what is left and returns.
+func (a *acker) run(ctx context.Context) {
+	defer close(a.done)
+	var buf []ackItem
+	for {
+		select {
+		case <-a.wake:
+		case <-ctx.Done():
+			a.flush(a.swap(buf))
+			return
+		}
+		buf = a.flush(a.swap(buf))
+	}
+}
+
+func (a *acker) swap(spare []ackItem) []ackItem {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	q := a.q
+	a.q = spare[:0]
+	return q
+}
+
+// flush writes the acks of items grouped per client (keeping each client's
+// order), then forwards every message. It returns items for reuse.
+func (a *acker) flush(items []ackItem) []ackItem {
+	if len(items) == 0 {
+		return items
+	}
+	byClient := make(map[*mqtt.Client][]byte, 16)
+	order := make([]*mqtt.Client, 0, 16)
+	for _, it := range items {
+		b, ok := byClient[it.cl]
+		if !ok {
+			order = append(order, it.cl)
+		}
+		// PUBACK with reason code 0 and no properties: 4 bytes in MQTT 3.1.1
+		// and 5 alike ([MQTT-3.4.2-1]; v5 3.4.2.1 lets a success code be omitted).
+		byClient[it.cl] = append(b, packets.Puback<<4, 2, byte(it.pk.PacketID>>8), byte(it.pk.PacketID))
+	}
+	for _, cl := range order {
+		a.write(cl, byClient[cl])
+	}
+	for _, it := range items {
+		pk := it.pk
+		if err := a.b.server.Publish(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos); err != nil {
+			a.b.Logger.Debug("forward to subscribers failed", "topic", pk.TopicName, "error", err)
+		}
+	}
+	clear(items)
+	return items[:0]
+}
+
+// write sends raw packets to cl under the client's own lock, so they never
+// interleave with mochi's writes. The deadline keeps a device that stopped
+// reading from stalling everyone else's acks; it is disconnected instead.
+func (a *acker) write(cl *mqtt.Client, b []byte) {
+	if cl.Closed() || cl.Net.Conn == nil {
+		return // gone: it resends what was not acknowledged when it returns
+	}
+	cl.Lock()
+	conn := cl.Net.Conn
+	conn.SetWriteDeadline(time.Now().Add(a.b.AckTimeout))
+	_, err := conn.Write(b)
+	conn.SetWriteDeadline(time.Time{})
+	cl.Unlock()
+	if err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
+		a.b.Logger.Warn("puback write failed; disconnecting client", "client", cl.ID, "error", err)
+		cl.Stop(err)
+	}
+}
