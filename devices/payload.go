@@ -25,16 +25,23 @@ func DecodePayload(payload []byte, receivedMs int64) (ts int64, values []Value, 
 	if len(payload) == 0 {
 		return receivedMs, nil, FlagEmpty
 	}
-	if !utf8.Valid(payload) || !json.Valid(payload) {
+	if !utf8.Valid(payload) {
 		return receivedMs, nil, FlagNotJSON
 	}
-	switch firstByte(payload) {
-	case '{':
+	first := firstByte(payload)
+	if first == '{' {
+		// The common case: Unmarshal validates as it parses, so the payload
+		// is read once.
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(payload, &obj); err != nil {
-			return receivedMs, nil, FlagNotObject
+			return receivedMs, nil, FlagNotJSON
 		}
 		return decodeObject(obj, receivedMs)
+	}
+	if !json.Valid(payload) {
+		return receivedMs, nil, FlagNotJSON
+	}
+	switch first {
 	case '[':
 		var arr []map[string]json.RawMessage
 		if err := json.Unmarshal(payload, &arr); err != nil || len(arr) == 0 {
