@@ -262,6 +262,10 @@ func (db *DB) Close() error {
 	return first
 }
 
+// ReadDB returns the pool of read-only connections, for tools and tests that
+// query the file directly.
+func (db *DB) ReadDB() *sql.DB { return db.read }
+
 // IntegrityCheck runs PRAGMA integrity_check and returns nil when it reports "ok".
 func (db *DB) IntegrityCheck(ctx context.Context) error {
 	var res string
