@@ -54,6 +54,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "telehub: shutdown:", err)
 		os.Exit(1)
 	}
+	m.Logger.Info("stopped")
 }
 
 // Main is the running hub: every component, wired together. Tests run it
@@ -213,9 +214,6 @@ func (m *Main) close(ctx context.Context) error {
 	}
 	if m.DB != nil {
 		add(m.DB.Close())
-	}
-	if len(errs) == 0 {
-		m.Logger.Info("stopped")
 	}
 	return errors.Join(errs...)
 }
