@@ -313,3 +313,26 @@ func checkFor(tb testing.TB, f func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestServer_SlowClientDisconnected: a client that never reads is cut off
+// after WSWriteTimeout once its socket buffers are full, while the feed
+// goes on.
+func TestServer_SlowClientDisconnected(t *testing.T) {
+	s, st := MustOpenServer(t, func(s *dashboard.Server) { s.WSWriteTimeout = 200 * time.Millisecond })
+	big := strings.Repeat("x", 64<<10)
+	st.mu.Lock()
+	for i := 0; i < 400; i++ { // 25 MiB of history: more than the socket buffers hold
+		st.msgs = append(st.msgs, devices.Message{Seq: devices.Seq(i + 1), Device: "a", Topic: "t", Payload: []byte(`"` + big + `"`)})
+	}
+	st.mu.Unlock()
+	c, _, err := dial(t, s, "since=0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c // never read
+	checkFor(t, func() bool { return s.WSClients() == 1 })
+	start := time.Now()
+	checkFor(t, func() bool { return s.WSClients() == 0 })
+	t.Logf("slow client disconnected after %v", time.Since(start))
+	st.commit("a", 1) // publishing to the feed still works
+}
