@@ -144,31 +144,17 @@ func TestCrash_AckedMeansStored(t *testing.T) {
 	if err := db.IntegrityCheck(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
-	defer raw.Close()
-	stored := map[string]map[int]bool{}
-	rows, err := raw.Query(`SELECT d.name, m.payload FROM messages m JOIN devices d ON d.id = m.device_id`)
+	stored, err := storedN(dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nRows := 0
-	for rows.Next() {
-		var name string
-		var payload []byte
-		rows.Scan(&name, &payload)
-		var p struct{ N int }
-		json.Unmarshal(payload, &p)
-		if stored[name] == nil {
-			stored[name] = map[int]bool{}
-		}
-		stored[name][p.N] = true
-		nRows++
+	nRows, missing := 0, 0
+	for _, c := range stored {
+		nRows += c
 	}
-	rows.Close()
-	missing := 0
 	for device, ns := range acked {
 		for _, n := range ns {
-			if !stored[device][n] {
+			if stored[deviceN{device, n}] == 0 {
 				missing++
 			}
 		}
@@ -177,4 +163,37 @@ func TestCrash_AckedMeansStored(t *testing.T) {
 	if missing > 0 {
 		t.Fatalf("%d acknowledged messages missing after SIGKILL", missing)
 	}
+}
+
+// deviceN names one test message: its device and the "n" in its payload.
+type deviceN struct {
+	device string
+	n      int
+}
+
+// storedN counts the stored rows of each test message, read with plain
+// database/sql from the file at path.
+func storedN(path string) (map[deviceN]int, error) {
+	raw, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	rows, err := raw.Query(`SELECT d.name, m.payload FROM messages m JOIN devices d ON d.id = m.device_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[deviceN]int{}
+	for rows.Next() {
+		var name string
+		var payload []byte
+		if err := rows.Scan(&name, &payload); err != nil {
+			return nil, err
+		}
+		var p struct{ N int }
+		json.Unmarshal(payload, &p)
+		out[deviceN{name, p.N}]++
+	}
+	return out, rows.Err()
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -140,28 +138,16 @@ func TestMosquitto_Interop(t *testing.T) {
 		}
 	}
 
-	raw, _ := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
-	defer raw.Close()
 	var missing, dups int
 	checkFor(t, 30*time.Second, func() error {
-		seen := map[string]int{}
-		rows, err := raw.Query(`SELECT d.name, m.payload FROM messages m JOIN devices d ON d.id = m.device_id`)
+		seen, err := storedN(dbPath)
 		if err != nil {
 			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var name string
-			var payload []byte
-			rows.Scan(&name, &payload)
-			var p struct{ N int }
-			json.Unmarshal(payload, &p)
-			seen[fmt.Sprint(name, "/", p.N)]++
 		}
 		missing, dups = 0, 0
 		for d := 0; d < nDevices; d++ {
 			for i := 0; i < perDevice; i++ {
-				switch n := seen[fmt.Sprintf("interop-%d/%d", d, i)]; {
+				switch n := seen[deviceN{fmt.Sprint("interop-", d), i}]; {
 				case n == 0:
 					missing++
 				case n > 1:
