@@ -1,0 +1,164 @@
+package simulator
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telehub/telehub/devices"
+)
+
+type fleet struct {
+	cfg     *Config
+	tls     *tls.Config
+	devices []*device
+	byID    map[string]*device
+	ackLat  *recorder
+	stats   struct {
+		sent, acked, errors, skipped, connects, disconnects atomic.Int64
+	}
+}
+
+// Run connects the fleet, publishes until cfg.Duration, cfg.Count or ctx
+// ends, waits for outstanding acknowledgements, disconnects each device
+// cleanly (publishing "offline" first), and returns what it measured. With
+// cfg.Verify it also checks what the hub at cfg.HubURL stored and pushed.
+func Run(ctx context.Context, cfg *Config) (*Report, error) {
+	if cfg.Scheme == nil {
+		cfg.Scheme = devices.DefaultScheme()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f := &fleet{cfg: cfg, byID: make(map[string]*device), ackLat: newRecorder()}
+	if strings.HasPrefix(cfg.Broker, "ssl") || strings.HasPrefix(cfg.Broker, "tls") || strings.HasPrefix(cfg.Broker, "mqtts") || cfg.CA != "" || cfg.Cert != "" {
+		var err error
+		if f.tls, err = cfg.tlsConfig(); err != nil {
+			return nil, err
+		}
+	}
+	tokens, err := cfg.tokens()
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < cfg.Devices; i++ {
+		rng := rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i)))
+		d := &device{id: cfg.deviceID(i), fleet: f, rng: rng}
+		if cfg.Profile == "custom" {
+			d.tmpl, _ = ParseTemplate(cfg.Template)
+		} else if d.profile, err = NewProfile(cfg.Profile, rng, ""); err != nil {
+			return nil, err
+		}
+		user := cfg.Username
+		if tokens != nil {
+			user = tokens[i%len(tokens)]
+		}
+		d.client = paho.NewClient(d.options(cfg, user))
+		f.devices = append(f.devices, d)
+		f.byID[d.id] = d
+	}
+
+	var v *verifier
+	if cfg.Verify {
+		if v, err = newVerifier(ctx, f); err != nil {
+			return nil, err
+		}
+		defer v.close()
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.Duration > 0 {
+		runCtx, cancel = context.WithTimeout(runCtx, cfg.Duration)
+		defer cancel()
+	}
+	stopStatus := f.statusLoop(runCtx)
+	defer stopStatus()
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	ramp := time.NewTicker(time.Duration(float64(time.Second) / cfg.Ramp))
+	defer ramp.Stop()
+	for i, d := range f.devices {
+		if i > 0 {
+			select {
+			case <-ramp.C:
+			case <-runCtx.Done():
+			}
+		}
+		if runCtx.Err() != nil {
+			break
+		}
+		d.client.Connect() // retries in the background until connected
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.run(runCtx, 30*time.Second)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	// Disconnect cleanly: a device that leaves says so.
+	for _, d := range f.devices {
+		if d.client.IsConnectionOpen() {
+			tok := d.client.Publish(cfg.Scheme.Topic(d.id, devices.KindStatus), 1, true, "offline")
+			tok.WaitTimeout(5 * time.Second)
+		}
+		d.client.Disconnect(250)
+	}
+
+	r := &Report{
+		Devices: cfg.Devices, Connects: f.stats.connects.Load(), Disconnects: f.stats.disconnects.Load(),
+		Sent: f.stats.sent.Load(), Acked: f.stats.acked.Load(), Errors: f.stats.errors.Load(), Skipped: f.stats.skipped.Load(),
+		Seconds: elapsed.Seconds(), AckLatency: f.ackLat.percentiles(),
+	}
+	r.Rate = float64(r.Sent) / max(r.Seconds, 1e-9)
+	if v != nil {
+		if err := v.finish(ctx, r); err != nil {
+			return r, fmt.Errorf("verify: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// statusLoop prints a one-line status every second until stopped.
+func (f *fleet) statusLoop(ctx context.Context) (stop func()) {
+	if f.cfg.Status == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		var lastSent int64
+		for {
+			select {
+			case <-done:
+				fmt.Fprintln(f.cfg.Status)
+				return
+			case <-tick.C:
+			}
+			connected := 0
+			for _, d := range f.devices {
+				if d.client.IsConnectionOpen() {
+					connected++
+				}
+			}
+			sent := f.stats.sent.Load()
+			fmt.Fprintf(f.cfg.Status, "\rconnected %d/%d  sent %d  acked %d  errors %d  rate %d/s   ",
+				connected, len(f.devices), sent, f.stats.acked.Load(), f.stats.errors.Load(), sent-lastSent)
+			lastSent = sent
+		}
+	}()
+	return func() { close(done); <-exited }
+}
