@@ -38,6 +38,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
+	Demo            int
 }
 
 // envName returns the environment variable of a flag: --mqtt-url is TELEHUB_MQTT_URL.
@@ -95,6 +96,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	dur(&c.WSWriteTimeout, "ws-write-timeout", dashboard.DefaultWSWriteTimeout, "a WebSocket client that does not read for this long is disconnected")
 	str(&c.AllowedOrigins, "allowed-origins", "", "comma-separated extra browser origins allowed to open the WebSocket")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	num(&c.Demo, "demo", 0, "run this many simulated devices inside the hub (thermostats, trackers and meters, one message a second each)")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
 
@@ -127,6 +129,8 @@ func (c Config) Validate() error {
 		return errors.New("--queue-size must be positive")
 	case c.WSQueue <= 0:
 		return errors.New("--ws-queue must be positive")
+	case c.Demo < 0 || c.Demo > 10000:
+		return errors.New("--demo must be between 0 and 10000")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -26,6 +26,7 @@ import (
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/broker"
 	"github.com/telehub/telehub/devices/ingest"
+	"github.com/telehub/telehub/simulator"
 	"github.com/telehub/telehub/store"
 )
 
@@ -72,6 +73,9 @@ type Main struct {
 	Subscriber *ingest.Subscriber // nil with the embedded broker
 	HTTP       *dashboard.Server
 	Registry   *prometheus.Registry
+
+	demoStop context.CancelFunc
+	demoDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -160,7 +164,47 @@ func (m *Main) Run() error {
 		return err
 	}
 	m.Logger.Info("http listening", "url", m.HTTP.URL())
+	if cfg.Demo > 0 {
+		m.startDemo(scheme)
+	}
 	return nil
+}
+
+// startDemo runs cfg.Demo simulated devices against the hub's own broker
+// (or the external one), split between the thermostat, tracker and meter
+// profiles, until Close.
+func (m *Main) startDemo(scheme *devices.Scheme) {
+	broker := m.Config.MQTTURL
+	if broker == "" {
+		broker = m.Broker.URL()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.demoStop, m.demoDone = cancel, make(chan struct{})
+	var wg sync.WaitGroup
+	for i, profile := range []string{"thermostat", "tracker", "meter"} {
+		n := m.Config.Demo/3 + btoi(i < m.Config.Demo%3)
+		if n == 0 {
+			continue
+		}
+		cfg := simulator.NewConfig()
+		cfg.Broker, cfg.Devices, cfg.Profile, cfg.IDPrefix, cfg.Scheme, cfg.Seed = broker, n, profile, "demo-"+profile, scheme, int64(i+1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := simulator.Run(ctx, cfg); err != nil {
+				m.Logger.Error("demo devices stopped", "profile", profile, "error", err)
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(m.demoDone) }()
+	m.Logger.Info("demo devices publishing", "devices", m.Config.Demo)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Ready reports whether the hub can take and store messages: the store's
@@ -191,6 +235,13 @@ func (m *Main) close(ctx context.Context) error {
 	add := func(err error) {
 		if err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if m.demoStop != nil { // demo devices leave first, saying "offline"
+		m.demoStop()
+		select {
+		case <-m.demoDone:
+		case <-ctx.Done():
 		}
 	}
 	if m.Broker != nil {

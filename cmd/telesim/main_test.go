@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/telehub/telehub/dashboard"
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/broker"
+	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/storetest"
+)
+
+// mustHub runs the hub's parts on random loopback ports: a store, the
+// embedded broker and the web server. It returns the MQTT and HTTP URLs.
+func mustHub(t *testing.T) (mqttURL, httpURL string) {
+	t.Helper()
+	db := storetest.MustOpenDB(t)
+	feed := new(devices.Feed)
+	w := store.NewWriter(db)
+	w.OnCommit = feed.Publish
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
+	b := broker.New(w)
+	b.Addr = "127.0.0.1:0"
+	if err := b.Open(); err != nil {
+		t.Fatal(err)
+	}
+	msgs := store.NewMessageService(db)
+	msgs.Writer = w
+	s := dashboard.NewServer(msgs, feed)
+	s.Addr = "127.0.0.1:0"
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		b.Drain()
+		w.Close(ctx)
+		b.Close(ctx)
+		feed.Close()
+		s.Close(ctx)
+	})
+	return b.URL(), s.URL()
+}
+
+func TestRun_Usage(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--help"}, 0, "Usage: telesim"},
+		{[]string{"--devices", "0"}, 2, "--devices"},
+		{[]string{"--qos", "3"}, 2, "--qos"},
+		{[]string{"--profile", "toaster"}, 2, "--profile"},
+		{[]string{"--profile", "custom", "--template", "{{nope}}"}, 2, "unknown placeholder"},
+		{[]string{"--verify", "--qos", "0"}, 2, "--verify"},
+		{[]string{"--broker", "http://x"}, 2, "--broker"},
+		{[]string{"extra"}, 2, "unexpected argument"},
+		{[]string{"replay"}, 2, "--file"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), tt.args, &out, &errb); code != tt.code || !strings.Contains(errb.String(), tt.msg) {
+			t.Errorf("%v: code %d stderr %q, want %d mentioning %q", tt.args, code, errb.String(), tt.code, tt.msg)
+		}
+	}
+}
+
+func TestRun_VerifyJSON(t *testing.T) {
+	mqttURL, httpURL := mustHub(t)
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"--broker", mqttURL, "--hub", httpURL, "--devices", "5", "--rate", "50", "--count", "20",
+		"--profile", "meter", "--verify", "--json"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var r map[string]any
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("report %q: %v", out.String(), err)
+	}
+	for _, k := range []string{"sent", "acked", "stored", "received_live", "lost", "duplicated", "reordered"} {
+		if _, ok := r[k].(float64); !ok {
+			t.Errorf("report lacks %q: %s", k, out.String())
+		}
+	}
+	for _, k := range []string{"ack_latency_ms", "e2e_latency_ms"} {
+		p, _ := r[k].(map[string]any)
+		for _, q := range []string{"p50", "p95", "p99", "max"} {
+			if _, ok := p[q].(float64); !ok {
+				t.Errorf("report %s lacks %q", k, q)
+			}
+		}
+	}
+	if r["sent"] != 100.0 || r["stored"] != 100.0 || r["lost"] != 0.0 {
+		t.Fatalf("sent %v stored %v lost %v, want 100 100 0", r["sent"], r["stored"], r["lost"])
+	}
+}
+
+func TestRun_Replay(t *testing.T) {
+	mqttURL, _ := mustHub(t)
+	file := filepath.Join(t.TempDir(), "data.csv")
+	os.WriteFile(file, []byte("timestamp,device,temp\n1764489600000,r1,20.5\n1764489601000,r2,21\n1764489602000,r1,20.7\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"replay", "--file", file, "--speed", "0", "--broker", mqttURL}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "replayed 3 rows, 3 acknowledged") {
+		t.Fatalf("output %q", out.String())
+	}
+}
