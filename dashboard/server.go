@@ -62,9 +62,14 @@ type Server struct {
 	ln     net.Listener
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // Serve and every WebSocket handler
-	wsMu   sync.Mutex
-	wsN    int
+	wg     sync.WaitGroup // the Serve goroutine
+
+	// WebSocket handlers run on connections hijacked from the HTTP server,
+	// which does not wait for them; Close does, through this count.
+	wsMu      sync.Mutex
+	wsN       int
+	wsClosing bool
+	wsIdle    chan struct{} // closed when wsN drops to 0 during Close
 }
 
 // NewServer returns a Server with every field at its default.
@@ -175,12 +180,22 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel() // WebSocket handlers send a close frame and return
 	}
+	s.wsMu.Lock()
+	s.wsClosing = true
+	idle := make(chan struct{})
+	if s.wsN == 0 {
+		close(idle)
+	} else {
+		s.wsIdle = idle
+	}
+	s.wsMu.Unlock()
+
 	var err error
 	if s.app != nil && s.ln != nil {
 		err = s.app.ShutdownWithContext(ctx)
 	}
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); <-idle; close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():

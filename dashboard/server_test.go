@@ -336,3 +336,45 @@ func TestServer_SlowClientDisconnected(t *testing.T) {
 	t.Logf("slow client disconnected after %v", time.Since(start))
 	st.commit("a", 1) // publishing to the feed still works
 }
+
+func TestServer_WebSocketBatch(t *testing.T) {
+	s, st := MustOpenServer(t)
+	st.commit("a", 1500) // replay: more than one batch frame
+	c, _, err := dial(t, s, "since=0&batch=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64 = 1
+	frames := 0
+	read := func(n int) {
+		for want <= int64(n) {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var f struct {
+				Type     string
+				Messages []wsFrame
+			}
+			if err := c.ReadJSON(&f); err != nil {
+				t.Fatal(err)
+			}
+			if f.Type == "replay_end" {
+				continue
+			}
+			if f.Type != "messages" {
+				t.Fatalf("frame type %q, want messages", f.Type)
+			}
+			frames++
+			for _, m := range f.Messages {
+				if m.Seq != want {
+					t.Fatalf("seq %d, want %d", m.Seq, want)
+				}
+				want++
+			}
+		}
+	}
+	read(1500)
+	st.commit("a", 10) // live: one frame for the batch
+	read(1510)
+	if frames != 3 {
+		t.Fatalf("%d frames, want 3 (1,000 + 500 replayed, 10 live)", frames)
+	}
+}

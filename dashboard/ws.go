@@ -27,13 +27,21 @@ type wsOptions struct {
 	device string      // "" streams all devices
 	since  devices.Seq // replay messages after this sequence number
 	replay bool        // false: live only, from the current sequence number
+	batch  bool        // several messages per frame
 }
+
+// Limits of one batched frame.
+const (
+	maxBatchMessages = 1000
+	maxBatchBytes    = 256 << 10
+)
 
 // handleWSUpgrade validates the request before the upgrade, so that a bad
 // parameter or a foreign Origin gets an HTTP error instead of a socket.
 //
 // Query parameters: device (optional, one device id), since (optional,
-// replay everything after this sequence number; absent means live only).
+// replay everything after this sequence number; absent means live only),
+// batch (optional, "1" or "true": several messages per frame).
 func (s *Server) handleWSUpgrade(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
 		return fiber.NewError(fiber.StatusUpgradeRequired, "this endpoint speaks WebSocket")
@@ -54,6 +62,13 @@ func (s *Server) handleWSUpgrade(c *fiber.Ctx) error {
 			return err
 		}
 		o.since, o.replay = devices.Seq(n), true
+	}
+	switch v := c.Query("batch"); v {
+	case "", "0", "false":
+	case "1", "true":
+		o.batch = true
+	default:
+		return invalid("batch", "want 1, true, 0 or false, got %q", v)
 	}
 	c.Locals("ws", o)
 	return c.Next()
@@ -96,14 +111,21 @@ func (s *Server) wsHandler() fiber.Handler {
 // from the database the same way, from the last message it was sent.
 func (s *Server) serveWS(conn *websocket.Conn) {
 	s.wsMu.Lock()
+	if s.wsClosing {
+		s.wsMu.Unlock()
+		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		conn.Close()
+		return
+	}
 	s.wsN++
 	s.wsMu.Unlock()
-	s.wg.Add(1)
 	defer func() {
 		s.wsMu.Lock()
-		s.wsN--
+		if s.wsN--; s.wsN == 0 && s.wsIdle != nil {
+			close(s.wsIdle)
+			s.wsIdle = nil
+		}
 		s.wsMu.Unlock()
-		s.wg.Done()
 	}()
 
 	o, _ := conn.Locals("ws").(wsOptions)
@@ -111,15 +133,25 @@ func (s *Server) serveWS(conn *websocket.Conn) {
 	defer cancel()
 
 	// The client sends nothing we need; read to process control frames and
-	// to notice when it goes away.
-	conn.SetReadLimit(4 << 10)
+	// to notice when it goes away. The reader uses the underlying connection
+	// and is waited for: contrib/websocket recycles conn when serveWS returns.
+	raw := conn.Conn
+	raw.SetReadLimit(4 << 10)
+	readerDone := make(chan struct{})
 	go func() {
+		defer close(readerDone)
 		defer cancel()
 		for {
-			if _, _, err := conn.ReadMessage(); err != nil {
+			if _, _, err := raw.ReadMessage(); err != nil {
 				return
 			}
 		}
+	}()
+	defer func() {
+		// fasthttp closes a hijacked connection only after this handler
+		// returns, so Close does not wake the reader; a past deadline does.
+		raw.SetReadDeadline(time.Now())
+		<-readerDone
 	}()
 
 	st := &wsStream{s: s, conn: conn, opts: o}
@@ -136,6 +168,7 @@ type wsStream struct {
 	opts wsOptions
 	last devices.Seq
 	buf  []byte
+	n    int // messages in buf, in batch mode
 }
 
 // run streams until the client leaves or the server closes, and returns the
@@ -153,6 +186,9 @@ func (st *wsStream) run(ctx context.Context) (int, string) {
 		if first && !st.opts.replay {
 			st.last = upTo
 		} else if err := st.s.Messages.Replay(ctx, st.opts.device, st.last, upTo, st.writeMessage); err != nil {
+			sub.Close()
+			return st.closeFor(ctx, err)
+		} else if err := st.flush(); err != nil {
 			sub.Close()
 			return st.closeFor(ctx, err)
 		}
@@ -215,11 +251,28 @@ func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 				}
 				st.last = m.Seq
 			}
+			if err := st.flush(); err != nil {
+				return err
+			}
 		}
 	}
 }
 
+// writeMessage sends m as its own frame or, in batch mode, adds it to the
+// pending batch frame, which is sent when full and by flush.
 func (st *wsStream) writeMessage(m *devices.Message) error {
+	if st.opts.batch {
+		if st.n == 0 {
+			st.buf = append(st.buf[:0], `{"type":"messages","messages":[`...)
+		} else {
+			st.buf = append(st.buf, ',')
+		}
+		st.buf = m.AppendJSON(st.buf)
+		if st.n++; st.n >= maxBatchMessages || len(st.buf) >= maxBatchBytes {
+			return st.flush()
+		}
+		return nil
+	}
 	b := append(st.buf[:0], `{"type":"message",`...)
 	b = m.AppendJSON(b)
 	// AppendJSON wrote its own '{'; drop it to merge the two objects.
@@ -227,6 +280,16 @@ func (st *wsStream) writeMessage(m *devices.Message) error {
 	b = append(b[:i], b[i+1:]...)
 	st.buf = b
 	return st.write(b)
+}
+
+// flush sends the pending batch frame, if any.
+func (st *wsStream) flush() error {
+	if st.n == 0 {
+		return nil
+	}
+	st.buf = append(st.buf, "]}"...)
+	st.n = 0
+	return st.write(st.buf)
 }
 
 func (st *wsStream) writeControl(typ string) error {
