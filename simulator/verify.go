@@ -42,9 +42,15 @@ type devSeq struct {
 	seq    uint64
 }
 
-// frame is one message frame of the hub's WebSocket.
+// frame is one frame of the hub's WebSocket, asked for with batch=1: a
+// "messages" frame carries several messages.
 type frame struct {
-	Type    string          `json:"type"`
+	Type     string    `json:"type"`
+	Messages []message `json:"messages"`
+}
+
+// message is one message in a frame.
+type message struct {
 	Seq     int64           `json:"seq"`
 	Device  string          `json:"device"`
 	Topic   string          `json:"topic"`
@@ -97,7 +103,7 @@ func (v *verifier) dial(ctx context.Context, since int64) (*websocket.Conn, erro
 	if v.base.Scheme == "https" {
 		scheme = "wss"
 	}
-	u := fmt.Sprintf("%s://%s%s/api/v1/ws?since=%d", scheme, v.base.Host, v.base.Path, since)
+	u := fmt.Sprintf("%s://%s%s/api/v1/ws?since=%d&batch=1", scheme, v.base.Host, v.base.Path, since)
 	conn, _, err := websocket.DefaultDialer.DialContext(ctx, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("websocket %s: %w", u, err)
@@ -118,9 +124,10 @@ func (v *verifier) watch(conn *websocket.Conn) {
 				break
 			}
 			backoff = 100 * time.Millisecond
-			if fr.Type == "message" {
-				v.lastSeq.Store(fr.Seq)
-				v.observe(fr, time.Now())
+			now := time.Now()
+			for _, m := range fr.Messages {
+				v.lastSeq.Store(m.Seq)
+				v.observe(m, now)
 			}
 		}
 		conn.Close()
@@ -143,7 +150,7 @@ func (v *verifier) watch(conn *websocket.Conn) {
 
 // simSeq returns the device and simulator sequence number of a frame, or
 // false when it is not one of this fleet's telemetry messages.
-func (v *verifier) simSeq(fr frame) (*device, uint64, bool) {
+func (v *verifier) simSeq(fr message) (*device, uint64, bool) {
 	d := v.f.byID[fr.Device]
 	if d == nil || fr.Topic != v.f.cfg.Scheme.Topic(fr.Device, devices.KindTelemetry) {
 		return nil, 0, false
@@ -157,7 +164,7 @@ func (v *verifier) simSeq(fr frame) (*device, uint64, bool) {
 	return d, p.Seq, true
 }
 
-func (v *verifier) observe(fr frame, at time.Time) {
+func (v *verifier) observe(fr message, at time.Time) {
 	d, seq, ok := v.simSeq(fr)
 	if !ok {
 		return
@@ -244,11 +251,11 @@ func (v *verifier) readBack(ctx context.Context) (map[devSeq]int, int64, error) 
 		if err := conn.ReadJSON(&fr); err != nil {
 			return nil, 0, fmt.Errorf("read back: %w", err)
 		}
-		switch fr.Type {
-		case "replay_end":
+		if fr.Type == "replay_end" {
 			return stored, dup, nil
-		case "message":
-			if d, seq, ok := v.simSeq(fr); ok {
+		}
+		for _, m := range fr.Messages {
+			if d, seq, ok := v.simSeq(m); ok {
 				k := devSeq{d.id, seq}
 				if stored[k] > 0 {
 					dup++
