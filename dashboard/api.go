@@ -1,7 +1,10 @@
 package dashboard
 
 import (
+	"encoding/json"
 	"math"
+	"net/url"
+	"sort"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -16,12 +19,111 @@ const (
 	MaxMessageLimit     = 10000
 )
 
+// Limits of GET /api/v1/devices.
+const (
+	DefaultDeviceLimit = 100
+	MaxDeviceLimit     = 1000
+)
+
+// handleListDevices serves GET /api/v1/devices?prefix=&limit=&cursor=:
+// devices ordered by id, {"devices":[...],"more":bool,"next":url}.
 func (s *Server) handleListDevices(c *fiber.Ctx) error {
+	limit, err := intParam("limit", c.Query("limit"), DefaultDeviceLimit, 1, MaxDeviceLimit)
+	if err != nil {
+		return err
+	}
+	prefix := c.Query("prefix")
+	after := ""
+	if v := c.Query("cursor"); v != "" {
+		cur, err := decodeCursor(v)
+		if err != nil || cur.Name == "" {
+			return invalid("cursor", "not a device listing cursor")
+		}
+		after = cur.Name
+	}
 	list, err := s.Messages.ListDevices(c.UserContext())
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"devices": list})
+	out := make([]*devices.Device, 0, min(int(limit), len(list)))
+	more := false
+	for _, d := range list {
+		if !strings.HasPrefix(d.ID, prefix) || d.ID <= after {
+			continue
+		}
+		if len(out) == int(limit) {
+			more = true
+			break
+		}
+		out = append(out, d)
+	}
+	body := fiber.Map{"devices": out, "more": more}
+	if more {
+		next := nextURL(c, cursor{Name: out[len(out)-1].ID})
+		body["next"] = next
+		c.Set(fiber.HeaderLink, "<"+next+`>; rel="next"`)
+	}
+	return c.JSON(body)
+}
+
+// nextURL is the request's own URL with cursor replaced.
+func nextURL(c *fiber.Ctx, cur cursor) string {
+	q := url.Values{}
+	c.Context().QueryArgs().VisitAll(func(k, v []byte) {
+		if string(k) != "cursor" {
+			q.Add(string(k), string(v))
+		}
+	})
+	q.Set("cursor", cur.encode())
+	return c.Path() + "?" + q.Encode()
+}
+
+func (s *Server) handleLatest(c *fiber.Ctx) error {
+	id, err := deviceParam(c)
+	if err != nil {
+		return err
+	}
+	d, err := s.Messages.FindDevice(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"device": d.ID, "latest": d.Latest})
+}
+
+func (s *Server) handleDeviceKeys(c *fiber.Ctx) error {
+	id, err := deviceParam(c)
+	if err != nil {
+		return err
+	}
+	d, err := s.Messages.FindDevice(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"device": d.ID, "keys": sortedKeys(d.Latest)})
+}
+
+// handleKeys serves GET /api/v1/metrics/keys: every metric name of every device.
+func (s *Server) handleKeys(c *fiber.Ctx) error {
+	list, err := s.Messages.ListDevices(c.UserContext())
+	if err != nil {
+		return err
+	}
+	all := map[string]devices.Latest{}
+	for _, d := range list {
+		for k, v := range d.Latest {
+			all[k] = v
+		}
+	}
+	return c.JSON(fiber.Map{"keys": sortedKeys(all)})
+}
+
+func sortedKeys(m map[string]devices.Latest) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func deviceParam(c *fiber.Ctx) (string, error) {
@@ -44,9 +146,10 @@ func (s *Server) handleGetDevice(c *fiber.Ctx) error {
 	return c.JSON(d)
 }
 
-// handleListMessages serves GET /api/v1/devices/{id}/messages?from=&to=&limit=&order=.
-// The response is {"messages":[...],"more":bool}; "more" tells that more
-// messages match than were returned.
+// handleListMessages serves GET /api/v1/devices/{id}/messages?from=&to=&limit=&order=&cursor=.
+// The response is {"messages":[...],"more":bool,"next":url}: "more" tells
+// that more messages match than were returned, and "next" (also in a Link
+// header) fetches them, by keyset, never by offset.
 func (s *Server) handleListMessages(c *fiber.Ctx) error {
 	id, err := deviceParam(c)
 	if err != nil {
@@ -82,6 +185,16 @@ func (s *Server) handleListMessages(c *fiber.Ctx) error {
 	default:
 		return invalid("order", "want asc or desc, got %q", o)
 	}
+	if v := c.Query("cursor"); v != "" {
+		cur, err := decodeCursor(v)
+		if err != nil || cur.Name != "" || cur.Seq == 0 {
+			return invalid("cursor", "not a message listing cursor")
+		}
+		if cur.Desc != f.Desc {
+			return invalid("cursor", "was issued for the other order")
+		}
+		f.After = cur.position()
+	}
 	f.Limit = int(limit) + 1
 	msgs, err := s.Messages.ListMessages(c.UserContext(), f)
 	if err != nil {
@@ -102,7 +215,12 @@ func (s *Server) handleListMessages(c *fiber.Ctx) error {
 	}
 	b = append(b, `],"more":`...)
 	if more {
-		b = append(b, "true}"...)
+		last := msgs[len(msgs)-1]
+		next := nextURL(c, cursor{Desc: f.Desc, TS: last.TS, Seq: int64(last.Seq)})
+		c.Set(fiber.HeaderLink, "<"+next+`>; rel="next"`)
+		b = append(b, `true,"next":`...)
+		nb, _ := json.Marshal(next)
+		b = append(append(b, nb...), '}')
 	} else {
 		b = append(b, "false}"...)
 	}

@@ -35,6 +35,16 @@ type MessageFilter struct {
 	Limit int
 	// Desc orders newest first; otherwise oldest first (by TS, then Seq).
 	Desc bool
+	// After, when set, continues a listing after this position in the
+	// requested order (keyset pagination): the TS and Seq of the last
+	// message of the previous page.
+	After *Position
+}
+
+// Position is a message's place in TS order, ties broken by Seq.
+type Position struct {
+	TS  int64
+	Seq Seq
 }
 
 // MessageService reads stored messages and devices.

@@ -154,6 +154,16 @@ func messagesQuery(f devices.MessageFilter, deviceID int64) (string, []any) {
 		where = append(where, `m.ts <= ?`)
 		args = append(args, f.To)
 	}
+	if f.After != nil {
+		// Row values keep this a range on the (device_id, ts) index, whose
+		// entries end in the rowid (seq).
+		if f.Desc {
+			where = append(where, `(m.ts, m.seq) < (?, ?)`)
+		} else {
+			where = append(where, `(m.ts, m.seq) > (?, ?)`)
+		}
+		args = append(args, f.After.TS, int64(f.After.Seq))
+	}
 	q := `SELECT ` + messageCols + ` FROM messages m JOIN devices d ON d.id = m.device_id`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)

@@ -43,6 +43,33 @@ func TestMessageService_ListMessages(t *testing.T) {
 			t.Fatalf("got %v, want ts 1006, 1008, 1010", got)
 		}
 	})
+	t.Run("Pages", func(t *testing.T) {
+		for _, desc := range []bool{true, false} {
+			var all []devices.Message
+			f := devices.MessageFilter{Device: "a", Limit: 4, Desc: desc}
+			for {
+				page, err := s.ListMessages(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, page...)
+				if len(page) < f.Limit {
+					break
+				}
+				last := page[len(page)-1]
+				f.After = &devices.Position{TS: last.TS, Seq: last.Seq}
+			}
+			whole, _ := s.ListMessages(ctx, devices.MessageFilter{Device: "a", Limit: 100, Desc: desc})
+			if len(all) != 15 || len(whole) != 15 {
+				t.Fatalf("desc=%v: pages gave %d, one query %d, want 15", desc, len(all), len(whole))
+			}
+			for i := range all {
+				if all[i].Seq != whole[i].Seq {
+					t.Fatalf("desc=%v: page order differs at %d", desc, i)
+				}
+			}
+		}
+	})
 	t.Run("ErrNotFound", func(t *testing.T) {
 		if _, err := s.ListMessages(ctx, devices.MessageFilter{Device: "zzz", Limit: 1}); !errors.Is(err, devices.ErrNotFound) {
 			t.Fatalf("err=%v, want ErrNotFound", err)
@@ -68,6 +95,45 @@ func TestMessageService_ListMessages(t *testing.T) {
 	})
 }
 
+// TestMessageService_PagesWithTies: messages sharing a timestamp are paged
+// through by seq, none skipped or repeated (devices may send the same ts).
+func TestMessageService_PagesWithTies(t *testing.T) {
+	db := MustOpenDB(t)
+	w := MustOpenWriter(t, db)
+	var in []devices.Message
+	for i := 0; i < 23; i++ {
+		m := msg("t", i)
+		m.TS = int64(100 + i/5) // five messages per timestamp
+		in = append(in, m)
+	}
+	writeAll(t, w, in)
+	s := store.NewMessageService(db)
+	for _, desc := range []bool{true, false} {
+		seen := map[devices.Seq]bool{}
+		f := devices.MessageFilter{Device: "t", Limit: 3, Desc: desc}
+		for {
+			page, err := s.ListMessages(context.Background(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range page {
+				if seen[m.Seq] {
+					t.Fatalf("desc=%v: seq %d twice", desc, m.Seq)
+				}
+				seen[m.Seq] = true
+			}
+			if len(page) < f.Limit {
+				break
+			}
+			last := page[len(page)-1]
+			f.After = &devices.Position{TS: last.TS, Seq: last.Seq}
+		}
+		if len(seen) != 23 {
+			t.Fatalf("desc=%v: paged %d of 23", desc, len(seen))
+		}
+	}
+}
+
 // TestQueryPlans guards the indexes: history and replay, for one device or
 // all, must search an index in the requested order, never scan and sort.
 func TestQueryPlans(t *testing.T) {
@@ -86,6 +152,7 @@ func TestQueryPlans(t *testing.T) {
 	}{
 		{"history newest", devices.MessageFilter{Limit: 10, Desc: true}, 1},
 		{"history range", devices.MessageFilter{From: 5, To: 9, Limit: 10}, 1},
+		{"history next page", devices.MessageFilter{Limit: 10, Desc: true, After: &devices.Position{TS: 7, Seq: 3}}, 1},
 	} {
 		q, args := store.MessagesQuery(tt.f, tt.dev)
 		queries = append(queries, query{tt.name, q, args})
