@@ -142,6 +142,7 @@ func (s *Server) routes() {
 	api.Get("/devices/:id/latest", s.handleLatest)
 	api.Get("/devices/:id/keys", s.handleDeviceKeys)
 	api.Get("/metrics/keys", s.handleKeys)
+	api.Get("/export", s.handleExport)
 	api.Get("/stats", s.handleStats)
 	api.Get("/ws", s.handleWSUpgrade, s.wsHandler())
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })

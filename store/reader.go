@@ -125,11 +125,11 @@ func (s *MessageService) query(ctx context.Context, q string, args []any, limit 
 	out := make([]devices.Message, 0, min(limit, 256))
 	for rows.Next() {
 		var m devices.Message
-		var qos, flags int64
-		if err := rows.Scan(&m.Seq, &m.Device, &m.Topic, &m.TS, &m.Received, &qos, &flags, &m.Payload); err != nil {
+		var kind, qos, flags int64
+		if err := rows.Scan(&m.Seq, &m.Device, &m.Topic, &kind, &m.TS, &m.Received, &qos, &flags, &m.Payload); err != nil {
 			return nil, err
 		}
-		m.QoS, m.Flags = byte(qos), devices.Flags(flags)
+		m.Kind, m.QoS, m.Flags = devices.Kind(kind), byte(qos), devices.Flags(flags)
 		out = append(out, m)
 	}
 	return out, rows.Err()
@@ -184,7 +184,7 @@ const replayPage = 1000
 // others skipped); wider ranges read the device's history index instead.
 const ReplayScanLimit = 200000
 
-const messageCols = `m.seq, d.name, m.topic, m.ts, m.received, m.qos, m.flags, m.payload`
+const messageCols = `m.seq, d.name, m.topic, m.kind, m.ts, m.received, m.qos, m.flags, m.payload`
 
 // Replay implements devices.MessageService. It pages through the range with
 // keyset queries on short read transactions, so a long replay never holds a

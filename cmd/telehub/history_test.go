@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -116,5 +117,52 @@ func TestHistory_Pagination(t *testing.T) {
 	getJSON(t, m.HTTP.URL()+"/api/v1/metrics/keys", &keys)
 	if fmt.Sprint(keys.Keys) != "[n temp]" {
 		t.Fatalf("all keys=%v, want [n temp]", keys.Keys)
+	}
+}
+
+// TestHistory_Export: CSV and NDJSON exports stream every matching message
+// as a download, with metric columns on request.
+func TestHistory_Export(t *testing.T) {
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "exporter")
+	publishN(t, c, "exp-1", 2500) // more than one export page
+	publishN(t, c, "exp-2", 10)
+	get := func(q string) (*http.Response, string) {
+		resp, err := http.Get(m.HTTP.URL() + "/api/v1/export?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		io.Copy(&b, resp.Body)
+		return resp, b.String()
+	}
+	resp, body := get("format=csv&device=exp-1")
+	lines := strings.Split(strings.TrimSpace(body), "\n")
+	if resp.StatusCode != 200 || len(lines) != 2501 || lines[0] != "seq,device,ts,received,topic,encoding,payload" {
+		t.Fatalf("csv: status %d, %d lines, header %q", resp.StatusCode, len(lines), lines[0])
+	}
+	if cd := resp.Header.Get("Content-Disposition"); cd != `attachment; filename="telehub-exp-1.csv"` {
+		t.Fatalf("Content-Disposition %q", cd)
+	}
+	_, body = get("format=csv&device=exp-1&metrics=n,temp&from=0")
+	lines = strings.Split(strings.TrimSpace(body), "\n")
+	if lines[0] != "seq,device,ts,received,n,temp" || !strings.HasSuffix(lines[1], ",0,0.5") || !strings.HasSuffix(lines[2500], ",2499,19.5") {
+		t.Fatalf("csv with metrics: %q ... %q", lines[1], lines[len(lines)-1])
+	}
+	resp, body = get("format=ndjson")
+	lines = strings.Split(strings.TrimSpace(body), "\n")
+	if resp.Header.Get("Content-Type") != "application/x-ndjson" || len(lines) != 2510 {
+		t.Fatalf("ndjson all devices: %d lines, type %q", len(lines), resp.Header.Get("Content-Type"))
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("invalid line %q", l)
+		}
+	}
+	for q, status := range map[string]int{"format=xml": 400, "device=nosuch": 404, "from=9&to=1": 400, "device=bad%20id": 400} {
+		if resp, _ := get(q); resp.StatusCode != status {
+			t.Errorf("%s: status %d, want %d", q, resp.StatusCode, status)
+		}
 	}
 }
