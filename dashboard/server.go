@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,11 @@ import (
 
 //go:embed static
 var staticFS embed.FS
+
+// openAPI describes every route; TestServer_OpenAPI keeps the two in step.
+//
+//go:embed openapi.json
+var openAPI []byte
 
 // Defaults for Server fields.
 const (
@@ -144,6 +150,10 @@ func (s *Server) routes() {
 	api.Get("/metrics/keys", s.handleKeys)
 	api.Get("/export", s.handleExport)
 	api.Get("/stats", s.handleStats)
+	api.Get("/openapi.json", func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(openAPI)
+	})
 	api.Get("/ws", s.handleWSUpgrade, s.wsHandler())
 	api.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 
@@ -157,6 +167,26 @@ func securityHeaders(c *fiber.Ctx) error {
 	c.Set("Referrer-Policy", "no-referrer")
 	c.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
 	return c.Next()
+}
+
+// Routes returns every route as "METHOD /path", with path parameters
+// written {name} as in OpenAPI. HEAD routes that Fiber adds for each GET are
+// left out.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.app.GetRoutes(true) {
+		if r.Method == fiber.MethodHead || r.Path == "/" {
+			continue
+		}
+		parts := strings.Split(r.Path, "/")
+		for i, p := range parts {
+			if strings.HasPrefix(p, ":") {
+				parts[i] = "{" + p[1:] + "}"
+			}
+		}
+		out = append(out, r.Method+" "+strings.Join(parts, "/"))
+	}
+	return out
 }
 
 // ListenAddr returns the bound address (with the real port for ":0").

@@ -378,3 +378,42 @@ func TestServer_WebSocketBatch(t *testing.T) {
 		t.Fatalf("%d frames, want 3 (1,000 + 500 replayed, 10 live)", frames)
 	}
 }
+
+// TestServer_OpenAPI: every route is described in /api/v1/openapi.json and
+// every described operation is a route.
+func TestServer_OpenAPI(t *testing.T) {
+	s, _ := MustOpenServer(t, func(s *dashboard.Server) { s.Metrics = http.NotFoundHandler() })
+	resp, err := http.Get(s.URL() + "/api/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Fatalf("openapi.json: %v (version %q)", err, doc.OpenAPI)
+	}
+	described := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			described[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	routes := map[string]bool{}
+	for _, r := range s.Routes() {
+		routes[r] = true
+		if !described[r] {
+			t.Errorf("route %s is not in openapi.json", r)
+		}
+	}
+	for op := range described {
+		if !routes[op] {
+			t.Errorf("openapi.json describes %s, which is not a route", op)
+		}
+	}
+	if len(routes) < 10 {
+		t.Fatalf("only %d routes found: %v", len(routes), s.Routes())
+	}
+}
