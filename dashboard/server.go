@@ -145,6 +145,7 @@ func (s *Server) routes() {
 	api.Get("/devices", s.handleListDevices)
 	api.Get("/devices/:id", s.handleGetDevice)
 	api.Get("/devices/:id/messages", s.handleListMessages)
+	api.Get("/devices/:id/series", s.handleSeries)
 	api.Get("/devices/:id/latest", s.handleLatest)
 	api.Get("/devices/:id/keys", s.handleDeviceKeys)
 	api.Get("/metrics/keys", s.handleKeys)

@@ -66,6 +66,13 @@ func (s *memStore) ListMessages(ctx context.Context, f devices.MessageFilter) ([
 	return nil, nil
 }
 
+func (s *memStore) Series(ctx context.Context, q devices.SeriesQuery) (*devices.Series, error) {
+	if _, err := s.FindDevice(ctx, q.Device); err != nil {
+		return nil, err
+	}
+	return &devices.Series{Points: map[string][]devices.Point{}}, nil
+}
+
 func (s *memStore) Replay(ctx context.Context, device string, after, upTo devices.Seq, fn func(*devices.Message) error) error {
 	if s.replayGate != nil {
 		s.gateOnce.Do(func() { <-s.replayGate })
@@ -116,6 +123,13 @@ func TestServer_Problems(t *testing.T) {
 		status int
 		detail string
 	}{
+		{"/api/v1/devices/kitchen/series", 400, `"metrics"`},
+		{"/api/v1/devices/kitchen/series?metrics=t&agg=median", 400, `"agg"`},
+		{"/api/v1/devices/kitchen/series?metrics=t&interval=5x", 400, `"interval"`},
+		{"/api/v1/devices/kitchen/series?metrics=t&interval=0s", 400, `"interval"`},
+		{"/api/v1/devices/kitchen/series?metrics=t&max_points=0", 400, `"max_points"`},
+		{"/api/v1/devices/kitchen/series?metrics=t&from=20&to=10", 400, `"from"`},
+		{"/api/v1/devices/nosuch/series?metrics=t", 404, "nosuch"},
 		{"/api/v1/devices/kitchen/messages?limit=0", 400, `"limit"`},
 		{"/api/v1/devices/kitchen/messages?limit=10001", 400, `"limit"`},
 		{"/api/v1/devices/kitchen/messages?limit=-5", 400, `"limit"`},

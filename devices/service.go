@@ -56,6 +56,9 @@ type MessageService interface {
 	// ListMessages returns messages matching f. It returns ErrInvalid for a
 	// bad filter and ErrNotFound when f.Device names no device.
 	ListMessages(ctx context.Context, f MessageFilter) ([]Message, error)
+	// Series returns numeric series of one device. It returns ErrInvalid
+	// for a bad query and ErrNotFound for an unknown device.
+	Series(ctx context.Context, q SeriesQuery) (*Series, error)
 	// Replay calls fn for every stored message with after < Seq <= upTo,
 	// of one device or of all (device ""), and stops at fn's first error,
 	// which it returns. Messages come in sequence order, except when one

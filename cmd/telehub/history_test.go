@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // TestHistory_Pagination: following "next" pages through every message of a
@@ -163,6 +166,41 @@ func TestHistory_Export(t *testing.T) {
 	for q, status := range map[string]int{"format=xml": 400, "device=nosuch": 404, "from=9&to=1": 400, "device=bad%20id": 400} {
 		if resp, _ := get(q); resp.StatusCode != status {
 			t.Errorf("%s: status %d, want %d", q, resp.StatusCode, status)
+		}
+	}
+}
+
+// TestHistory_SeriesMaxPoints: with max_points the hub picks an interval so
+// that no series has more points than asked for.
+func TestHistory_SeriesMaxPoints(t *testing.T) {
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "series")
+	now := time.Now().UnixMilli()
+	toks := make([]paho.Token, 0, 500)
+	for i := 0; i < 500; i++ { // one reading every 10 s over the last ~83 minutes
+		toks = append(toks, c.Publish("devices/ser/telemetry", 1, false, fmt.Sprintf(`{"temp":%d,"ts":%d}`, i, now-int64(500-i)*10_000)))
+	}
+	for _, tok := range toks {
+		tok.Wait()
+	}
+	for _, maxPoints := range []int{1, 7, 100, 1000} {
+		var s struct {
+			IntervalMS int64                   `json:"interval_ms"`
+			Points     map[string][][2]float64 `json:"points"`
+			Truncated  bool                    `json:"truncated"`
+			Scanned    int                     `json:"scanned"`
+		}
+		url := fmt.Sprintf("%s/api/v1/devices/ser/series?metrics=temp&agg=count&from=%d&to=%d&max_points=%d", m.HTTP.URL(), now-5_000_000, now, maxPoints)
+		if code := getJSON(t, url, &s); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		pts := s.Points["temp"]
+		total := 0.0
+		for _, p := range pts {
+			total += p[1]
+		}
+		if len(pts) == 0 || len(pts) > maxPoints || s.Truncated || total != 500 || s.Scanned != 500 {
+			t.Fatalf("max_points=%d: %d points (interval %d ms, truncated %v) counting %v of 500 readings", maxPoints, len(pts), s.IntervalMS, s.Truncated, total)
 		}
 	}
 }

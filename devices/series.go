@@ -1,0 +1,139 @@
+package devices
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Agg names how the values in one interval are combined.
+type Agg string
+
+// The aggregations a series can use.
+const (
+	AggAvg   Agg = "avg"
+	AggMin   Agg = "min"
+	AggMax   Agg = "max"
+	AggSum   Agg = "sum"
+	AggCount Agg = "count"
+	AggFirst Agg = "first"
+	AggLast  Agg = "last"
+)
+
+// Aggs lists every Agg.
+var Aggs = []Agg{AggAvg, AggMin, AggMax, AggSum, AggCount, AggFirst, AggLast}
+
+// ParseAgg returns the Agg named s, or an error wrapping ErrInvalid.
+func ParseAgg(s string) (Agg, error) {
+	for _, a := range Aggs {
+		if string(a) == s {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("%w: unknown aggregation %q (want avg, min, max, sum, count, first or last)", ErrInvalid, s)
+}
+
+// SeriesQuery asks for numeric series of one device.
+type SeriesQuery struct {
+	Device  string
+	Metrics []string
+	// From and To bound the reading timestamps, Unix ms, inclusive.
+	From, To int64
+	// Interval is the bucket width in ms, aligned to the Unix epoch; 0 asks
+	// for raw points.
+	Interval int64
+	// Agg combines the values of a bucket (ignored for raw points).
+	Agg Agg
+	// Limit caps the points per metric; more sets Truncated.
+	Limit int
+}
+
+// Point is one value of a series: a bucket start (or a reading's time) and
+// a value. It marshals as [ts, value].
+type Point struct {
+	TS int64
+	V  float64
+}
+
+// MarshalJSON implements json.Marshaler.
+func (p Point) MarshalJSON() ([]byte, error) {
+	b := append([]byte{'['}, strconv.AppendInt(nil, p.TS, 10)...)
+	b = append(b, ',')
+	if math.IsNaN(p.V) || math.IsInf(p.V, 0) {
+		b = append(b, "null"...)
+	} else {
+		b = strconv.AppendFloat(b, p.V, 'g', -1, 64)
+	}
+	return append(b, ']'), nil
+}
+
+// Series is the answer to a SeriesQuery.
+type Series struct {
+	// Points holds each requested metric's points in time order; a metric
+	// without numeric values has none.
+	Points map[string][]Point `json:"points"`
+	// Truncated tells that a metric had more points than Limit, or that
+	// the scan stopped at its cap: the series is not complete.
+	Truncated bool `json:"truncated"`
+	// Scanned counts the messages read.
+	Scanned int64 `json:"scanned"`
+}
+
+// NumericValue returns a reading's value as a number: JSON numbers as they
+// are, true and false as 1 and 0; ok is false for anything else.
+func NumericValue(raw json.RawMessage) (float64, bool) {
+	switch s := string(raw); s {
+	case "true":
+		return 1, true
+	case "false":
+		return 0, true
+	default:
+		f, err := strconv.ParseFloat(s, 64)
+		return f, err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
+	}
+}
+
+// Bucket accumulates the values of one interval.
+type Bucket struct {
+	Count           int64
+	Sum, Min, Max   float64
+	First, Last     float64
+	FirstTS, LastTS int64
+}
+
+// Add folds v, read at ts, into b.
+func (b *Bucket) Add(v float64, ts int64) {
+	if b.Count == 0 {
+		b.Min, b.Max, b.First, b.Last, b.FirstTS, b.LastTS = v, v, v, v, ts, ts
+	}
+	b.Count++
+	b.Sum += v
+	b.Min, b.Max = math.Min(b.Min, v), math.Max(b.Max, v)
+	if ts < b.FirstTS {
+		b.First, b.FirstTS = v, ts
+	}
+	if ts >= b.LastTS {
+		b.Last, b.LastTS = v, ts
+	}
+}
+
+// Value returns the bucket's value under a.
+func (b *Bucket) Value(a Agg) float64 {
+	switch a {
+	case AggMin:
+		return b.Min
+	case AggMax:
+		return b.Max
+	case AggSum:
+		return b.Sum
+	case AggCount:
+		return float64(b.Count)
+	case AggFirst:
+		return b.First
+	case AggLast:
+		return b.Last
+	default:
+		return b.Sum / float64(b.Count)
+	}
+}
