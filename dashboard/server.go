@@ -45,6 +45,8 @@ type Server struct {
 	Messages devices.MessageService
 	// Feed delivers committed messages to WebSocket clients. Required.
 	Feed *devices.Feed
+	// Deleter removes devices and messages; nil disables the DELETE routes.
+	Deleter devices.DataDeleter
 	// Stats are ingestion counters shown by /api/v1/stats. Optional.
 	Stats *devices.Stats
 	// Ready reports whether the hub can take and store messages; nil means
@@ -146,6 +148,8 @@ func (s *Server) routes() {
 	api.Get("/devices/:id", s.handleGetDevice)
 	api.Get("/devices/:id/messages", s.handleListMessages)
 	api.Get("/devices/:id/series", s.handleSeries)
+	api.Delete("/devices/:id", s.handleDeleteDevice)
+	api.Delete("/devices/:id/messages", s.handleDeleteMessages)
 	api.Get("/devices/:id/latest", s.handleLatest)
 	api.Get("/devices/:id/keys", s.handleDeviceKeys)
 	api.Get("/metrics/keys", s.handleKeys)

@@ -69,3 +69,15 @@ type MessageService interface {
 	// LastSeq returns the highest sequence number committed so far.
 	LastSeq() Seq
 }
+
+// DataDeleter removes stored data. Deletes go through the single writer, a
+// chunk at a time, so they never hold up ingestion for long.
+type DataDeleter interface {
+	// DeleteDevice deletes a device and every message of it, and returns how
+	// many messages went. It returns ErrNotFound for an unknown device.
+	DeleteDevice(ctx context.Context, id string) (int64, error)
+	// DeleteMessages deletes a device's messages with from <= TS <= to
+	// (0 means unbounded) and returns how many went. It returns ErrNotFound
+	// for an unknown device.
+	DeleteMessages(ctx context.Context, id string, from, to int64) (int64, error)
+}

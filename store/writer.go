@@ -67,6 +67,7 @@ type Writer struct {
 	Logger *slog.Logger
 
 	q        chan *devices.Pending
+	ops      chan deleteOp
 	dispatch chan *batch
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -166,6 +167,7 @@ func (w *Writer) Open() (err error) {
 		return fmt.Errorf("open writer: %w", err)
 	}
 	w.q = make(chan *devices.Pending, w.QueueSize)
+	w.ops = make(chan deleteOp)
 	w.dispatch = make(chan *batch, 4)
 	w.stopping = make(chan struct{})
 	w.wg.Add(2)
@@ -330,7 +332,10 @@ func (w *Writer) Commits() int64 { return w.commits.Load() }
 // LastCommit returns how long the latest commit took.
 func (w *Writer) LastCommit() time.Duration { return time.Duration(w.commitNs.Load()) }
 
-var _ devices.MessageWriter = (*Writer)(nil)
+var (
+	_ devices.MessageWriter = (*Writer)(nil)
+	_ devices.DataDeleter   = (*Writer)(nil)
+)
 
 // Write implements devices.MessageWriter.
 func (w *Writer) Write(ctx context.Context, p *devices.Pending) error {
@@ -406,6 +411,10 @@ func (w *Writer) writeLoop() {
 		var first *devices.Pending
 		select {
 		case first = <-w.q:
+		case op := <-w.ops:
+			n, err := w.deleteMessages(op)
+			op.done <- deleteResult{n, err}
+			continue
 		case <-tick.C:
 			w.startRound()
 			// Idle: save the round's summaries without waiting for messages.
@@ -731,4 +740,152 @@ func (w *Writer) dispatchLoop() {
 			w.OnCommit(b.msgs)
 		}
 	}
+}
+
+// deleteChunk is how many rows one delete transaction removes; queued
+// messages are committed between chunks, so a large delete never holds up
+// ingestion for long.
+const deleteChunk = 5000
+
+// latestRebuildRows is how many of a device's newest remaining messages
+// rebuild its latest values after a range of its messages was deleted.
+const latestRebuildRows = 1000
+
+type deleteOp struct {
+	device   string
+	from, to int64 // ts bounds, inclusive; 0 = unbounded
+	all      bool  // the device itself goes too
+	done     chan deleteResult
+}
+
+type deleteResult struct {
+	n   int64
+	err error
+}
+
+// DeleteMessages deletes a device's messages with from <= ts <= to (0 means
+// unbounded) and returns how many went. The device's count drops
+// accordingly and its latest values are rebuilt from its newest remaining
+// messages; first and last seen stay as observed. It returns ErrNotFound
+// for an unknown device.
+func (w *Writer) DeleteMessages(ctx context.Context, device string, from, to int64) (int64, error) {
+	return w.delete(ctx, deleteOp{device: device, from: from, to: to})
+}
+
+// DeleteDevice deletes a device and all its messages. A later message from
+// it creates it anew.
+func (w *Writer) DeleteDevice(ctx context.Context, device string) (int64, error) {
+	return w.delete(ctx, deleteOp{device: device, all: true})
+}
+
+func (w *Writer) delete(ctx context.Context, op deleteOp) (int64, error) {
+	op.done = make(chan deleteResult, 1)
+	select {
+	case w.ops <- op:
+	case <-w.stopping:
+		return 0, devices.ErrClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	r := <-op.done
+	return r.n, r.err
+}
+
+// deleteMessages runs on the write loop.
+func (w *Writer) deleteMessages(op deleteOp) (int64, error) {
+	d, ok := w.devs[op.device]
+	if !ok {
+		return 0, fmt.Errorf("device %q: %w", op.device, devices.ErrNotFound)
+	}
+	ctx := context.Background()
+	q := `DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE device_id = ?`
+	args := []any{d.id}
+	if op.from != 0 {
+		q += ` AND ts >= ?`
+		args = append(args, op.from)
+	}
+	if op.to != 0 {
+		q += ` AND ts <= ?`
+		args = append(args, op.to)
+	}
+	q += ` LIMIT ?)`
+	args = append(args, deleteChunk)
+	var total int64
+	for {
+		res, err := w.conn.ExecContext(ctx, q, args...)
+		if err != nil {
+			return total, describe(err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		if n < deleteChunk {
+			break
+		}
+		if len(w.q) > 0 { // let waiting messages in between chunks
+			w.commitRetrying(w.collect(nil))
+		}
+	}
+	if op.all {
+		return total, w.dropDevice(ctx, d)
+	}
+	return total, w.rebuildAfterDelete(ctx, d, total)
+}
+
+func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
+	if _, err := w.conn.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, d.id); err != nil {
+		return describe(err)
+	}
+	w.mu.Lock()
+	delete(w.devs, d.name)
+	w.mu.Unlock()
+	for i, r := range w.round {
+		if r == d {
+			w.round = append(w.round[:i:i], w.round[i+1:]...)
+			break
+		}
+	}
+	return nil
+}
+
+// rebuildAfterDelete corrects a device's count and rebuilds its latest
+// values from its newest remaining messages, then saves the summary.
+func (w *Writer) rebuildAfterDelete(ctx context.Context, d *devState, deleted int64) error {
+	rows, err := w.conn.QueryContext(ctx, `SELECT seq, ts, received, kind, flags, payload FROM messages WHERE device_id = ? ORDER BY ts DESC, seq DESC LIMIT ?`, d.id, latestRebuildRows)
+	if err != nil {
+		return describe(err)
+	}
+	var recent []devices.Message
+	for rows.Next() {
+		var m devices.Message
+		var kind, flags int64
+		if err := rows.Scan(&m.Seq, &m.TS, &m.Received, &kind, &flags, &m.Payload); err != nil {
+			rows.Close()
+			return err
+		}
+		m.Kind, m.Flags = devices.Kind(kind), devices.Flags(flags)
+		recent = append(recent, m)
+	}
+	rows.Close()
+	latest := make(map[string]devices.Latest)
+	for i := len(recent) - 1; i >= 0; i-- { // oldest first, so newer values win
+		m := &recent[i]
+		if m.Kind != devices.KindTelemetry || !m.IsJSON() {
+			continue
+		}
+		_, values, _ := devices.DecodePayload(m.Payload, m.Received)
+		for _, v := range values {
+			if old, ok := latest[v.Name]; !ok || old.TS <= v.TS {
+				latest[v.Name] = devices.Latest{Value: v.Value, TS: v.TS, Seq: m.Seq}
+			}
+		}
+	}
+	w.mu.Lock()
+	d.dev.MessageCount = max(d.dev.MessageCount-deleted, 0)
+	d.dev.Latest = latest
+	d.dirty = true
+	w.mu.Unlock()
+	latestJSON, _ := json.Marshal(latest)
+	dv := &d.dev
+	_, err = w.conn.ExecContext(ctx, `UPDATE devices SET message_count = ?, latest = ? WHERE id = ?`, dv.MessageCount, string(latestJSON), d.id)
+	return describe(err)
 }

@@ -204,3 +204,70 @@ func TestHistory_SeriesMaxPoints(t *testing.T) {
 		}
 	}
 }
+
+// TestHistory_Delete: a range of messages, then a whole device, are
+// deleted; counts, latest values and listings follow, and ingestion goes on.
+func TestHistory_Delete(t *testing.T) {
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "deleter")
+	for i := 0; i < 12000; i += 1000 {
+		toks := []paho.Token{}
+		for j := i; j < i+1000; j++ { // ts = j s: chunked deletes span several transactions
+			toks = append(toks, c.Publish("devices/del/telemetry", 1, false, fmt.Sprintf(`{"n":%d,"ts":%d}`, j, int64(j)*1000)))
+		}
+		for _, tok := range toks {
+			tok.Wait()
+		}
+	}
+	publishN(t, c, "keep", 5)
+	del := func(path string) (int, int64) {
+		req, _ := http.NewRequest(http.MethodDelete, m.HTTP.URL()+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r struct{ Deleted int64 }
+		json.NewDecoder(resp.Body).Decode(&r)
+		return resp.StatusCode, r.Deleted
+	}
+	// The newest 6,000 (ts 6000 s and later): latest must fall back to n = 5999.
+	if code, n := del("/api/v1/devices/del/messages?from=6000000"); code != 200 || n != 6000 {
+		t.Fatalf("delete range: %d, deleted %d; want 200, 6000", code, n)
+	}
+	var d struct {
+		MessageCount int `json:"message_count"`
+		Latest       map[string]struct {
+			V json.RawMessage `json:"v"`
+		} `json:"latest"`
+	}
+	getJSON(t, m.HTTP.URL()+"/api/v1/devices/del", &d)
+	if d.MessageCount != 6000 || string(d.Latest["n"].V) != "5999" {
+		t.Fatalf("after range delete: count %d latest n %s; want 6000, 5999", d.MessageCount, d.Latest["n"].V)
+	}
+	var rows int
+	m.DB.ReadDB().QueryRow(`SELECT count(*) FROM messages m JOIN devices d ON d.id = m.device_id WHERE d.name = 'del'`).Scan(&rows)
+	if rows != 6000 {
+		t.Fatalf("rows left %d, want 6000", rows)
+	}
+	if code, n := del("/api/v1/devices/del"); code != 200 || n != 6000 {
+		t.Fatalf("delete device: %d, deleted %d", code, n)
+	}
+	if code, _ := del("/api/v1/devices/del"); code != 404 {
+		t.Fatalf("second delete: %d, want 404", code)
+	}
+	if code, _ := del("/api/v1/devices/del/messages?from=9&to=1"); code != 400 {
+		t.Fatalf("from after to: %d, want 400", code)
+	}
+	var list struct{ Devices []struct{ ID string } }
+	getJSON(t, m.HTTP.URL()+"/api/v1/devices", &list)
+	if len(list.Devices) != 1 || list.Devices[0].ID != "keep" {
+		t.Fatalf("devices after delete: %+v, want only keep", list.Devices)
+	}
+	// The device comes back with its next message.
+	publishN(t, c, "del", 3)
+	getJSON(t, m.HTTP.URL()+"/api/v1/devices/del", &d)
+	if d.MessageCount != 3 {
+		t.Fatalf("recreated device count %d, want 3", d.MessageCount)
+	}
+}

@@ -152,6 +152,7 @@ func (m *Main) Run() error {
 	m.HTTP = dashboard.NewServer(m.Messages, m.Feed)
 	m.HTTP.Addr = cfg.HTTPAddr
 	m.HTTP.Stats = m.Stats
+	m.HTTP.Deleter = m.Writer
 	m.HTTP.Ready = m.Ready
 	m.HTTP.Metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 	m.HTTP.WSQueue = cfg.WSQueue
