@@ -146,17 +146,28 @@ func messagesQuery(f devices.MessageFilter, deviceID int64) (string, []any) {
 		where = append(where, `m.device_id = ?`)
 		args = append(args, deviceID)
 	}
-	if f.From != 0 {
-		where = append(where, `m.ts >= ?`)
-		args = append(args, f.From)
+	from, to := f.From, f.To
+	if f.After != nil {
+		// The cursor's ts is the tighter bound on the side the page starts
+		// from: folding it in makes SQLite seek to the cursor instead of
+		// reading from "from" again on every page (quadratic over a scan).
+		if f.Desc && (to == 0 || f.After.TS < to) {
+			to = f.After.TS
+		} else if !f.Desc && (from == 0 || f.After.TS > from) {
+			from = f.After.TS
+		}
 	}
-	if f.To != 0 {
+	if from != 0 {
+		where = append(where, `m.ts >= ?`)
+		args = append(args, from)
+	}
+	if to != 0 {
 		where = append(where, `m.ts <= ?`)
-		args = append(args, f.To)
+		args = append(args, to)
 	}
 	if f.After != nil {
-		// Row values keep this a range on the (device_id, ts) index, whose
-		// entries end in the rowid (seq).
+		// Ties on ts are broken by seq, the rowid that ends each entry of
+		// the (device_id, ts) index.
 		if f.Desc {
 			where = append(where, `(m.ts, m.seq) < (?, ?)`)
 		} else {
