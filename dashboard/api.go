@@ -78,12 +78,25 @@ func nextURL(c *fiber.Ctx, cur cursor) string {
 	return c.Path() + "?" + q.Encode()
 }
 
-func (s *Server) handleLatest(c *fiber.Ctx) error {
+// findDevice returns the device named by the {id} path parameter.
+func (s *Server) findDevice(c *fiber.Ctx) (*devices.Device, error) {
 	id, err := deviceParam(c)
+	if err != nil {
+		return nil, err
+	}
+	return s.Messages.FindDevice(c.UserContext(), id)
+}
+
+func (s *Server) handleGetDevice(c *fiber.Ctx) error {
+	d, err := s.findDevice(c)
 	if err != nil {
 		return err
 	}
-	d, err := s.Messages.FindDevice(c.UserContext(), id)
+	return c.JSON(d)
+}
+
+func (s *Server) handleLatest(c *fiber.Ctx) error {
+	d, err := s.findDevice(c)
 	if err != nil {
 		return err
 	}
@@ -91,11 +104,7 @@ func (s *Server) handleLatest(c *fiber.Ctx) error {
 }
 
 func (s *Server) handleDeviceKeys(c *fiber.Ctx) error {
-	id, err := deviceParam(c)
-	if err != nil {
-		return err
-	}
-	d, err := s.Messages.FindDevice(c.UserContext(), id)
+	d, err := s.findDevice(c)
 	if err != nil {
 		return err
 	}
@@ -134,18 +143,6 @@ func deviceParam(c *fiber.Ctx) (string, error) {
 	return id, nil
 }
 
-func (s *Server) handleGetDevice(c *fiber.Ctx) error {
-	id, err := deviceParam(c)
-	if err != nil {
-		return err
-	}
-	d, err := s.Messages.FindDevice(c.UserContext(), id)
-	if err != nil {
-		return err
-	}
-	return c.JSON(d)
-}
-
 // handleListMessages serves GET /api/v1/devices/{id}/messages?from=&to=&limit=&order=&cursor=.
 // The response is {"messages":[...],"more":bool,"next":url}: "more" tells
 // that more messages match than were returned, and "next" (also in a Link
@@ -156,20 +153,8 @@ func (s *Server) handleListMessages(c *fiber.Ctx) error {
 		return err
 	}
 	f := devices.MessageFilter{Device: id, Desc: true}
-	for _, p := range []struct {
-		name string
-		dst  *int64
-	}{{"from", &f.From}, {"to", &f.To}} {
-		if v := c.Query(p.name); v != "" {
-			t, err := ParseTime(v)
-			if err != nil {
-				return invalid(p.name, "%v", err)
-			}
-			*p.dst = t
-		}
-	}
-	if f.From != 0 && f.To != 0 && f.From > f.To {
-		return invalid("from", "is after \"to\"")
+	if f.From, f.To, err = timeRange(c); err != nil {
+		return err
 	}
 	if f.From == 0 && c.Query("from") != "" {
 		f.From = math.MinInt64 + 1 // "from=0" means the epoch, not unbounded

@@ -33,21 +33,9 @@ func (s *Server) handleDeleteMessages(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var from, to int64
-	for _, p := range []struct {
-		name string
-		dst  *int64
-	}{{"from", &from}, {"to", &to}} {
-		if v := c.Query(p.name); v != "" {
-			t, err := ParseTime(v)
-			if err != nil {
-				return invalid(p.name, "%v", err)
-			}
-			*p.dst = t
-		}
-	}
-	if from != 0 && to != 0 && from > to {
-		return invalid("from", "is after \"to\"")
+	from, to, err := timeRange(c)
+	if err != nil {
+		return err
 	}
 	n, err := s.Deleter.DeleteMessages(c.UserContext(), id, from, to)
 	if err != nil {

@@ -47,20 +47,9 @@ func (s *Server) handleExport(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	for _, p := range []struct {
-		name string
-		dst  *int64
-	}{{"from", &o.from}, {"to", &o.to}} {
-		if v := c.Query(p.name); v != "" {
-			t, err := ParseTime(v)
-			if err != nil {
-				return invalid(p.name, "%v", err)
-			}
-			*p.dst = t
-		}
-	}
-	if o.from != 0 && o.to != 0 && o.from > o.to {
-		return invalid("from", "is after \"to\"")
+	var err error
+	if o.from, o.to, err = timeRange(c); err != nil {
+		return err
 	}
 	if v := c.Query("metrics"); v != "" {
 		for _, m := range strings.Split(v, ",") {

@@ -37,3 +37,26 @@ func intParam(name, v string, def, lo, hi int64) (int64, error) {
 	}
 	return n, nil
 }
+
+// timeRange reads the optional from and to parameters (Unix ms or RFC 3339)
+// and checks that from is not after to. Zero means absent.
+func timeRange(c interface {
+	Query(string, ...string) string
+}) (from, to int64, err error) {
+	for _, p := range []struct {
+		name string
+		dst  *int64
+	}{{"from", &from}, {"to", &to}} {
+		if v := c.Query(p.name); v != "" {
+			t, err := ParseTime(v)
+			if err != nil {
+				return 0, 0, invalid(p.name, "%v", err)
+			}
+			*p.dst = t
+		}
+	}
+	if from != 0 && to != 0 && from > to {
+		return 0, 0, invalid("from", "is after \"to\"")
+	}
+	return from, to, nil
+}

@@ -71,21 +71,32 @@ func (p *thermostat) Values(t time.Time) map[string]any {
 // tracker: a vehicle moving at up to 60 km/h with a slowly turning heading
 // and a draining battery.
 type tracker struct {
-	rng          *rand.Rand
-	lat, lon     float64
-	heading      float64
-	battery      float64
-	last         time.Time
-	speedKMH     float64
-	haveLastTime bool
+	rng      *rand.Rand
+	lat, lon float64
+	heading  float64
+	battery  float64
+	speedKMH float64
+	clock    stepClock
+}
+
+// stepClock measures the time between a profile's readings: 1 s before the
+// first, at most an hour.
+type stepClock struct {
+	last time.Time
+	ok   bool
+}
+
+func (c *stepClock) step(t time.Time) float64 {
+	dt := 1.0
+	if c.ok {
+		dt = clamp(t.Sub(c.last).Seconds(), 0, 3600)
+	}
+	c.last, c.ok = t, true
+	return dt
 }
 
 func (p *tracker) Values(t time.Time) map[string]any {
-	dt := 1.0
-	if p.haveLastTime {
-		dt = clamp(t.Sub(p.last).Seconds(), 0, 3600)
-	}
-	p.last, p.haveLastTime = t, true
+	dt := p.clock.step(t)
 	p.speedKMH = clamp(p.speedKMH+p.rng.NormFloat64()*5, 0, 60)
 	p.heading = math.Mod(p.heading+p.rng.NormFloat64()*10+360, 360)
 	km := p.speedKMH * dt / 3600
@@ -102,19 +113,14 @@ func (p *tracker) Values(t time.Time) map[string]any {
 // meter: an electricity meter with power following a daily pattern and a
 // cumulative energy counter that never decreases.
 type meter struct {
-	rng          *rand.Rand
-	base         float64
-	energy       float64 // kWh
-	last         time.Time
-	haveLastTime bool
+	rng    *rand.Rand
+	base   float64
+	energy float64 // kWh
+	clock  stepClock
 }
 
 func (p *meter) Values(t time.Time) map[string]any {
-	dt := 1.0
-	if p.haveLastTime {
-		dt = clamp(t.Sub(p.last).Seconds(), 0, 3600)
-	}
-	p.last, p.haveLastTime = t, true
+	dt := p.clock.step(t)
 	evening := math.Max(0, math.Sin(dayPhase(t)-math.Pi)) // peak around 18:00
 	power := clamp(p.base*(1+evening)+p.rng.NormFloat64()*30, 0, 10000)
 	p.energy += power * dt / 3600 / 1000

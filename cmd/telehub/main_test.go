@@ -80,6 +80,17 @@ func mqttConnect(tb testing.TB, url, id string) paho.Client {
 	return c
 }
 
+// waitStored waits until m has stored at least n messages.
+func waitStored(tb testing.TB, m *Main, n int64) {
+	tb.Helper()
+	checkFor(tb, 60*time.Second, func() error {
+		if s := m.Stats.Snapshot().Stored; s < n {
+			return fmt.Errorf("%d of %d stored", s, n)
+		}
+		return nil
+	})
+}
+
 // publishN publishes n QoS 1 messages {"n":i,...} for device on c, all in
 // flight at once, and returns how many were acknowledged.
 func publishN(tb testing.TB, c paho.Client, device string, n int) int {
@@ -206,12 +217,7 @@ func TestMain_EndToEnd(t *testing.T) {
 		}()
 	}
 	// Halfway through, browsers connect and ask for everything.
-	checkFor(t, 60*time.Second, func() error {
-		if s := m.Stats.Snapshot().Stored; s < nDevices*perDevice/2 {
-			return fmt.Errorf("%d stored", s)
-		}
-		return nil
-	})
+	waitStored(t, m, nDevices*perDevice/2)
 	all := dialWS(t, m.HTTP.URL(), "since=0")
 	one := dialWS(t, m.HTTP.URL(), "device=dev-3&since=0")
 	wg.Wait()

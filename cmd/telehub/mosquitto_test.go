@@ -118,12 +118,7 @@ func TestMosquitto_Interop(t *testing.T) {
 		}()
 	}
 	// Restart the hub in the middle of the stream.
-	checkFor(t, 30*time.Second, func() error {
-		if s := m.Stats.Snapshot().Stored; s < nDevices*perDevice/4 {
-			return fmt.Errorf("%d stored", s)
-		}
-		return nil
-	})
+	waitStored(t, m, nDevices*perDevice/4)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := m.Close(ctx); err != nil {

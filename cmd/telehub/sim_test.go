@@ -62,12 +62,7 @@ func TestSimulator_HubRestart(t *testing.T) {
 		r, err := simulator.Run(context.Background(), cfg)
 		done <- result{r, err}
 	}()
-	checkFor(t, 10*time.Second, func() error {
-		if s := m.Stats.Snapshot().Stored; s < 300 {
-			return fmt.Errorf("%d stored", s)
-		}
-		return nil
-	})
+	waitStored(t, m, 300)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := m.Close(ctx); err != nil {
