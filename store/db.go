@@ -262,6 +262,31 @@ func (db *DB) Close() error {
 	return first
 }
 
+// Backup writes a consistent copy of the database to path with VACUUM INTO,
+// while the hub keeps writing: the copy is the database as of one read
+// transaction, compacted. path must not exist. The copy is an ordinary
+// database file: restore it by stopping the hub and putting it in place of
+// --db (removing the old -wal and -shm files).
+func (db *DB) Backup(ctx context.Context, path string) error {
+	if path == "" {
+		return errors.New("backup: path required")
+	}
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("backup %s: file exists; refusing to overwrite it", path)
+	}
+	// VACUUM INTO needs a connection that may write (the new file); the
+	// writer's pool is busy, so open one for this.
+	conn, err := sql.Open("sqlite", "file:"+db.Path+fmt.Sprintf("?_pragma=busy_timeout(%d)", db.BusyTimeout.Milliseconds()))
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
+		return fmt.Errorf("backup %s: %w", path, describe(err))
+	}
+	return nil
+}
+
 // ReadDB returns the pool of read-only connections, for tools and tests that
 // query the file directly.
 func (db *DB) ReadDB() *sql.DB { return db.read }

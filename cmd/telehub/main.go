@@ -32,6 +32,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if code := runCommand(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); code >= 0 {
+		os.Exit(code)
+	}
 	cfg, err := ParseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
