@@ -63,6 +63,9 @@ type Writer struct {
 	OnCommit func([]devices.Message)
 	// Stats counts stored messages. Optional.
 	Stats *devices.Stats
+	// Observe, when set, is told the size and duration of every commit
+	// that stored messages (metrics). It runs on the write loop: keep it cheap.
+	Observe func(rows int, d time.Duration)
 	// Logger defaults to slog.Default() with component=writer.
 	Logger *slog.Logger
 
@@ -489,7 +492,11 @@ func (w *Writer) commitRetrying(b *batch) bool {
 		start := time.Now()
 		err := w.commit(b)
 		if err == nil {
-			w.commitNs.Store(int64(time.Since(start)))
+			d := time.Since(start)
+			w.commitNs.Store(int64(d))
+			if w.Observe != nil && len(b.pending) > 0 {
+				w.Observe(len(b.pending), d)
+			}
 			if failures > 0 {
 				w.Logger.Info("store recovered", "failed_attempts", failures)
 			}

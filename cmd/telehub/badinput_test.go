@@ -124,6 +124,7 @@ func TestBadInput(t *testing.T) {
 		fmt.Sprintf(`telehub_messages_rejected_total{reason="payload_too_large"} %d`, wantRejected[devices.ReasonTooLarge]),
 		fmt.Sprintf(`telehub_messages_rejected_total{reason="invalid_topic"} %d`, wantRejected[devices.ReasonInvalidTopic]),
 		fmt.Sprintf(`telehub_messages_stored_total %d`, 2000+wantStored),
+		fmt.Sprintf(`telehub_commit_rows_sum %d`, 2000+wantStored),
 	} {
 		if !strings.Contains(string(body), line+"\n") {
 			t.Errorf("/metrics lacks %q", line)

@@ -29,6 +29,9 @@ func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	m := c.m
+	if m.Writer == nil {
+		return // not running yet
+	}
 	s := m.Stats.Snapshot()
 	ch <- prometheus.MustNewConstMetric(descReceived, prometheus.CounterValue, float64(s.Received))
 	ch <- prometheus.MustNewConstMetric(descStored, prometheus.CounterValue, float64(s.Stored))
