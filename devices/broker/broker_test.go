@@ -314,3 +314,44 @@ func (c *v5Client) publish(tb testing.TB, topic string, payload []byte) byte {
 	}
 	return ack.ReasonCode
 }
+
+// TestBroker_LastWill: when a device's connection drops, its last will is
+// stored and sets its status.
+func TestBroker_LastWill(t *testing.T) {
+	db, w := MustStore(t)
+	b := MustOpen(t, w)
+	conn, err := net.Dial("tcp", b.ListenAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &v5Client{conn: conn, r: bufio.NewReader(conn)}
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: "willing", Keepalive: 30,
+			WillFlag: true, WillTopic: "devices/willing/status", WillPayload: []byte("offline"), WillQos: 1, WillRetain: true},
+	}
+	c.send(t, &pk, pk.ConnectEncode)
+	if ack := c.read(t); ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK=%+v", ack)
+	}
+	if code := c.publish(t, "devices/willing/status", []byte("online")); code != 0 {
+		t.Fatalf("PUBACK reason %#x", code)
+	}
+	conn.Close() // no DISCONNECT: the broker sends the will
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, err := w.Device("willing")
+		if err == nil && d.Status == "offline" && d.MessageCount == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("device after disconnect: %+v, %v; want status offline from its will", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rows, _ := rawQuery(t, db, `SELECT m.payload FROM messages m ORDER BY seq`)
+	if len(rows) != 2 || rows[1] != "offline" {
+		t.Fatalf("stored payloads %v, want [online offline]", rows)
+	}
+}

@@ -37,7 +37,31 @@ type hook struct {
 func (h *hook) ID() string { return "telehub-ingest" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWillSent}, []byte{b})
+}
+
+// OnWillSent stores a device's last will (usually "offline" on its status
+// topic). mochi publishes wills itself, past OnPublish, so without this a
+// device that drops off would stay "online" in the store.
+func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	b := h.broker
+	device, kind, ours, err := b.Scheme.ParseTopic(pk.TopicName)
+	if !ours || err != nil || len(pk.Payload) > b.MaxPayload {
+		return
+	}
+	b.Stats.Received()
+	now := time.Now().UnixMilli()
+	ts, values, flags := devices.DecodePayload(pk.Payload, now)
+	p := &devices.Pending{Message: devices.Message{
+		Device: device, Topic: pk.TopicName, Kind: kind, TS: ts, Received: now,
+		QoS: pk.FixedHeader.Qos, Flags: flags, Payload: pk.Payload, Values: values,
+	}}
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+	defer cancel()
+	if err := b.Writer.Write(ctx, p); err != nil {
+		b.Stats.Rejected(devices.ReasonShuttingDown)
+		h.logRefusal(device+"|"+pk.TopicName, devices.ReasonShuttingDown, "last will not stored: "+err.Error())
+	}
 }
 
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
