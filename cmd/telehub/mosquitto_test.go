@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,8 +44,13 @@ func freePort(tb testing.TB) int {
 // defaults are 20 in flight and 1,000 queued).
 func MustRunMosquitto(tb testing.TB) string {
 	tb.Helper()
+	return MustRunMosquittoOn(tb, freePort(tb))
+}
+
+// MustRunMosquittoOn starts Mosquitto on 127.0.0.1:port.
+func MustRunMosquittoOn(tb testing.TB, port int) string {
+	tb.Helper()
 	bin := requireTool(tb, "mosquitto", "apt-get install mosquitto")
-	port := freePort(tb)
 	dir := tb.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	os.WriteFile(conf, []byte(fmt.Sprintf(`listener %d 127.0.0.1
@@ -159,4 +165,34 @@ func TestMosquitto_Interop(t *testing.T) {
 	if dups > 0 {
 		t.Errorf("%d duplicates after a graceful restart, want 0", dups)
 	}
+}
+
+// TestMosquitto_UnreachableAtStart: the hub starts while its external broker
+// is down, reports not ready, connects when the broker appears, and stores
+// what devices publish then.
+func TestMosquitto_UnreachableAtStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test is not short")
+	}
+	requireTool(t, "mosquitto", "apt-get install mosquitto")
+	port := freePort(t)
+	url := fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	m := MustRunMain(t, func(c *Config) { c.MQTTURL = url; c.MQTTClientID = "telehub-late" })
+	resp, err := http.Get(m.HTTP.URL() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz=%d with the broker down, want 503", resp.StatusCode)
+	}
+	started := time.Now()
+	MustRunMosquittoOn(t, port)
+	checkFor(t, 30*time.Second, m.Ready)
+	t.Logf("ready %v after the broker appeared", time.Since(started).Round(time.Millisecond))
+	c := mqttConnect(t, url, "late-device")
+	if n := publishN(t, c, "late", 200); n != 200 {
+		t.Fatalf("acked %d of 200", n)
+	}
+	waitStored(t, m, 200)
 }
