@@ -19,6 +19,43 @@ const (
 	DefaultSeriesWin = 24 * time.Hour
 )
 
+// niceIntervals are the intervals max_points chooses from, ms. Those of
+// whole minutes and hours are served from rollups.
+var niceIntervals = []int64{
+	1_000, 2_000, 5_000, 10_000, 15_000, 30_000,
+	60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000,
+	3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000, 86_400_000,
+}
+
+// pickInterval returns the smallest interval of niceIntervals, no shorter
+// than least, that keeps [from, to] within n epoch-aligned buckets
+// (counting the partial buckets at each end); past the list, whole days.
+func pickInterval(from, to, n, least int64) int64 {
+	fits := func(iv int64) bool { return floorDiv(to, iv)-floorDiv(from, iv)+1 <= n }
+	for _, iv := range niceIntervals {
+		if iv >= least && fits(iv) {
+			return iv
+		}
+	}
+	const day = 86_400_000
+	iv := max((least+day-1)/day*day, day)
+	if !fits(iv) {
+		iv = ((to-from)/max(n-1, 1)/day + 1) * day
+		for i := 0; !fits(iv) && i < 1_000_000; i++ { // bounded: a range across 1970 never fits one bucket
+			iv += day
+		}
+	}
+	return iv
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
 // ParseInterval reads an interval: a number and a unit, ms, s, m, h or d
 // ("10s", "1m", "1h", "1d"), from 1 s to 366 d. It returns milliseconds.
 func ParseInterval(v string) (int64, error) {
@@ -44,7 +81,8 @@ func ParseInterval(v string) (int64, error) {
 // handleSeries serves GET /api/v1/devices/{id}/series: numeric series of
 // the listed metrics over from/to (default: the last 24 hours), downsampled
 // with interval and agg, or with max_points, where the hub picks the
-// smallest whole-second interval that keeps every series within max_points.
+// smallest round interval (1s, 2s, 5s, ... 1m ... 1h ... 1d) that keeps
+// every series within max_points.
 // Without either, raw points up to 10,000 per metric. "truncated" says
 // when the answer is not complete.
 func (s *Server) handleSeries(c *fiber.Ctx) error {
@@ -95,16 +133,7 @@ func (s *Server) handleSeries(c *fiber.Ctx) error {
 		if err != nil {
 			return err
 		}
-		span := q.To - q.From + 1
-		need := (span + n - 1) / n        // ms per point so that span/interval <= n
-		need = (need + 999) / 1000 * 1000 // whole seconds
-		if q.Interval < need {
-			q.Interval = need
-		}
-		// Epoch alignment can add a partial bucket at each end.
-		for (q.To/q.Interval)-(q.From/q.Interval)+1 > n {
-			q.Interval += 1000
-		}
+		q.Interval = pickInterval(q.From, q.To, n, q.Interval)
 		q.Limit = int(n)
 	}
 	series, err := s.Messages.Series(c.UserContext(), q)

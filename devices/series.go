@@ -137,3 +137,23 @@ func (b *Bucket) Value(a Agg) float64 {
 		return b.Sum / float64(b.Count)
 	}
 }
+
+// Merge folds o, the aggregate of other readings, into b.
+func (b *Bucket) Merge(o Bucket) {
+	if o.Count == 0 {
+		return
+	}
+	if b.Count == 0 {
+		*b = o
+		return
+	}
+	b.Count += o.Count
+	b.Sum += o.Sum
+	b.Min, b.Max = math.Min(b.Min, o.Min), math.Max(b.Max, o.Max)
+	if o.FirstTS < b.FirstTS {
+		b.First, b.FirstTS = o.First, o.FirstTS
+	}
+	if o.LastTS >= b.LastTS {
+		b.Last, b.LastTS = o.Last, o.LastTS
+	}
+}

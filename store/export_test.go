@@ -1,7 +1,8 @@
 package store
 
-// Query builders, exposed to the plan test.
+// Internals exposed to the tests.
 var (
 	MessagesQuery = messagesQuery
 	ReplayQuery   = replayQuery
+	SeriesRaw     = (*MessageService).seriesRaw
 )

@@ -2,8 +2,12 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strings"
 
 	"github.com/telehub/telehub/devices"
 )
@@ -12,13 +16,139 @@ import (
 // comes back Truncated; it needs a coarser interval or a shorter range.
 const MaxSeriesScan = 5_000_000
 
-// Series implements devices.MessageService. It reads the device's messages
-// in the range through its ts index, a page at a time, decodes the payloads
-// and aggregates the requested metrics into epoch-aligned buckets.
+// Series implements devices.MessageService. An interval of whole hours or
+// whole minutes reads the rollups (seriesRollup); raw points and other
+// intervals read the messages (seriesRaw).
 func (s *MessageService) Series(ctx context.Context, q devices.SeriesQuery) (*devices.Series, error) {
 	if len(q.Metrics) == 0 || q.Limit <= 0 || q.Interval < 0 || (q.From != 0 && q.To != 0 && q.From > q.To) {
 		return nil, fmt.Errorf("%w: series needs metrics, a positive limit and from <= to", devices.ErrInvalid)
 	}
+	switch {
+	case q.Interval > 0 && q.Interval%rollupHour == 0:
+		return s.seriesRollup(ctx, q, rollupHour)
+	case q.Interval > 0 && q.Interval%rollupMinute == 0:
+		return s.seriesRollup(ctx, q, rollupMinute)
+	}
+	return s.seriesRaw(ctx, q)
+}
+
+// seriesRollup answers q from the rollups of resolution res, which are
+// complete up to meta.rollup_seq (read in the same snapshot), plus the raw
+// messages above it. The range is widened to whole res buckets.
+func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery, res int64) (*devices.Series, error) {
+	var deviceID int64
+	err := s.db.read.QueryRowContext(ctx, `SELECT id FROM devices WHERE name = ?`, q.Device).Scan(&deviceID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("device %q: %w", q.Device, devices.ErrNotFound)
+	} else if err != nil {
+		return nil, err
+	}
+	lo, hi := int64(math.MinInt64/2), int64(math.MaxInt64/2) // [lo, hi)
+	if q.From != 0 {
+		lo = floorDiv(q.From, res) * res
+	}
+	if q.To != 0 {
+		hi = (floorDiv(q.To, res) + 1) * res
+	}
+	buckets := make(map[string]map[int64]*devices.Bucket, len(q.Metrics))
+	for _, m := range q.Metrics {
+		buckets[m] = map[int64]*devices.Bucket{}
+	}
+	target := func(metric string, ts int64) *devices.Bucket {
+		start := floorDiv(ts, q.Interval) * q.Interval
+		b := buckets[metric][start]
+		if b == nil {
+			b = &devices.Bucket{}
+			buckets[metric][start] = b
+		}
+		return b
+	}
+	out := &devices.Series{Points: make(map[string][]devices.Point, len(q.Metrics))}
+
+	tx, err := s.db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var watermark int64
+	if err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'rollup_seq'`).Scan(&watermark); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	in := strings.Repeat(",?", len(q.Metrics))[1:]
+	args := []any{deviceID, res, lo, hi}
+	for _, m := range q.Metrics {
+		args = append(args, m)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT metric, count, sum, min, max, first_ts, first, last_ts, last, bucket FROM rollups
+		WHERE device_id = ? AND res = ? AND bucket >= ? AND bucket < ? AND metric IN (`+in+`)`, args...)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var metric string
+		var r devices.Bucket
+		var bucket int64
+		if err := rows.Scan(&metric, &r.Count, &r.Sum, &r.Min, &r.Max, &r.FirstTS, &r.First, &r.LastTS, &r.Last, &bucket); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		target(metric, bucket).Merge(r)
+		out.Scanned++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// The messages the rollups do not hold yet, read in the same snapshot.
+	want := make(map[string]bool, len(q.Metrics))
+	for _, m := range q.Metrics {
+		want[m] = true
+	}
+	tail, err := tx.QueryContext(ctx, `SELECT kind, flags, received, payload FROM messages WHERE seq > ? AND +device_id = ? AND ts >= ? AND ts < ?`, watermark, deviceID, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	for tail.Next() {
+		var m devices.Message
+		var kind, flags int64
+		if err := tail.Scan(&kind, &flags, &m.Received, &m.Payload); err != nil {
+			tail.Close()
+			return nil, err
+		}
+		out.Scanned++
+		m.Kind, m.Flags = devices.Kind(kind), devices.Flags(flags)
+		if m.Kind != devices.KindTelemetry || !m.IsJSON() {
+			continue
+		}
+		_, values, _ := devices.DecodePayload(m.Payload, m.Received)
+		for _, v := range values {
+			if x, ok := devices.NumericValue(v.Value); ok && want[v.Name] && v.TS >= lo && v.TS < hi {
+				target(v.Name, v.TS).Add(x, v.TS)
+			}
+		}
+	}
+	tail.Close()
+	if err := tail.Err(); err != nil {
+		return nil, err
+	}
+	for name, bs := range buckets {
+		pts := make([]devices.Point, 0, len(bs))
+		for start, b := range bs {
+			pts = append(pts, devices.Point{TS: start, V: b.Value(q.Agg)})
+		}
+		sort.Slice(pts, func(i, j int) bool { return pts[i].TS < pts[j].TS })
+		if len(pts) > q.Limit {
+			pts, out.Truncated = pts[:q.Limit], true
+		}
+		out.Points[name] = pts
+	}
+	return out, nil
+}
+
+// seriesRaw answers q from the messages: it reads the device's messages in
+// the range through its ts index, a page at a time, decodes the payloads
+// and aggregates the requested metrics into epoch-aligned buckets.
+func (s *MessageService) seriesRaw(ctx context.Context, q devices.SeriesQuery) (*devices.Series, error) {
 	want := make(map[string]bool, len(q.Metrics))
 	for _, m := range q.Metrics {
 		want[m] = true

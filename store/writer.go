@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -424,6 +425,11 @@ func (w *Writer) writeLoop() {
 			for len(w.round) > 0 && len(w.q) == 0 {
 				w.commitRetrying(&batch{})
 			}
+			// Rollups trail ingestion by at most a tick while it keeps up;
+			// series add the raw messages above the watermark meanwhile.
+			if err := w.buildRollups(rollupBudget); err != nil {
+				w.Logger.Error("building rollups failed; will retry", "error", err)
+			}
 			continue
 		case <-w.stopping:
 			// Commit what was accepted before Close, then save every summary.
@@ -835,10 +841,23 @@ func (w *Writer) deleteMessages(op deleteOp) (int64, error) {
 	if op.all {
 		return total, w.dropDevice(ctx, d)
 	}
+	lo, hi := int64(math.MinInt64/2), int64(math.MaxInt64/2)
+	if op.from != 0 {
+		lo = floorDiv(op.from, rollupHour) * rollupHour
+	}
+	if op.to != 0 {
+		hi = (floorDiv(op.to, rollupHour) + 1) * rollupHour
+	}
+	if err := w.rebuildRollups(ctx, d.id, lo, hi); err != nil {
+		return total, err
+	}
 	return total, w.rebuildAfterDelete(ctx, d, total)
 }
 
 func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
+	if _, err := w.conn.ExecContext(ctx, `DELETE FROM rollups WHERE device_id = ?`, d.id); err != nil {
+		return describe(err)
+	}
 	if _, err := w.conn.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, d.id); err != nil {
 		return describe(err)
 	}

@@ -1,0 +1,119 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/storetest"
+)
+
+// rollupsCaughtUp waits until the rollups hold every committed message.
+func rollupsCaughtUp(t *testing.T, db *store.DB, w *store.Writer) {
+	t.Helper()
+	raw := storetest.RawDB(t, db.Path)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var seq int64
+		raw.QueryRow(`SELECT value FROM meta WHERE key = 'rollup_seq'`).Scan(&seq)
+		if devices.Seq(seq) >= w.LastSeq() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollups at seq %d, writer at %d", seq, w.LastSeq())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sameSeries compares a rollup answer with the raw one for every agg.
+func sameSeries(t *testing.T, s *store.MessageService, q devices.SeriesQuery) {
+	t.Helper()
+	for _, agg := range devices.Aggs {
+		q.Agg = agg
+		got, err := s.Series(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := store.SeriesRaw(s, context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range q.Metrics {
+			g, w := got.Points[m], want.Points[m]
+			if len(g) != len(w) {
+				t.Fatalf("%s %s interval %d: %d points from rollups, %d raw", m, agg, q.Interval, len(g), len(w))
+			}
+			for i := range g {
+				if g[i].TS != w[i].TS || math.Abs(g[i].V-w[i].V) > 1e-9*math.Max(1, math.Abs(w[i].V)) {
+					t.Fatalf("%s %s interval %d point %d: rollups %+v, raw %+v", m, agg, q.Interval, i, g[i], w[i])
+				}
+			}
+		}
+	}
+}
+
+func TestRollups(t *testing.T) {
+	db := MustOpenDB(t)
+	w := store.NewWriter(db)
+	w.FlushInterval = 20 * time.Millisecond
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	s := store.NewMessageService(db)
+	rng := rand.New(rand.NewPCG(3, 4))
+	const hours = int64(3)
+	base := int64(1_764_460_800_000) // on an hour boundary
+	gen := func(n int) []devices.Message {
+		var in []devices.Message
+		for i := 0; i < n; i++ {
+			ts := base + rng.Int64N(hours*3_600_000) // out of order on purpose
+			payload := fmt.Appendf(nil, `{"temp":%.3f,"hum":%d,"ts":%d}`, rng.NormFloat64()*5+20, rng.IntN(100), ts)
+			t2, values, flags := devices.DecodePayload(payload, ts)
+			in = append(in, devices.Message{Device: fmt.Sprint("r", i%3), Topic: "t", Kind: devices.KindTelemetry,
+				TS: t2, Received: ts, Flags: flags, Payload: payload, Values: values})
+		}
+		return in
+	}
+	writeAll(t, w, gen(6000))
+	rollupsCaughtUp(t, db, w)
+	q := devices.SeriesQuery{Device: "r1", Metrics: []string{"temp", "hum"}, From: base, To: base + hours*3_600_000 - 1, Limit: 100000}
+	for _, iv := range []int64{60_000, 300_000, 3_600_000, 7_200_000} {
+		q.Interval = iv
+		sameSeries(t, s, q)
+	}
+
+	t.Run("TailAboveWatermark", func(t *testing.T) {
+		// Messages the rollups do not hold yet still count: here the
+		// builder never runs, so every message is above the watermark.
+		db2 := MustOpenDB(t)
+		w2 := store.NewWriter(db2)
+		w2.FlushInterval = time.Hour
+		if err := w2.Open(); err != nil {
+			t.Fatal(err)
+		}
+		defer w2.Close(context.Background())
+		writeAll(t, w2, gen(2000))
+		for _, iv := range []int64{60_000, 3_600_000} {
+			q.Interval = iv
+			sameSeries(t, store.NewMessageService(db2), q)
+		}
+	})
+
+	t.Run("AfterRangeDelete", func(t *testing.T) {
+		rollupsCaughtUp(t, db, w)
+		if _, err := w.DeleteMessages(context.Background(), "r1", base+1_800_000, base+5_400_000); err != nil {
+			t.Fatal(err)
+		}
+		for _, iv := range []int64{60_000, 3_600_000} {
+			q.Interval = iv
+			sameSeries(t, s, q)
+		}
+	})
+}
