@@ -42,6 +42,7 @@ func seededDB(b *testing.B) (*store.DB, *store.Writer) {
 	}
 	b.Cleanup(func() { w.Close(context.Background()) })
 	if statErr == nil && w.LastSeq() >= seedTotal {
+		waitRollups(b, db, w)
 		return db, w
 	}
 	b.Logf("seeding %d messages into %s", seedTotal, path)
@@ -74,7 +75,22 @@ func seededDB(b *testing.B) (*store.DB, *store.Writer) {
 	}
 	wg.Wait()
 	b.Logf("seeded %d messages in %v", i, time.Since(start))
+	waitRollups(b, db, w)
 	return db, w
+}
+
+// waitRollups waits until the writer has rolled up every message.
+func waitRollups(b *testing.B, db *store.DB, w *store.Writer) {
+	start := time.Now()
+	for {
+		var seq int64
+		db.ReadDB().QueryRow(`SELECT value FROM meta WHERE key = 'rollup_seq'`).Scan(&seq)
+		if devices.Seq(seq) >= w.LastSeq() {
+			b.Logf("rollups complete after %v", time.Since(start))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func BenchmarkHistory(b *testing.B) {
