@@ -14,18 +14,33 @@ const (
 	rollupHour   = int64(3_600_000)
 )
 
-// rollupChunk is how many messages one rollup transaction reads.
-const rollupChunk = 20000
+// rollupChunk is how many messages one catch-up read takes.
+const rollupChunk = 2000
 
-// rollupBudget bounds the time one turn of the write loop spends on rollups
-// while nothing else waits; with messages queued it stops after one chunk.
-const rollupBudget = time.Second
+// rollupMaxDeltas writes the accumulated rollup deltas before
+// Writer.RollupInterval when that many buckets changed.
+const rollupMaxDeltas = 50_000
 
 type rollupKey struct {
 	device int64
 	metric string
 	res    int64
 	bucket int64
+}
+
+// rollups accumulates per-minute and per-hour aggregates in memory and
+// writes them, with the watermark, in one transaction every
+// Writer.RollupInterval. Committed batches are folded in right after their
+// commit, from the values already decoded; only after a restart (or when
+// the fold fell behind) are messages read back from the database. The
+// database always holds rollups complete up to meta.rollup_seq: a crash
+// loses only deltas that the next start derives again from the messages
+// above it. All methods run on the write loop.
+type rollups struct {
+	saved     int64 // meta.rollup_seq
+	cursor    int64 // deltas hold every message in (saved, cursor]
+	deltas    map[rollupKey]*devices.Bucket
+	lastFlush time.Time
 }
 
 const upsertRollup = `INSERT INTO rollups (device_id, metric, res, bucket, count, sum, min, max, first_ts, first, last_ts, last)
@@ -40,74 +55,109 @@ ON CONFLICT (device_id, metric, res, bucket) DO UPDATE SET
 	last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
 	last_ts = max(last_ts, excluded.last_ts)`
 
-// buildRollups folds messages above meta.rollup_seq into the rollups, a
-// chunk per transaction, until it has caught up, the budget is spent or
-// messages are waiting. It runs on the write loop.
-func (w *Writer) buildRollups(budget time.Duration) error {
-	ctx := context.Background()
-	deadline := time.Now().Add(budget)
-	for {
-		from, err := w.meta(ctx, "rollup_seq")
-		if err != nil {
-			return err
-		}
-		if devices.Seq(from) >= w.LastSeq() {
-			return nil
-		}
-		if err := w.rollupChunk(ctx, from); err != nil {
-			return err
-		}
-		if time.Now().After(deadline) || len(w.q) > 0 {
-			return nil
-		}
+// foldCommitted adds a just-committed batch, if it continues the cursor.
+func (w *Writer) foldCommitted(msgs []devices.Message, ids []int64) {
+	r := &w.roll
+	if len(msgs) == 0 || int64(msgs[0].Seq) != r.cursor+1 {
+		return // behind: catchUp reads these back
 	}
+	for i := range msgs {
+		addRollups(r.deltas, ids[i], &msgs[i])
+	}
+	r.cursor = int64(msgs[len(msgs)-1].Seq)
 }
 
-func (w *Writer) rollupChunk(ctx context.Context, from int64) error {
-	rows, err := w.conn.QueryContext(ctx, `SELECT seq, device_id, ts, received, kind, flags, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?`, from, rollupChunk)
-	if err != nil {
-		return describe(err)
+// catchUp folds up to one chunk of messages above the cursor, read back
+// from the database. It reports whether the cursor has reached LastSeq.
+func (w *Writer) catchUp(ctx context.Context) (bool, error) {
+	r := &w.roll
+	if devices.Seq(r.cursor) >= w.LastSeq() {
+		return true, nil
 	}
-	acc := map[rollupKey]*devices.Bucket{}
-	last := from
+	rows, err := w.conn.QueryContext(ctx, `SELECT seq, device_id, ts, received, kind, flags, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?`, r.cursor, rollupChunk)
+	if err != nil {
+		return false, describe(err)
+	}
+	defer rows.Close()
+	n := 0
 	for rows.Next() {
 		var m devices.Message
 		var dev, kind, flags int64
 		if err := rows.Scan(&m.Seq, &dev, &m.TS, &m.Received, &kind, &flags, &m.Payload); err != nil {
-			rows.Close()
-			return err
+			return false, err
 		}
-		last = int64(m.Seq)
 		m.Kind, m.Flags = devices.Kind(kind), devices.Flags(flags)
-		addRollups(acc, dev, &m)
+		if m.Kind == devices.KindTelemetry && m.IsJSON() {
+			_, m.Values, _ = devices.DecodePayload(m.Payload, m.Received)
+		}
+		addRollups(r.deltas, dev, &m)
+		r.cursor = int64(m.Seq)
+		n++
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return err
+		return false, err
+	}
+	if n < rollupChunk {
+		r.cursor = max(r.cursor, int64(w.LastSeq())) // the rest were deleted
+	}
+	return devices.Seq(r.cursor) >= w.LastSeq(), nil
+}
+
+// flushRollups writes the deltas and the watermark in one transaction.
+func (w *Writer) flushRollups(ctx context.Context) error {
+	r := &w.roll
+	r.lastFlush = time.Now()
+	if r.cursor == r.saved {
+		return nil
 	}
 	tx, err := w.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return describe(err)
 	}
 	defer tx.Rollback()
-	if err := writeRollups(ctx, tx, acc); err != nil {
+	if err := writeRollups(ctx, tx, r.deltas); err != nil {
 		return err
 	}
-	if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "rollup_seq", last); err != nil {
+	if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "rollup_seq", r.cursor); err != nil {
 		return describe(err)
 	}
-	return describe(tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return describe(err)
+	}
+	r.saved = r.cursor
+	clear(r.deltas)
+	return nil
+}
+
+// maintainRollups runs once a tick (and at shutdown): it catches up a
+// little and writes the deltas when they are due.
+func (w *Writer) maintainRollups(ctx context.Context, force bool) error {
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for {
+		done, err := w.catchUp(ctx)
+		if err != nil {
+			return err
+		}
+		if len(w.roll.deltas) >= rollupMaxDeltas {
+			if err := w.flushRollups(ctx); err != nil {
+				return err
+			}
+		}
+		if done || len(w.q) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if force || time.Since(w.roll.lastFlush) >= w.RollupInterval || len(w.roll.deltas) >= rollupMaxDeltas {
+		return w.flushRollups(ctx)
+	}
+	return nil
 }
 
 // addRollups adds m's numeric readings to the minute and hour buckets in acc.
 func addRollups(acc map[rollupKey]*devices.Bucket, device int64, m *devices.Message) {
-	if m.Kind != devices.KindTelemetry || !m.IsJSON() {
-		return
-	}
-	_, values, _ := devices.DecodePayload(m.Payload, m.Received)
-	for _, v := range values {
+	for _, v := range m.Values {
 		x, ok := devices.NumericValue(v.Value)
-		if !ok {
+		if !ok || m.Kind != devices.KindTelemetry {
 			continue
 		}
 		for _, res := range []int64{rollupMinute, rollupHour} {
@@ -123,6 +173,9 @@ func addRollups(acc map[rollupKey]*devices.Bucket, device int64, m *devices.Mess
 }
 
 func writeRollups(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bucket) error {
+	if len(acc) == 0 {
+		return nil
+	}
 	stmt, err := tx.PrepareContext(ctx, upsertRollup)
 	if err != nil {
 		return describe(err)
@@ -136,11 +189,11 @@ func writeRollups(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bu
 	return nil
 }
 
-// rebuildRollups recomputes a device's rollups over [lo, hi) (bucket
-// aligned) from its remaining messages up to rollup_seq, after a delete.
+// rebuildRollups recomputes a device's rollups over [lo, hi) (hour
+// aligned) from its remaining messages, after a delete. It writes the
+// pending deltas first, so the database holds everything up to the cursor.
 func (w *Writer) rebuildRollups(ctx context.Context, device, lo, hi int64) error {
-	upTo, err := w.meta(ctx, "rollup_seq")
-	if err != nil {
+	if err := w.flushRollups(ctx); err != nil {
 		return err
 	}
 	tx, err := w.conn.BeginTx(ctx, nil)
@@ -151,7 +204,7 @@ func (w *Writer) rebuildRollups(ctx context.Context, device, lo, hi int64) error
 	if _, err := tx.ExecContext(ctx, `DELETE FROM rollups WHERE device_id = ? AND bucket >= ? AND bucket < ?`, device, lo, hi); err != nil {
 		return describe(err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT seq, ts, received, kind, flags, payload FROM messages WHERE device_id = ? AND ts >= ? AND ts < ? AND seq <= ?`, device, lo, hi, upTo)
+	rows, err := tx.QueryContext(ctx, `SELECT ts, received, kind, flags, payload FROM messages WHERE device_id = ? AND ts >= ? AND ts < ? AND seq <= ?`, device, lo, hi, w.roll.saved)
 	if err != nil {
 		return describe(err)
 	}
@@ -159,18 +212,20 @@ func (w *Writer) rebuildRollups(ctx context.Context, device, lo, hi int64) error
 	for rows.Next() {
 		var m devices.Message
 		var kind, flags int64
-		if err := rows.Scan(&m.Seq, &m.TS, &m.Received, &kind, &flags, &m.Payload); err != nil {
+		if err := rows.Scan(&m.TS, &m.Received, &kind, &flags, &m.Payload); err != nil {
 			rows.Close()
 			return err
 		}
 		m.Kind, m.Flags = devices.Kind(kind), devices.Flags(flags)
+		if m.Kind == devices.KindTelemetry && m.IsJSON() {
+			_, m.Values, _ = devices.DecodePayload(m.Payload, m.Received)
+		}
 		addRollups(acc, device, &m)
 	}
 	rows.Close()
-	for k, b := range acc { // readings whose ts lies outside [lo, hi) stay out
+	for k := range acc { // readings whose own ts lies outside [lo, hi) stay out
 		if k.bucket < lo || k.bucket >= hi {
 			delete(acc, k)
-			_ = b
 		}
 	}
 	if err := writeRollups(ctx, tx, acc); err != nil {

@@ -18,9 +18,10 @@ import (
 
 // Defaults for Writer fields.
 const (
-	DefaultMaxBatch      = 4096
-	DefaultQueueSize     = 16384
-	DefaultFlushInterval = time.Second
+	DefaultMaxBatch       = 4096
+	DefaultQueueSize      = 16384
+	DefaultFlushInterval  = time.Second
+	DefaultRollupInterval = 5 * time.Second
 )
 
 // rowsPerInsert is how many rows one INSERT statement carries. Multi-row
@@ -59,6 +60,10 @@ type Writer struct {
 	// FlushInterval is how often changed device summaries are saved. Default
 	// DefaultFlushInterval.
 	FlushInterval time.Duration
+	// RollupInterval is how often rollups of new messages are written to the
+	// database (series add the messages above them meanwhile). Default
+	// DefaultRollupInterval.
+	RollupInterval time.Duration
 	// OnCommit receives each committed batch, in sequence order, after the
 	// Done callbacks. The slice is shared and must not be modified. Optional.
 	OnCommit func([]devices.Message)
@@ -89,6 +94,8 @@ type Writer struct {
 	mu   sync.RWMutex // guards devs for readers; only the write loop changes it
 	devs map[string]*devState
 
+	roll rollups // write loop only
+
 	round    []*devState // devices left to save in the current flush round
 	roundSeq int64       // every message up to this seq is in the round's devices
 
@@ -113,11 +120,12 @@ type batch struct {
 // NewWriter returns a Writer on db with every field at its default.
 func NewWriter(db *DB) *Writer {
 	return &Writer{
-		DB:            db,
-		MaxBatch:      DefaultMaxBatch,
-		QueueSize:     DefaultQueueSize,
-		FlushInterval: DefaultFlushInterval,
-		Logger:        slog.Default().With("component", "writer"),
+		DB:             db,
+		MaxBatch:       DefaultMaxBatch,
+		QueueSize:      DefaultQueueSize,
+		FlushInterval:  DefaultFlushInterval,
+		RollupInterval: DefaultRollupInterval,
+		Logger:         slog.Default().With("component", "writer"),
 	}
 }
 
@@ -136,6 +144,9 @@ func (w *Writer) Open() (err error) {
 	}
 	if w.FlushInterval <= 0 {
 		w.FlushInterval = DefaultFlushInterval
+	}
+	if w.RollupInterval <= 0 {
+		w.RollupInterval = DefaultRollupInterval
 	}
 	if w.Logger == nil {
 		w.Logger = slog.Default().With("component", "writer")
@@ -214,6 +225,10 @@ func (w *Writer) load(ctx context.Context) error {
 		return describe(err)
 	}
 	w.lastSeq.Store(max(last, maxSeq.Int64))
+	if w.roll.saved, err = w.meta(ctx, "rollup_seq"); err != nil {
+		return err
+	}
+	w.roll.cursor, w.roll.deltas, w.roll.lastFlush = w.roll.saved, map[rollupKey]*devices.Bucket{}, time.Now()
 
 	rows, err := w.conn.QueryContext(ctx, `SELECT id, name, first_seen, last_seen, message_count, last_seq, status, status_at, latest FROM devices`)
 	if err != nil {
@@ -425,9 +440,9 @@ func (w *Writer) writeLoop() {
 			for len(w.round) > 0 && len(w.q) == 0 {
 				w.commitRetrying(&batch{})
 			}
-			// Rollups trail ingestion by at most a tick while it keeps up;
-			// series add the raw messages above the watermark meanwhile.
-			if err := w.buildRollups(rollupBudget); err != nil {
+			// Rollups reach the database every rollupFlushEvery; series add
+			// the raw messages above the watermark meanwhile.
+			if err := w.maintainRollups(context.Background(), false); err != nil {
 				w.Logger.Error("building rollups failed; will retry", "error", err)
 			}
 			continue
@@ -445,6 +460,9 @@ func (w *Writer) writeLoop() {
 				if !w.commitRetrying(&batch{}) {
 					break
 				}
+			}
+			if err := w.flushRollups(context.Background()); err != nil {
+				w.Logger.Error("saving rollups at shutdown failed; they are rebuilt at the next start", "error", err)
 			}
 			return
 		}
@@ -623,6 +641,13 @@ func (w *Writer) commit(b *batch) (err error) {
 		ds[i].apply(&msgs[i])
 	}
 	w.mu.Unlock()
+	if len(msgs) > 0 {
+		ids := make([]int64, len(ds))
+		for i, d := range ds {
+			ids[i] = d.id
+		}
+		w.foldCommitted(msgs, ids)
+	}
 	if w.round = w.round[flushed:]; len(w.round) == 0 {
 		w.round = nil
 	}
@@ -855,6 +880,11 @@ func (w *Writer) deleteMessages(op deleteOp) (int64, error) {
 }
 
 func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
+	for k := range w.roll.deltas {
+		if k.device == d.id {
+			delete(w.roll.deltas, k)
+		}
+	}
 	if _, err := w.conn.ExecContext(ctx, `DELETE FROM rollups WHERE device_id = ?`, d.id); err != nil {
 		return describe(err)
 	}

@@ -219,6 +219,9 @@ func BenchmarkIngestLatency(b *testing.B) {
 	at := func(s sample) time.Time { return time.UnixMilli(received[[2]int{s.device, s.n}]) }
 	in := latencies(samples, func(s sample) time.Duration { return at(s).Sub(s.sent) })
 	through := latencies(samples, func(s sample) time.Duration { return s.acked.Sub(at(s)) })
+	var rolled int64
+	m.DB.ReadDB().QueryRow(`SELECT value FROM meta WHERE key = 'rollup_seq'`).Scan(&rolled)
+	b.ReportMetric(float64(int64(m.Writer.LastSeq())-rolled), "rollup-lag-msgs")
 	b.ReportMetric(percentile(in, 0.99), "in-p99-ms")
 	b.ReportMetric(percentile(through, 0.50), "through-p50-ms")
 	b.ReportMetric(percentile(through, 0.99), "through-p99-ms")
