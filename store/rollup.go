@@ -132,7 +132,9 @@ func (w *Writer) flushRollups(ctx context.Context) error {
 // maintainRollups runs once a tick (and at shutdown): it catches up a
 // little and writes the deltas when they are due.
 func (w *Writer) maintainRollups(ctx context.Context, force bool) error {
-	deadline := time.Now().Add(200 * time.Millisecond)
+	// Most of a tick when nothing else waits (catching up after an upgrade);
+	// the loop stops as soon as messages are queued.
+	deadline := time.Now().Add(900 * time.Millisecond)
 	for {
 		done, err := w.catchUp(ctx)
 		if err != nil {
