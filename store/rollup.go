@@ -132,8 +132,8 @@ func (w *Writer) flushRollups(ctx context.Context) error {
 // maintainRollups runs once a tick (and at shutdown): it catches up a
 // little and writes the deltas when they are due.
 func (w *Writer) maintainRollups(ctx context.Context, force bool) error {
-	// Most of a tick when nothing else waits (catching up after an upgrade);
-	// the loop stops as soon as messages are queued.
+	// Most of a tick, so that catching up after a restart or an upgrade is
+	// quick; the loop still serves deletes and shutdown once a second.
 	deadline := time.Now().Add(900 * time.Millisecond)
 	for {
 		done, err := w.catchUp(ctx)
@@ -145,8 +145,13 @@ func (w *Writer) maintainRollups(ctx context.Context, force bool) error {
 				return err
 			}
 		}
-		if done || len(w.q) > 0 || time.Now().After(deadline) {
+		if done || time.Now().After(deadline) {
 			break
+		}
+		// Behind (after a restart): keep messages flowing between chunks,
+		// or under steady load the rollups would never catch up.
+		if len(w.q) > 0 {
+			w.commitRetrying(w.collect(nil))
 		}
 	}
 	if force || time.Since(w.roll.lastFlush) >= w.RollupInterval || len(w.roll.deltas) >= rollupMaxDeltas {
