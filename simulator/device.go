@@ -42,6 +42,7 @@ func (d *device) options(cfg *Config, username string) *paho.ClientOptions {
 		AddBroker(cfg.Broker).
 		SetClientID(d.id).
 		SetCleanSession(cfg.Clean).
+		SetStore(newCopyStore()).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
