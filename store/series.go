@@ -161,15 +161,7 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 		return nil, err
 	}
 	for name, bs := range buckets {
-		pts := make([]devices.Point, 0, len(bs))
-		for start, b := range bs {
-			pts = append(pts, devices.Point{TS: start, V: b.Value(q.Agg)})
-		}
-		sort.Slice(pts, func(i, j int) bool { return pts[i].TS < pts[j].TS })
-		if len(pts) > q.Limit {
-			pts, out.Truncated = pts[:q.Limit], true
-		}
-		out.Points[name] = pts
+		setPoints(out, name, bucketPoints(bs, q.Agg), q.Limit)
 	}
 	return out, nil
 }
@@ -244,18 +236,30 @@ scan:
 	for name, a := range accs {
 		pts := a.raw
 		if q.Interval > 0 {
-			pts = make([]devices.Point, 0, len(a.buckets))
-			for start, b := range a.buckets {
-				pts = append(pts, devices.Point{TS: start, V: b.Value(q.Agg)})
-			}
+			pts = bucketPoints(a.buckets, q.Agg)
 		}
-		sort.Slice(pts, func(i, j int) bool { return pts[i].TS < pts[j].TS })
-		if len(pts) > q.Limit {
-			pts, out.Truncated = pts[:q.Limit], true
-		}
-		out.Points[name] = pts
+		setPoints(out, name, pts, q.Limit)
 	}
 	return out, nil
+}
+
+// setPoints stores a metric's points in time order, cut to limit (which
+// marks the answer truncated).
+func setPoints(out *devices.Series, name string, pts []devices.Point, limit int) {
+	sort.Slice(pts, func(i, j int) bool { return pts[i].TS < pts[j].TS })
+	if len(pts) > limit {
+		pts, out.Truncated = pts[:limit], true
+	}
+	out.Points[name] = pts
+}
+
+// bucketPoints turns buckets keyed by start time into points under agg.
+func bucketPoints(bs map[int64]*devices.Bucket, agg devices.Agg) []devices.Point {
+	pts := make([]devices.Point, 0, len(bs))
+	for start, b := range bs {
+		pts = append(pts, devices.Point{TS: start, V: b.Value(agg)})
+	}
+	return pts
 }
 
 // floorDiv divides rounding towards minus infinity, so buckets before 1970
