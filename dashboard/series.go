@@ -144,5 +144,6 @@ func (s *Server) handleSeries(c *fiber.Ctx) error {
 		"device": id, "metrics": q.Metrics, "from": q.From, "to": q.To,
 		"interval_ms": q.Interval, "agg": q.Agg,
 		"points": series.Points, "truncated": series.Truncated, "scanned": series.Scanned,
+		"seq": series.Seq,
 	})
 }

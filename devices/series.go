@@ -78,6 +78,10 @@ type Series struct {
 	Truncated bool `json:"truncated"`
 	// Scanned counts the messages read.
 	Scanned int64 `json:"scanned"`
+	// Seq is the consistency point: the series holds every message with a
+	// sequence number up to Seq and none above, so a live feed from Seq
+	// continues it with no gap and no overlap.
+	Seq Seq `json:"seq"`
 }
 
 // NumericValue returns a reading's value as a number: JSON numbers as they

@@ -70,10 +70,16 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 		return nil, err
 	}
 	defer tx.Rollback()
-	var watermark int64
+	var watermark, upTo int64
 	if err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'rollup_seq'`).Scan(&watermark); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, err
 	}
+	// The writer sets last_seq in every commit, so the snapshot holds
+	// exactly the messages up to it.
+	if err := tx.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'last_seq'`).Scan(&upTo); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	out.Seq = devices.Seq(upTo)
 	in := strings.Repeat(",?", len(q.Metrics))[1:]
 	args := []any{deviceID, res, lo, hi}
 	for _, m := range q.Metrics {
@@ -182,7 +188,9 @@ func (s *MessageService) seriesRaw(ctx context.Context, q devices.SeriesQuery) (
 	for _, m := range q.Metrics {
 		accs[m] = &acc{buckets: map[int64]*devices.Bucket{}}
 	}
-	out := &devices.Series{Points: make(map[string][]devices.Point, len(q.Metrics))}
+	// The pages below are separate reads; messages committed after this
+	// point are skipped, so that the answer is exact up to out.Seq.
+	out := &devices.Series{Points: make(map[string][]devices.Point, len(q.Metrics)), Seq: s.LastSeq()}
 	f := devices.MessageFilter{Device: q.Device, From: q.From, To: q.To, Limit: 1000}
 scan:
 	for {
@@ -193,7 +201,7 @@ scan:
 		for i := range page {
 			m := &page[i]
 			out.Scanned++
-			if m.Kind == devices.KindStatus || !m.IsJSON() {
+			if m.Seq > out.Seq || m.Kind == devices.KindStatus || !m.IsJSON() {
 				continue
 			}
 			_, values, _ := devices.DecodePayload(m.Payload, m.Received)

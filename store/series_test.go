@@ -61,6 +61,16 @@ func TestMessageService_Series(t *testing.T) {
 			t.Fatalf("raw: %d points (truncated %v), first %+v", len(pts), got.Truncated, pts[0])
 		}
 	})
+	t.Run("Seq", func(t *testing.T) {
+		// Both paths name the last message they include, for a live feed to
+		// continue from.
+		for _, interval := range []int64{0, 1000, 60_000} {
+			got, err := s.Series(ctx, devices.SeriesQuery{Device: "s", Metrics: []string{"temp"}, Interval: interval, Limit: 1000})
+			if err != nil || got.Seq != 600 {
+				t.Fatalf("interval %d: seq=%d err=%v, want 600", interval, got.Seq, err)
+			}
+		}
+	})
 	t.Run("Errors", func(t *testing.T) {
 		if _, err := s.Series(ctx, devices.SeriesQuery{Device: "nope", Metrics: []string{"t"}, Limit: 1}); !errors.Is(err, devices.ErrNotFound) {
 			t.Fatalf("err=%v, want ErrNotFound", err)
