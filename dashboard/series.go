@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -136,14 +137,45 @@ func (s *Server) handleSeries(c *fiber.Ctx) error {
 		q.Interval = pickInterval(q.From, q.To, n, q.Interval)
 		q.Limit = int(n)
 	}
+	counts := false
+	switch v := c.Query("counts"); v {
+	case "", "0", "false":
+	case "1", "true":
+		counts = true
+	default:
+		return invalid("counts", "want 1, true, 0 or false, got %q", v)
+	}
 	series, err := s.Messages.Series(c.UserContext(), q)
 	if err != nil {
 		return err
 	}
+	var points any = series.Points
+	if counts {
+		points = countedPoints(series.Points)
+	}
 	return c.JSON(fiber.Map{
 		"device": id, "metrics": q.Metrics, "from": q.From, "to": q.To,
 		"interval_ms": q.Interval, "agg": q.Agg,
-		"points": series.Points, "truncated": series.Truncated, "scanned": series.Scanned,
+		"points": points, "truncated": series.Truncated, "scanned": series.Scanned,
 		"seq": series.Seq,
 	})
+}
+
+// countedPoints writes each point as [ts, value, readings], so that a client
+// can merge later readings into a bucket exactly (the dashboard does, for
+// live points that fall into a bucket it already has).
+func countedPoints(in map[string][]devices.Point) map[string][][3]any {
+	out := make(map[string][][3]any, len(in))
+	for name, pts := range in {
+		rows := make([][3]any, len(pts))
+		for i, p := range pts {
+			var v any = p.V
+			if math.IsNaN(p.V) || math.IsInf(p.V, 0) {
+				v = nil
+			}
+			rows[i] = [3]any{p.TS, v, p.N}
+		}
+		out[name] = rows
+	}
+	return out
 }

@@ -128,6 +128,7 @@ func TestServer_Problems(t *testing.T) {
 		{"/api/v1/devices/kitchen/series?metrics=t&interval=5x", 400, `"interval"`},
 		{"/api/v1/devices/kitchen/series?metrics=t&interval=0s", 400, `"interval"`},
 		{"/api/v1/devices/kitchen/series?metrics=t&max_points=0", 400, `"max_points"`},
+		{"/api/v1/devices/kitchen/series?metrics=t&counts=yes", 400, `"counts"`},
 		{"/api/v1/devices/kitchen/series?metrics=t&from=20&to=10", 400, `"from"`},
 		{"/api/v1/devices/nosuch/series?metrics=t", 404, "nosuch"},
 		{"/api/v1/devices/kitchen/messages?limit=0", 400, `"limit"`},

@@ -54,6 +54,8 @@ type SeriesQuery struct {
 type Point struct {
 	TS int64
 	V  float64
+	// N counts the readings the point combines: 1 for a raw point.
+	N int64
 }
 
 // MarshalJSON implements json.Marshaler.

@@ -219,7 +219,7 @@ scan:
 						out.Truncated = true
 						continue
 					}
-					a.raw = append(a.raw, devices.Point{TS: v.TS, V: x})
+					a.raw = append(a.raw, devices.Point{TS: v.TS, V: x, N: 1})
 					continue
 				}
 				start := floorDiv(v.TS, q.Interval) * q.Interval
@@ -265,7 +265,7 @@ func setPoints(out *devices.Series, name string, pts []devices.Point, limit int)
 func bucketPoints(bs map[int64]*devices.Bucket, agg devices.Agg) []devices.Point {
 	pts := make([]devices.Point, 0, len(bs))
 	for start, b := range bs {
-		pts = append(pts, devices.Point{TS: start, V: b.Value(agg)})
+		pts = append(pts, devices.Point{TS: start, V: b.Value(agg), N: b.Count})
 	}
 	return pts
 }

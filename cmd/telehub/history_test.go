@@ -203,6 +203,26 @@ func TestHistory_SeriesMaxPoints(t *testing.T) {
 			t.Fatalf("max_points=%d: %d points (interval %d ms, truncated %v) counting %v of 500 readings", maxPoints, len(pts), s.IntervalMS, s.Truncated, total)
 		}
 	}
+	// counts=1 adds how many readings each point averages, and seq names
+	// the last message included: everything published so far.
+	for _, maxPoints := range []int{7, 1000} {
+		var s struct {
+			Points map[string][][3]float64 `json:"points"`
+			Seq    int64                   `json:"seq"`
+		}
+		url := fmt.Sprintf("%s/api/v1/devices/ser/series?metrics=temp&counts=1&from=%d&to=%d&max_points=%d", m.HTTP.URL(), now-5_000_000, now, maxPoints)
+		if code := getJSON(t, url, &s); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		var readings, sum float64
+		for _, p := range s.Points["temp"] {
+			readings += p[2]
+			sum += p[1] * p[2]
+		}
+		if readings != 500 || sum != 499*500/2 || s.Seq != int64(m.Messages.LastSeq()) {
+			t.Fatalf("max_points=%d: %v readings summing to %v, seq %d; want 500, %d, %d", maxPoints, readings, sum, s.Seq, 499*500/2, m.Messages.LastSeq())
+		}
+	}
 }
 
 // TestHistory_Delete: a range of messages, then a whole device, are
