@@ -108,6 +108,9 @@ func (m *Message) AppendJSON(b []byte) []byte {
 	b = strconv.AppendInt(b, m.Received, 10)
 	b = append(b, `,"qos":`...)
 	b = strconv.AppendInt(b, int64(m.QoS), 10)
+	if m.Kind == KindStatus {
+		b = append(b, `,"kind":"status"`...)
+	}
 	if m.IsJSON() {
 		b = append(b, `,"encoding":"json","payload":`...)
 		b = append(b, m.Payload...)

@@ -91,6 +91,7 @@ func TestMessage_AppendJSON(t *testing.T) {
 		{Seq: 7, Device: "kitchen", Topic: "devices/kitchen/telemetry", TS: 1, Received: 2, QoS: 1, Payload: []byte(`{"temp":21.5}`)},
 		{Seq: 8, Device: "a\"b", Topic: "t/\u00e9", Flags: devices.FlagNotJSON, Payload: []byte{0xff, 0, 1}},
 		{Seq: 9, Device: "e", Flags: devices.FlagEmpty},
+		{Seq: 10, Device: "s", Topic: "devices/s/status", Kind: devices.KindStatus, Payload: []byte(`"online"`)},
 	} {
 		b := m.AppendJSON(nil)
 		var got struct {
@@ -100,9 +101,13 @@ func TestMessage_AppendJSON(t *testing.T) {
 			Encoding string          `json:"encoding"`
 			Payload  json.RawMessage `json:"payload"`
 			Flags    []string        `json:"flags"`
+			Kind     string          `json:"kind"`
 		}
 		if err := json.Unmarshal(b, &got); err != nil {
 			t.Fatalf("AppendJSON produced invalid JSON %s: %v", b, err)
+		}
+		if wantKind := map[bool]string{true: "status"}[m.Kind == devices.KindStatus]; got.Kind != wantKind {
+			t.Errorf("kind=%q, want %q", got.Kind, wantKind)
 		}
 		if got.Seq != int64(m.Seq) || got.Device != m.Device || got.Topic != m.Topic {
 			t.Errorf("decoded %+v, want seq %d device %q topic %q", got, m.Seq, m.Device, m.Topic)
