@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// browser is a headless Chromium tab that records every console error and
+// uncaught exception of the pages it shows.
+type browser struct {
+	ctx context.Context
+
+	mu        sync.Mutex
+	errors    []string
+	tolerated int  // network errors seen while the hub was down on purpose
+	hubDown   bool // while true, failed requests to the hub are expected
+}
+
+// newBrowser starts Debian's chromium, or skips (fails under
+// TELEHUB_REQUIRE_TOOLS) where it is missing.
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	exe := requireTool(t, "chromium", "apt-get install chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 1000),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	b := &browser{ctx: ctx}
+	// The first Run starts the browser; it must not carry a timeout.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				b.record(fmt.Sprintf("%s (%s %s)", m, m.Source, m.URL), m.Source == "network")
+			}
+		}
+	}()
+	return b
+}
+
+func (b *browser) record(msg string, network bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// While the hub restarts, the page's reconnect attempts fail and Chromium
+	// logs them; that is the behaviour under test, not a page error.
+	if b.hubDown && (network || strings.Contains(msg, "WebSocket")) {
+		b.tolerated++
+		return
+	}
+	b.errors = append(b.errors, msg)
+}
+
+func (b *browser) setHubDown(down bool) {
+	b.mu.Lock()
+	b.hubDown = down
+	b.mu.Unlock()
+}
+
+// checkNoErrors fails the test for any console error or exception so far.
+func (b *browser) checkNoErrors(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.errors) > 0 {
+		t.Fatalf("the page logged %d errors:\n%s", len(b.errors), strings.Join(b.errors, "\n"))
+	}
+}
+
+// run runs the actions, each within 30 seconds.
+func (b *browser) run(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	for _, a := range actions {
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		err := chromedp.Do(ctx, a)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// text returns the text of the first element sel matches.
+func (b *browser) text(t *testing.T, sel string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// screenshot saves the page as a PNG under TELEHUB_ARTIFACTS (default: a
+// telehub-artifacts folder in the system temp dir) and logs the path.
+func (b *browser) screenshot(t *testing.T, name string) {
+	t.Helper()
+	dir := os.Getenv("TELEHUB_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "telehub-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+// pageState is what DeviceView.snapshot() in app.js returns.
+type pageState struct {
+	Device string
+	Seq    int64
+	Live   bool
+	Charts map[string]struct {
+		Xs, Ys, Ns []float64
+		Drawn      bool
+	}
+	Log []int64
+}
+
+// waitPage polls the device view's state until ok accepts it.
+func (b *browser) waitPage(t *testing.T, what string, ok func(*pageState) error) *pageState {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := chromedp.Run(b.ctx, chromedp.Evaluate[*pageState](`window.telehub && window.telehub.view && window.telehub.view.snapshot ? window.telehub.view.snapshot() : null`))
+		if err == nil && st != nil {
+			err = ok(st)
+		} else if err == nil {
+			err = fmt.Errorf("no device view")
+		}
+		if err == nil {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// publishReadings publishes one {"temp":v,"ts":ts} per pair with QoS 1 and
+// waits for every PUBACK.
+func publishReadings(t *testing.T, c paho.Client, device string, ts []int64, temp []int) {
+	t.Helper()
+	toks := make([]paho.Token, len(ts))
+	for i := range ts {
+		toks[i] = c.Publish("devices/"+device+"/telemetry", 1, false, fmt.Sprintf(`{"temp":%d,"hum":%d.5,"ts":%d}`, temp[i], 40+i, ts[i]))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+}
+
+// TestBrowser_Dashboard drives the dashboard in headless Chromium: the
+// device list shows a device and picks up a new one, the device view charts
+// the history and then the live readings, the raw log shows payloads, and
+// after the hub restarts the page reconnects and resumes with every reading
+// drawn exactly once.
+func TestBrowser_Dashboard(t *testing.T) {
+	b := newBrowser(t)
+	dbPath := filepath.Join(t.TempDir(), "telehub.db")
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	hub := func() *Main {
+		return MustRunMain(t, func(c *Config) { c.DB, c.HTTPAddr, c.MQTTAddr = dbPath, httpAddr, mqttAddr })
+	}
+	m := hub()
+	c := mqttConnect(t, m.Broker.URL(), "greenhouse-sensor")
+
+	// Readings two seconds apart in the last five minutes: each falls into
+	// its own bucket of the 5-minute view, so each is one chart point.
+	base := time.Now().UnixMilli() / 1000 * 1000
+	var wantTS []float64
+	var wantTemp []float64
+	readings := func(from int64, first, n int) ([]int64, []int) {
+		var ts []int64
+		var temp []int
+		for i := 0; i < n; i++ {
+			ts = append(ts, from+int64(i)*2000)
+			temp = append(temp, first+i)
+			wantTS = append(wantTS, float64(from+int64(i)*2000))
+			wantTemp = append(wantTemp, float64(first+i))
+		}
+		return ts, temp
+	}
+	ts, temp := readings(base-200_000, 0, 30) // history
+	publishReadings(t, c, "greenhouse", ts, temp)
+
+	// The device list shows the device, then a new one without a reload.
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="greenhouse"]`)),
+	)
+	publishN(t, c, "shed", 1)
+	b.run(t, chromedp.WaitVisible(chromedp.CSS(`tr[data-device="shed"]`)))
+	row := b.text(t, `tr[data-device="greenhouse"]`)
+	if !strings.Contains(row, "temp 29") || !strings.Contains(row, "online") && !strings.Contains(row, "active") {
+		t.Fatalf("greenhouse row %q: want its latest temp 29 and an active status", row)
+	}
+	b.screenshot(t, "dashboard-devices")
+
+	// The device view: history first.
+	b.run(t,
+		chromedp.Click(chromedp.CSS(`tr[data-device="greenhouse"] a`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.chart[data-metric="temp"] canvas`)),
+	)
+	b.waitPage(t, "history", func(st *pageState) error {
+		if !st.Live {
+			return fmt.Errorf("not live yet")
+		}
+		return checkChart(st, "temp", wantTS, wantTemp)
+	})
+
+	// Then live readings, appended as they are committed.
+	ts, temp = readings(base-100_000, 100, 10)
+	publishReadings(t, c, "greenhouse", ts, temp)
+	b.waitPage(t, "live readings", func(st *pageState) error { return checkChart(st, "temp", wantTS, wantTemp) })
+	last := fmt.Sprintf(`table.log tr[data-seq="%d"]`, m.Messages.LastSeq())
+	b.run(t, chromedp.WaitVisible(chromedp.CSS(last)))
+	if row := b.text(t, last); !strings.Contains(row, `"temp":109`) {
+		t.Fatalf("the raw log shows the last message as %q, want its payload", row)
+	}
+	b.screenshot(t, "dashboard-device")
+
+	// The hub restarts; the page reconnects and resumes from the last seq.
+	b.setHubDown(true)
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="reconnecting"]`)))
+	m = hub()
+	b.waitPage(t, "reconnect", func(st *pageState) error {
+		if !st.Live {
+			return fmt.Errorf("not live again")
+		}
+		return nil
+	})
+	b.setHubDown(false)
+	c = mqttConnect(t, m.Broker.URL(), "greenhouse-sensor-2")
+	ts, temp = readings(base-50_000, 200, 10)
+	publishReadings(t, c, "greenhouse", ts, temp)
+	st := b.waitPage(t, "readings after the restart", func(st *pageState) error { return checkChart(st, "temp", wantTS, wantTemp) })
+	seen := map[int64]bool{}
+	for _, seq := range st.Log {
+		if seen[seq] {
+			t.Fatalf("the raw log shows seq %d twice: %v", seq, st.Log)
+		}
+		seen[seq] = true
+	}
+	if st.Seq != int64(m.Messages.LastSeq()) {
+		t.Fatalf("page at seq %d, hub at %d", st.Seq, m.Messages.LastSeq())
+	}
+
+	// Phone width, dark scheme: still renders, for a person to look at.
+	b.run(t,
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+			})
+			return err
+		}),
+		chromedp.Sleep(500*time.Millisecond),
+	)
+	b.screenshot(t, "dashboard-device-phone-dark")
+	b.checkNoErrors(t)
+	t.Logf("tolerated %d network errors while the hub restarted", b.tolerated)
+}
+
+// checkChart compares a chart's points with the readings published: each
+// once, in time order, each a bucket of exactly one reading.
+func checkChart(st *pageState, metric string, ts, values []float64) error {
+	ch, ok := st.Charts[metric]
+	if !ok {
+		return fmt.Errorf("no %s chart (charts: %v)", metric, st.Charts)
+	}
+	if !ch.Drawn {
+		return fmt.Errorf("%s chart not drawn", metric)
+	}
+	if len(ch.Xs) != len(ts) {
+		return fmt.Errorf("%s chart has %d points, want %d", metric, len(ch.Xs), len(ts))
+	}
+	for i := range ts {
+		if ch.Xs[i] != ts[i] || ch.Ys[i] != values[i] || ch.Ns[i] != 1 {
+			return fmt.Errorf("%s point %d = (%v, %v, n=%v), want (%v, %v, n=1)", metric, i, ch.Xs[i], ch.Ys[i], ch.Ns[i], ts[i], values[i])
+		}
+	}
+	return nil
+}

@@ -1,0 +1,814 @@
+// Telehub dashboard: a device list and a device view with live charts.
+//
+// The device view joins history and live data exactly: it loads each chart
+// through the series API, whose answer names the last message it includes
+// ("seq"), then opens the WebSocket with since=seq. Live readings are folded
+// into the same buckets (the series API gives each bucket's reading count),
+// so every reading is drawn once. After a disconnect the feed reconnects
+// with backoff and resumes from the last sequence number it saw.
+//
+// No build step: this file, app.css and the vendored uPlot are embedded in
+// the hub binary. Every piece of text from the hub is inserted with
+// textContent, never as HTML.
+'use strict';
+(function () {
+  const POLL_MS = 2000;          // device list refresh
+  const LOG_ROWS = 200;          // raw messages kept in the log
+  const LOG_RENDER_MS = 250;     // the log is redrawn at most this often
+  const DEFAULT_CHARTS = 8;      // metrics charted when none were chosen
+  const MAX_METRICS = 20;        // the series API's limit per request
+  const CHART_HEIGHT = 220;
+  const ACTIVE_MS = 2 * 60 * 1000; // no status topic: "active" if seen this recently
+  const WINDOWS = [['5m', 5 * 60e3], ['1h', 3600e3], ['24h', 86400e3], ['7d', 7 * 86400e3]];
+
+  // ---- small helpers ------------------------------------------------------
+
+  function h(tag, props, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v == null || v === false) continue;
+      if (k === 'class') e.className = v;
+      else if (k === 'text') e.textContent = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? '' : v);
+    }
+    for (const c of kids.flat()) if (c != null) e.append(c instanceof Node ? c : String(c));
+    return e;
+  }
+
+  async function api(path, signal) {
+    const r = await fetch(path, { headers: { Accept: 'application/json' }, signal });
+    if (!r.ok) {
+      let detail = r.status + ' ' + r.statusText;
+      try { const p = await r.json(); if (p.detail) detail = p.detail; } catch (_) { /* not problem+json */ }
+      const err = new Error(detail);
+      err.status = r.status;
+      throw err;
+    }
+    return r.json();
+  }
+
+  const enc = encodeURIComponent;
+
+  function fmtValue(v) {
+    if (typeof v === 'number') {
+      if (Number.isInteger(v)) return String(v);
+      const a = Math.abs(v);
+      if (a >= 1000) return v.toFixed(0);
+      if (a >= 1) return String(+v.toFixed(2));
+      return String(+v.toPrecision(3));
+    }
+    if (typeof v === 'string') return v;
+    return JSON.stringify(v);
+  }
+
+  function fmtRate(r) {
+    if (r == null) return '–';
+    if (r === 0) return '0/s';
+    if (r < 0.1) return (r * 60).toFixed(1) + '/min';
+    return (r < 10 ? r.toFixed(1) : r.toFixed(0)) + '/s';
+  }
+
+  function ago(ms) {
+    const s = (Date.now() - ms) / 1000;
+    if (s < 0) return 'in the future';
+    if (s < 2) return 'just now';
+    if (s < 60) return Math.floor(s) + ' s ago';
+    if (s < 3600) return Math.floor(s / 60) + ' min ago';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ago';
+    return Math.floor(s / 86400) + ' d ago';
+  }
+
+  // agoEl shows a time as "12 s ago", kept current by the ticker below.
+  function agoEl(ms) {
+    const e = h('span', { 'data-ago': ms, title: ms ? new Date(ms).toLocaleString() : '' });
+    e.textContent = ms ? ago(ms) : 'never';
+    return e;
+  }
+  setInterval(() => {
+    for (const e of document.querySelectorAll('[data-ago]')) {
+      const ms = +e.getAttribute('data-ago');
+      if (ms) e.textContent = ago(ms);
+    }
+  }, 1000);
+
+  // statusOf turns a device's status (the payload of its latest status
+  // message) and last_seen into one of online, offline, active, idle.
+  function statusOf(status, lastSeen) {
+    const s = String(status || '').toLowerCase();
+    if (s.includes('offline') || s === 'false' || s === '0') return 'offline';
+    if (s.includes('online') || s === 'true' || s === '1') return 'online';
+    return Date.now() - lastSeen < ACTIVE_MS ? 'active' : 'idle';
+  }
+
+  function statusEl(state) {
+    const e = h('span', { class: 'status' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), h('span', { text: state }));
+    e.setAttribute('data-status', state === 'active' ? 'online' : state);
+    return e;
+  }
+
+  const conn = {
+    set(state, text) {
+      const e = document.getElementById('conn');
+      e.setAttribute('data-state', state);
+      document.getElementById('conn-text').textContent = text || state;
+    },
+  };
+
+  // ---- payloads -----------------------------------------------------------
+
+  function parseTs(v) {
+    if (typeof v === 'number' && Number.isFinite(v)) return Math.trunc(v);
+    if (typeof v === 'string') { const t = Date.parse(v); return Number.isNaN(t) ? null : t; }
+    return null;
+  }
+
+  // readings returns [metric, ts, number] for every numeric (or boolean)
+  // metric of a message, reading the same payload shapes as the hub: an
+  // object of metrics with an optional "ts", ThingsBoard's
+  // {"ts":..,"values":{..}}, and an array of those.
+  function readings(m) {
+    const out = [];
+    if (m.kind === 'status' || m.encoding !== 'json') return out;
+    const object = (o) => {
+      let ts = m.received;
+      if ('ts' in o) { const t = parseTs(o.ts); if (t != null) ts = t; }
+      let metrics = o, skipTs = true;
+      const n = Object.keys(o).length;
+      if (o.values && typeof o.values === 'object' && !Array.isArray(o.values) && (n === 1 || (n === 2 && 'ts' in o))) {
+        metrics = o.values;
+        skipTs = false;
+      }
+      for (const [k, v] of Object.entries(metrics)) {
+        if (skipTs && k === 'ts') continue;
+        const x = typeof v === 'number' ? v : v === true ? 1 : v === false ? 0 : null;
+        if (x !== null) out.push([k, ts, x]);
+      }
+    };
+    const p = m.payload;
+    const isObj = (o) => o !== null && typeof o === 'object' && !Array.isArray(o);
+    if (Array.isArray(p)) {
+      if (p.length && p.every((o) => isObj(o) && 'values' in o)) p.forEach(object);
+    } else if (isObj(p)) {
+      object(p);
+    }
+    return out;
+  }
+
+  // ---- live feed ----------------------------------------------------------
+
+  // LiveFeed streams committed messages after `since` over the WebSocket,
+  // reconnecting with backoff and resuming where it stopped. Each message is
+  // delivered once: live frames arrive in seq order; a replay may come in ts
+  // order, so until its end the feed remembers which seqs it delivered.
+  class LiveFeed {
+    constructor({ device, since, onMessages, onState }) {
+      this.device = device;
+      this.seq = since;          // every message up to seq was delivered
+      this.seen = new Set();     // seqs above seq delivered during a replay
+      this.replaying = true;
+      this.onMessages = onMessages;
+      this.onState = onState;
+      this.attempt = 0;
+      this.stopped = false;
+      this.connect();
+    }
+
+    url() {
+      const u = new URL('api/v1/ws', location.href);
+      u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+      u.hash = '';
+      const q = new URLSearchParams({ since: String(this.seq), batch: '1' });
+      if (this.device) q.set('device', this.device);
+      u.search = q.toString();
+      return u.href;
+    }
+
+    connect() {
+      this.onState(this.attempt ? 'reconnecting' : 'connecting');
+      this.replaying = true;
+      const ws = new WebSocket(this.url());
+      this.ws = ws;
+      ws.onmessage = (ev) => {
+        if (this.ws !== ws) return;
+        let f;
+        try { f = JSON.parse(ev.data); } catch (_) { return; }
+        if (f.type === 'messages' || f.type === 'message') this.deliver(f.type === 'messages' ? f.messages : [f]);
+        else if (f.type === 'replay_end') {
+          let top = Math.max(this.seq, f.seq);
+          for (const s of this.seen) top = Math.max(top, s);
+          this.seq = top;
+          this.seen.clear();
+          this.replaying = false;
+          this.attempt = 0;
+          this.onState('live');
+        }
+      };
+      ws.onclose = () => {
+        if (this.ws !== ws) return;
+        this.ws = null;
+        if (!this.stopped) this.retry();
+      };
+    }
+
+    deliver(list) {
+      const fresh = [];
+      for (const m of list) {
+        if (m.seq <= this.seq || this.seen.has(m.seq)) continue;
+        if (this.replaying) this.seen.add(m.seq);
+        else this.seq = m.seq;
+        fresh.push(m);
+      }
+      if (fresh.length) this.onMessages(fresh);
+    }
+
+    retry() {
+      const delay = Math.min(10000, 500 * 2 ** this.attempt++) * (0.75 + Math.random() * 0.5);
+      this.onState('reconnecting', delay);
+      this.timer = setTimeout(() => this.connect(), delay);
+    }
+
+    stop() {
+      this.stopped = true;
+      clearTimeout(this.timer);
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) ws.close(1000, 'leaving');
+    }
+  }
+
+  // ---- charts -------------------------------------------------------------
+
+  function upperBound(xs, x) { // first index with xs[i] > x
+    let lo = 0, hi = xs.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (xs[mid] <= x) lo = mid + 1; else hi = mid; }
+    return lo;
+  }
+
+  // Points is one metric's chart data: bucket starts, averages and how many
+  // readings each average holds, so a live reading is folded in exactly.
+  class Points {
+    constructor(interval) {
+      this.interval = interval; // ms; 0: raw points
+      this.xs = [];
+      this.ys = [];
+      this.ns = [];
+    }
+
+    load(points) {
+      for (const [t, v, n] of points) { this.xs.push(t); this.ys.push(v); this.ns.push(n == null ? 1 : n); }
+    }
+
+    add(ts, v) {
+      const key = this.interval > 0 ? Math.floor(ts / this.interval) * this.interval : ts;
+      const i = upperBound(this.xs, key);
+      if (this.interval > 0 && i > 0 && this.xs[i - 1] === key) {
+        const j = i - 1, n = this.ns[j];
+        this.ys[j] = this.ys[j] == null ? v : (this.ys[j] * n + v) / (n + 1);
+        this.ns[j] = n + 1;
+        return;
+      }
+      this.xs.splice(i, 0, key);
+      this.ys.splice(i, 0, v);
+      this.ns.splice(i, 0, 1);
+    }
+
+    // trim drops points before minX and keeps at most cap points.
+    trim(minX, cap) {
+      let k = upperBound(this.xs, minX - 1);
+      k = Math.max(k, this.xs.length - cap);
+      if (k > 0) { this.xs.splice(0, k); this.ys.splice(0, k); this.ns.splice(0, k); }
+    }
+  }
+
+  // axisValues labels y ticks with as many decimals as their spacing needs.
+  function axisValues(splits) {
+    const step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 1;
+    const decimals = step > 0 ? Math.min(10, Math.max(0, -Math.floor(Math.log10(step)))) : 0;
+    return splits.map((v) => (v == null ? '' : Math.abs(v) >= 1e6 ? v.toExponential(2) : v.toFixed(decimals)));
+  }
+
+  function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+
+  class Chart {
+    constructor(metric, points, range) {
+      this.metric = metric;
+      this.points = points;
+      this.range = range; // () => [min, max] of the x axis, ms
+      this.latest = h('span', { class: 'latest' });
+      this.hover = h('span', { class: 'hover muted' });
+      this.plot = h('div', { class: 'plot' });
+      this.el = h('section', { class: 'chart', 'data-metric': metric, 'aria-label': 'chart of ' + metric },
+        h('h3', null, h('span', { text: metric }), this.hover, this.latest), this.plot);
+      this.dirty = true;
+    }
+
+    make() {
+      if (this.u) this.u.destroy();
+      const width = Math.max(200, this.plot.clientWidth || 460);
+      const axis = { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid'), width: 1 }, ticks: { stroke: cssVar('--grid'), width: 1 } };
+      this.u = new uPlot({
+        width, height: CHART_HEIGHT, ms: 1,
+        cursor: { drag: { x: false, y: false } },
+        legend: { show: false },
+        hooks: { setCursor: [(u) => this.showCursor(u.cursor.idx)] },
+        scales: { x: { time: true, range: () => this.range() } },
+        series: [{}, { label: this.metric, stroke: cssVar('--accent'), width: 1.5, spanGaps: false, value: (u, v) => (v == null ? '–' : fmtValue(v)) }],
+        axes: [axis, Object.assign({ size: 60, values: (u, splits) => axisValues(splits) }, axis)],
+      }, [this.points.xs, this.points.ys], this.plot);
+      this.dirty = false;
+    }
+
+    draw() {
+      if (!this.u) this.make();
+      else this.u.setData([this.points.xs, this.points.ys]);
+      const n = this.points.ys.length;
+      this.latest.textContent = n ? fmtValue(this.points.ys[n - 1]) : '';
+      this.dirty = false;
+    }
+
+    showCursor(i) {
+      const p = this.points;
+      this.hover.textContent = i == null || i >= p.xs.length ? '' : new Date(p.xs[i]).toLocaleString() + '  ' + fmtValue(p.ys[i]) + (p.ns[i] > 1 ? ' (avg of ' + p.ns[i] + ')' : '');
+    }
+
+    resize() { if (this.u) this.u.setSize({ width: Math.max(200, this.plot.clientWidth), height: CHART_HEIGHT }); }
+
+    destroy() { if (this.u) this.u.destroy(); this.u = null; }
+  }
+
+  // ---- device list --------------------------------------------------------
+
+  class ListView {
+    constructor(root, params) {
+      this.prefix = params.get('q') || '';
+      this.sort = params.get('sort') || 'id';
+      this.desc = params.get('desc') === '1';
+      this.prev = new Map(); // id -> {count, t} of the previous poll, for rates
+      this.rates = new Map();
+      this.devices = [];
+      document.title = 'Devices · Telehub';
+
+      const search = h('input', { type: 'search', placeholder: 'Device id starts with…', 'aria-label': 'Filter devices by id prefix', value: this.prefix });
+      search.addEventListener('input', () => {
+        this.prefix = search.value.trim();
+        this.saveURL();
+        clearTimeout(this.searchTimer);
+        this.searchTimer = setTimeout(() => this.poll(), 200);
+      });
+      this.summary = h('span', { class: 'muted' });
+      this.tbody = h('tbody');
+      this.head = h('tr');
+      this.table = h('table', { class: 'devices' }, h('thead', null, this.head), this.tbody);
+      this.empty = h('div', { class: 'notice', hidden: true });
+      this.error = h('div', { class: 'notice error', role: 'alert', hidden: true });
+      root.append(h('h1', { text: 'Devices' }), h('div', { class: 'toolbar' }, search, h('span', { class: 'grow' }), this.summary), this.error, this.empty, this.table);
+      this.renderHead();
+      this.poll();
+    }
+
+    saveURL() {
+      const q = new URLSearchParams();
+      if (this.prefix) q.set('q', this.prefix);
+      if (this.sort !== 'id') q.set('sort', this.sort);
+      if (this.desc) q.set('desc', '1');
+      const s = q.toString();
+      history.replaceState(null, '', '#/' + (s ? '?' + s : ''));
+    }
+
+    renderHead() {
+      const cols = [['id', 'Device'], ['status', 'Status'], ['last_seen', 'Last seen'], ['rate', 'Rate'], ['count', 'Messages', 'hide-narrow'], [null, 'Latest values', 'hide-narrow']];
+      this.head.replaceChildren(...cols.map(([key, label, cls]) => {
+        if (!key) return h('th', { class: cls, text: label });
+        const b = h('button', { type: 'button', text: label });
+        if (this.sort === key) b.setAttribute('aria-sort', this.desc ? 'descending' : 'ascending');
+        b.addEventListener('click', () => {
+          if (this.sort === key) this.desc = !this.desc;
+          else { this.sort = key; this.desc = key === 'last_seen' || key === 'rate' || key === 'count'; }
+          this.saveURL();
+          this.renderHead();
+          this.render();
+        });
+        return h('th', { class: cls }, b);
+      }));
+    }
+
+    async poll() {
+      clearTimeout(this.timer);
+      if (this.stopped) return;
+      const ctl = new AbortController();
+      this.abort = ctl;
+      try {
+        const q = new URLSearchParams({ limit: '1000' });
+        if (this.prefix) q.set('prefix', this.prefix);
+        const res = await api('api/v1/devices?' + q, ctl.signal);
+        const now = Date.now();
+        for (const d of res.devices) {
+          const p = this.prev.get(d.id);
+          if (p && now > p.t) this.rates.set(d.id, Math.max(0, (d.message_count - p.count) * 1000 / (now - p.t)));
+          this.prev.set(d.id, { count: d.message_count, t: now });
+        }
+        this.devices = res.devices;
+        this.more = res.more;
+        this.error.hidden = true;
+        conn.set('live', 'live');
+        this.render();
+      } catch (e) {
+        if (ctl.signal.aborted) return;
+        this.error.textContent = 'Cannot reach the hub (' + e.message + '). Retrying…';
+        this.error.hidden = false;
+        conn.set('offline', 'hub unreachable');
+      } finally {
+        if (!this.stopped && this.abort === ctl) this.timer = setTimeout(() => this.poll(), POLL_MS);
+      }
+    }
+
+    render() {
+      const key = (d) => {
+        switch (this.sort) {
+          case 'status': return statusOf(d.status, d.last_seen);
+          case 'last_seen': return d.last_seen;
+          case 'rate': return this.rates.get(d.id) || 0;
+          case 'count': return d.message_count;
+          default: return d.id;
+        }
+      };
+      const list = this.devices.slice().sort((a, b) => {
+        const x = key(a), y = key(b);
+        const c = x < y ? -1 : x > y ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+        return this.desc ? -c : c;
+      });
+      this.tbody.replaceChildren(...list.map((d) => {
+        const values = Object.entries(d.latest || {}).slice(0, 6).map(([k, l]) => h('span', null, h('b', { text: k + ' ' }), fmtValue(l.v)));
+        return h('tr', { 'data-device': d.id },
+          h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id })),
+          h('td', null, statusEl(statusOf(d.status, d.last_seen))),
+          h('td', { class: 'num' }, agoEl(d.last_seen)),
+          h('td', { class: 'num' }, fmtRate(this.rates.get(d.id))),
+          h('td', { class: 'num hide-narrow', text: d.message_count.toLocaleString() }),
+          h('td', { class: 'hide-narrow' }, h('div', { class: 'values' }, values)));
+      }));
+      const n = this.devices.length;
+      this.summary.textContent = n ? (this.more ? 'first ' + n.toLocaleString() + ' devices; type a prefix to narrow' : n.toLocaleString() + (n === 1 ? ' device' : ' devices')) : '';
+      this.table.hidden = n === 0;
+      this.empty.hidden = n !== 0;
+      if (n === 0) {
+        const host = location.hostname || '127.0.0.1';
+        this.empty.replaceChildren(
+          this.prefix ? h('p', { text: 'No device id starts with “' + this.prefix + '”.' }) : h('p', { text: 'No devices yet. Publish JSON telemetry over MQTT to devices/{id}/telemetry, for example:' }),
+          this.prefix ? null : h('pre', { text: 'mosquitto_pub -h ' + host + ' -p 1883 -q 1 -t devices/kitchen/telemetry -m \'{"temp":21.5}\'' }),
+          this.prefix ? null : h('p', { class: 'muted', text: 'or start the hub with --demo 10 to watch ten simulated devices.' }));
+      }
+    }
+
+    destroy() {
+      this.stopped = true;
+      clearTimeout(this.timer);
+      clearTimeout(this.searchTimer);
+      if (this.abort) this.abort.abort();
+    }
+  }
+
+  // ---- device view --------------------------------------------------------
+
+  class DeviceView {
+    constructor(root, id, params) {
+      this.id = id;
+      this.root = root;
+      this.win = params.get('w') || '5m';
+      this.from = +params.get('from') || 0;
+      this.to = +params.get('to') || 0;
+      if (this.from && this.to) this.win = 'custom';
+      this.chosen = params.get('m') ? params.get('m').split(',').filter(Boolean) : null;
+      this.following = this.win !== 'custom';
+      this.charts = new Map();
+      this.log = [];           // newest first
+      this.logSeqs = new Set();
+      this.arrivals = [];      // receive times of the last messages, for the rate
+      this.loadGen = 0;
+      document.title = id + ' · Telehub';
+      this.build();
+      this.load();
+      this.slide = setInterval(() => { if (this.following) this.markAll(); }, 1000);
+      this.resizer = new ResizeObserver(() => { for (const c of this.charts.values()) c.resize(); });
+      this.resizer.observe(this.chartsEl);
+      this.scheme = matchMedia('(prefers-color-scheme: dark)');
+      this.onScheme = () => { for (const c of this.charts.values()) { c.make(); } };
+      this.scheme.addEventListener('change', this.onScheme);
+    }
+
+    build() {
+      this.statusSlot = h('span');
+      this.lastSeen = h('span', { class: 'muted' });
+      this.rateEl = h('span', { class: 'muted' });
+      const winButtons = WINDOWS.map(([name]) => h('button', { type: 'button', 'data-window': name, text: name, onclick: () => this.setWindow(name) }));
+      this.customBtn = h('button', { type: 'button', 'data-window': 'custom', text: 'custom', onclick: () => this.toggleCustom() });
+      this.winButtons = [...winButtons, this.customBtn];
+      this.fromIn = h('input', { type: 'datetime-local', 'aria-label': 'from', step: '1' });
+      this.toIn = h('input', { type: 'datetime-local', 'aria-label': 'to', step: '1' });
+      this.custom = h('span', { class: 'custom' }, this.fromIn, '–', this.toIn,
+        h('button', { type: 'button', text: 'Show', onclick: () => this.applyCustom() }));
+      this.followBtn = h('button', { type: 'button', 'aria-pressed': 'true', text: 'Following', title: 'Pause or follow live data', onclick: () => this.toggleFollow() });
+      this.exportLink = h('a', { href: '#', download: '', text: 'Export CSV', onclick: () => { this.exportLink.href = this.exportURL(); } });
+      this.chips = h('div', { class: 'chips', role: 'group', 'aria-label': 'metrics' });
+      this.chartsEl = h('div', { class: 'charts' });
+      this.notice = h('div', { class: 'notice', hidden: true });
+      this.error = h('div', { class: 'notice error', role: 'alert', hidden: true });
+      this.logBody = h('tbody');
+      this.root.append(
+        h('p', null, h('a', { href: '#/', text: '← Devices' })),
+        h('h1', null, h('span', { text: this.id }), this.statusSlot, this.lastSeen, this.rateEl),
+        h('div', { class: 'toolbar' }, h('span', { class: 'segmented', role: 'group', 'aria-label': 'time window' }, this.winButtons), this.custom,
+          h('span', { class: 'grow' }), this.followBtn, this.exportLink),
+        this.error, this.notice, this.chips, this.chartsEl,
+        h('h2', { text: 'Messages' }),
+        h('div', { class: 'log-wrap' }, h('table', { class: 'log' },
+          h('thead', null, h('tr', null, h('th', { text: 'seq' }), h('th', { text: 'received' }), h('th', { class: 'hide-narrow', text: 'device time' }), h('th', { text: 'payload' }))),
+          this.logBody)));
+      this.markWindow();
+    }
+
+    // range is the x axis: the window up to now when following, else the
+    // window as loaded.
+    range() {
+      if (this.win === 'custom') return [this.from, this.to];
+      const to = this.following ? Date.now() : this.loadedTo;
+      return [to - this.windowMs(), to];
+    }
+
+    windowMs() { const w = WINDOWS.find(([n]) => n === this.win); return w ? w[1] : 5 * 60e3; }
+
+    exportURL() {
+      const [from, to] = this.range();
+      return 'api/v1/export?' + new URLSearchParams({ device: this.id, format: 'csv', from: String(Math.floor(from)), to: String(Math.ceil(to)) });
+    }
+
+    saveURL() {
+      const q = new URLSearchParams();
+      if (this.win === 'custom') { q.set('from', String(this.from)); q.set('to', String(this.to)); } else q.set('w', this.win);
+      if (this.chosen) q.set('m', this.chosen.join(','));
+      history.replaceState(null, '', '#/device/' + enc(this.id) + '?' + q);
+    }
+
+    markWindow() {
+      for (const b of this.winButtons) b.setAttribute('aria-pressed', String(b.getAttribute('data-window') === this.win));
+      this.custom.setAttribute('data-open', String(this.win === 'custom' || this.customOpen === true));
+      this.followBtn.disabled = this.win === 'custom';
+      this.followBtn.setAttribute('aria-pressed', String(this.following));
+      this.followBtn.textContent = this.following ? 'Following' : 'Paused';
+    }
+
+    setWindow(name) {
+      this.win = name;
+      this.following = true;
+      this.customOpen = false;
+      this.markWindow();
+      this.saveURL();
+      this.load();
+    }
+
+    toggleCustom() {
+      this.customOpen = !this.customOpen;
+      const [from, to] = this.range();
+      const local = (ms) => { const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60e3); return d.toISOString().slice(0, 19); };
+      this.fromIn.value = local(from);
+      this.toIn.value = local(to);
+      this.markWindow();
+    }
+
+    applyCustom() {
+      const from = new Date(this.fromIn.value).getTime(), to = new Date(this.toIn.value).getTime();
+      if (!(from < to)) { this.showError('The custom window needs a start before its end.'); return; }
+      this.win = 'custom';
+      this.from = from;
+      this.to = to;
+      this.following = false;
+      this.markWindow();
+      this.saveURL();
+      this.load();
+    }
+
+    toggleFollow() {
+      this.following = !this.following;
+      if (this.following) { this.markAll(); this.renderLog(); } else this.loadedTo = Date.now();
+      this.markWindow();
+    }
+
+    showError(msg) { this.error.textContent = msg; this.error.hidden = !msg; }
+
+    // load fetches the device and its history, then starts the live feed at
+    // the history's consistency point.
+    async load() {
+      const gen = ++this.loadGen;
+      if (this.feed) { this.feed.stop(); this.feed = null; }
+      if (this.abort) this.abort.abort();
+      const ctl = new AbortController();
+      this.abort = ctl;
+      clearTimeout(this.retryTimer);
+      try {
+        const dev = await api('api/v1/devices/' + enc(this.id), ctl.signal);
+        this.showDevice(dev);
+        this.metrics = Object.entries(dev.latest || {}).filter(([, l]) => typeof l.v === 'number' || typeof l.v === 'boolean').map(([k]) => k).sort();
+        const chosen = (this.chosen || this.metrics.slice(0, DEFAULT_CHARTS)).filter((m) => this.metrics.includes(m)).slice(0, MAX_METRICS);
+        const [from, to] = this.win === 'custom' ? [this.from, this.to] : ((t) => [t - this.windowMs(), t])(Date.now());
+        this.loadedTo = to;
+        let series = null;
+        if (chosen.length) {
+          const q = new URLSearchParams({ metrics: chosen.join(','), from: String(from), to: String(to), max_points: String(this.maxPoints()), counts: '1' });
+          series = await api('api/v1/devices/' + enc(this.id) + '/series?' + q, ctl.signal);
+        }
+        const recent = await api('api/v1/devices/' + enc(this.id) + '/messages?limit=50', ctl.signal);
+        if (gen !== this.loadGen) return;
+        this.showError('');
+        this.notice.hidden = true;
+        this.renderChips(chosen);
+        this.resetCharts(chosen, series);
+        this.log = [];
+        this.logSeqs.clear();
+        this.addToLog(recent.messages);
+        const since = series ? series.seq : recent.messages.reduce((s, m) => Math.max(s, m.seq), dev.last_seq || 0);
+        this.feed = new LiveFeed({
+          device: this.id, since,
+          onMessages: (ms) => this.onMessages(ms),
+          onState: (state, delay) => {
+            if (state === 'live') conn.set('live', 'live');
+            else if (state === 'reconnecting') conn.set('reconnecting', 'reconnecting' + (delay ? ' in ' + Math.ceil(delay / 1000) + ' s' : ''));
+            else conn.set('connecting', 'connecting');
+          },
+        });
+      } catch (e) {
+        if (ctl.signal.aborted || gen !== this.loadGen) return;
+        if (e.status === 404) {
+          this.notice.textContent = 'No messages from “' + this.id + '” yet. This page starts showing them as soon as they arrive.';
+          this.notice.hidden = false;
+          this.showError('');
+          conn.set('live', 'waiting');
+        } else {
+          this.showError('Cannot load ' + this.id + ' (' + e.message + '). Retrying…');
+          conn.set('offline', 'hub unreachable');
+        }
+        this.retryTimer = setTimeout(() => this.load(), 3000);
+      }
+    }
+
+    // maxPoints asks for about one point per pixel of chart width.
+    maxPoints() {
+      const w = this.chartsEl.clientWidth || 900;
+      const cols = Math.max(1, Math.floor(w / 460));
+      return Math.max(100, Math.min(2000, Math.round(w / cols)));
+    }
+
+    showDevice(dev) {
+      this.lastSeenMs = dev.last_seen;
+      this.status = dev.status;
+      this.messageCount = dev.message_count;
+      this.renderHeader();
+    }
+
+    renderHeader() {
+      this.statusSlot.replaceChildren(statusEl(statusOf(this.status, this.lastSeenMs)));
+      this.lastSeen.replaceChildren('last seen ', agoEl(this.lastSeenMs));
+      const now = Date.now();
+      while (this.arrivals.length && now - this.arrivals[0] > 10000) this.arrivals.shift();
+      this.rateEl.textContent = this.arrivals.length ? fmtRate(this.arrivals.length / 10) : '';
+    }
+
+    renderChips(chosen) {
+      this.chips.replaceChildren(...this.metrics.map((m) => h('button', {
+        type: 'button', 'aria-pressed': String(chosen.includes(m)), text: m,
+        onclick: () => {
+          const set = new Set(chosen);
+          if (set.has(m)) set.delete(m);
+          else if (set.size < MAX_METRICS) set.add(m);
+          this.chosen = this.metrics.filter((x) => set.has(x));
+          this.saveURL();
+          this.load();
+        },
+      })));
+      this.chips.hidden = this.metrics.length < 2;
+    }
+
+    resetCharts(chosen, series) {
+      for (const c of this.charts.values()) c.destroy();
+      this.charts.clear();
+      this.chartsEl.replaceChildren();
+      for (const m of chosen) {
+        const pts = new Points(series ? series.interval_ms : 0);
+        if (series && series.points[m]) pts.load(series.points[m]);
+        const c = new Chart(m, pts, () => this.range());
+        this.charts.set(m, c);
+        this.chartsEl.append(c.el);
+      }
+      if (!chosen.length) {
+        this.chartsEl.append(h('p', { class: 'muted', text: this.metrics.length ? 'Choose metrics to chart.' : 'This device has sent no numeric metrics yet; its messages are below.' }));
+      }
+      this.truncated = series && series.truncated;
+      if (this.truncated) { this.notice.textContent = 'This window holds more data than one chart request returns; pick a shorter window for full detail.'; this.notice.hidden = false; }
+      this.markAll();
+    }
+
+    onMessages(ms) {
+      let unknown = false;
+      const now = Date.now();
+      for (const m of ms) {
+        this.arrivals.push(now);
+        this.lastSeenMs = Math.max(this.lastSeenMs || 0, m.received);
+        if (m.kind === 'status') this.status = typeof m.payload === 'string' ? m.payload : JSON.stringify(m.payload);
+        for (const [k, ts, x] of readings(m)) {
+          const c = this.charts.get(k);
+          if (c) {
+            if (this.win === 'custom' && (ts < this.from || ts > this.to)) continue;
+            c.points.add(ts, x);
+            c.dirty = true;
+          } else if (!this.metrics.includes(k)) unknown = true;
+        }
+      }
+      this.addToLog(ms);
+      this.renderHeader();
+      this.frame();
+      // A metric this page has not seen: reload, so its chart gets its
+      // history too (rare: once per new metric).
+      if (unknown && !this.reloadTimer) this.reloadTimer = setTimeout(() => { this.reloadTimer = null; this.load(); }, 1000);
+    }
+
+    markAll() { for (const c of this.charts.values()) c.dirty = true; this.frame(); }
+
+    // frame redraws the charts that changed, at most once per animation
+    // frame however fast messages arrive.
+    frame() {
+      if (this.raf) return;
+      this.raf = requestAnimationFrame(() => {
+        this.raf = 0;
+        const paused = !this.following && this.win !== 'custom';
+        const [min] = this.range();
+        const cap = 4 * this.maxPoints();
+        for (const c of this.charts.values()) {
+          if (!c.dirty) continue;
+          c.points.trim(this.following ? min - (c.points.interval || 0) : -Infinity, cap);
+          if (paused && c.u) continue; // paused: keep the picture, collect the data
+          c.draw();
+        }
+      });
+    }
+
+    addToLog(ms) {
+      for (const m of ms) {
+        if (this.logSeqs.has(m.seq)) continue;
+        this.logSeqs.add(m.seq);
+        this.log.push(m);
+      }
+      this.log.sort((a, b) => b.seq - a.seq);
+      while (this.log.length > LOG_ROWS) this.logSeqs.delete(this.log.pop().seq);
+      if (!this.logTimer) this.logTimer = setTimeout(() => { this.logTimer = 0; this.renderLog(); }, this.logBody.childElementCount ? LOG_RENDER_MS : 0);
+    }
+
+    renderLog() {
+      if (!this.following && this.win !== 'custom' && this.logBody.childElementCount) return;
+      this.logBody.replaceChildren(...this.log.map((m) => h('tr', { 'data-seq': m.seq },
+        h('td', { class: 'num', text: m.seq }),
+        h('td', { class: 'num', text: new Date(m.received).toLocaleTimeString(), title: new Date(m.received).toISOString() }),
+        h('td', { class: 'num hide-narrow', text: m.ts === m.received ? '' : new Date(m.ts).toLocaleString() }),
+        h('td', { class: 'payload', text: (m.kind === 'status' ? 'status ' : '') + (m.encoding === 'json' ? JSON.stringify(m.payload) : m.payload + ' (base64)') + (m.flags ? ' [' + m.flags.join(', ') + ']' : '') }))));
+    }
+
+    // snapshot is for tests and the curious: what the page holds right now.
+    snapshot() {
+      const charts = {};
+      for (const [m, c] of this.charts) charts[m] = { xs: c.points.xs.slice(), ys: c.points.ys.slice(), ns: c.points.ns.slice(), drawn: !!c.u };
+      return { device: this.id, seq: this.feed ? this.feed.seq : null, live: !!(this.feed && this.feed.ws && !this.feed.replaying), charts, log: this.log.map((m) => m.seq) };
+    }
+
+    destroy() {
+      this.loadGen++;
+      if (this.feed) this.feed.stop();
+      if (this.abort) this.abort.abort();
+      clearTimeout(this.retryTimer);
+      clearTimeout(this.reloadTimer);
+      clearTimeout(this.logTimer);
+      clearInterval(this.slide);
+      cancelAnimationFrame(this.raf);
+      this.resizer.disconnect();
+      this.scheme.removeEventListener('change', this.onScheme);
+      for (const c of this.charts.values()) c.destroy();
+    }
+  }
+
+  // ---- routing ------------------------------------------------------------
+
+  let current = null;
+  function route() {
+    if (current) current.destroy();
+    const hash = location.hash.slice(1) || '/';
+    const at = hash.indexOf('?');
+    const path = at < 0 ? hash : hash.slice(0, at);
+    const params = new URLSearchParams(at < 0 ? '' : hash.slice(at + 1));
+    const root = document.getElementById('view');
+    root.replaceChildren();
+    const m = path.match(/^\/device\/(.+)$/);
+    current = m ? new DeviceView(root, decodeURIComponent(m[1]), params) : new ListView(root, params);
+  }
+  window.addEventListener('hashchange', route);
+  route();
+
+  window.telehub = { get view() { return current; } };
+})();
