@@ -16,4 +16,8 @@ var (
 	ErrQueueFull = errors.New("queue full")
 	// ErrClosed means the component has been closed and takes no more work.
 	ErrClosed = errors.New("closed")
+	// ErrUnauthorized means a credential or token is missing, unknown or revoked.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden means the credential is valid but does not allow the action.
+	ErrForbidden = errors.New("forbidden")
 )

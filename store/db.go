@@ -57,6 +57,9 @@ type DB struct {
 
 	write *sql.DB
 	read  *sql.DB
+	// admin writes the rare rows outside the message path (credentials and
+	// tokens): the Writer holds the write pool's one connection.
+	admin *sql.DB
 }
 
 // NewDB returns a DB for path with every field at its default.
@@ -151,6 +154,11 @@ func (db *DB) Open() (err error) {
 	if err := db.read.Ping(); err != nil {
 		return fmt.Errorf("open db %s: %w", db.Path, err)
 	}
+	if db.admin, err = sql.Open("sqlite", db.dsn(false)); err != nil {
+		return fmt.Errorf("open db %s: %w", db.Path, err)
+	}
+	db.admin.SetMaxOpenConns(1)
+	db.admin.SetConnMaxIdleTime(time.Minute)
 	return nil
 }
 
@@ -246,11 +254,11 @@ func (db *DB) migrateFile(name string) error {
 	return tx.Commit()
 }
 
-// Close closes both connection pools. It is safe after a failed Open and
+// Close closes the connection pools. It is safe after a failed Open and
 // returns the first error.
 func (db *DB) Close() error {
 	var first error
-	for _, c := range []*sql.DB{db.read, db.write} {
+	for _, c := range []*sql.DB{db.read, db.write, db.admin} {
 		if c == nil {
 			continue
 		}
@@ -258,7 +266,7 @@ func (db *DB) Close() error {
 			first = err
 		}
 	}
-	db.read, db.write = nil, nil
+	db.read, db.write, db.admin = nil, nil, nil
 	return first
 }
 
