@@ -1,6 +1,9 @@
 package devices
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Reason names why a message was not stored, for counters and logs.
 type Reason string
@@ -17,10 +20,47 @@ const (
 	ReasonStoreError Reason = "store_error"
 	// ReasonShuttingDown: the hub was stopping; QoS 1 and 2 are not acknowledged and will be resent.
 	ReasonShuttingDown Reason = "shutting_down"
+	// ReasonNotAuthorized: the device may not publish to that topic.
+	ReasonNotAuthorized Reason = "not_authorized"
+	// ReasonRateLimited: the device published faster than its allowed rate.
+	ReasonRateLimited Reason = "rate_limited"
+	// ReasonReservedTopic: a client published to a topic starting with '$'
+	// ($SYS and the like), which belong to the broker.
+	ReasonReservedTopic Reason = "reserved_topic"
 )
 
 // Reasons lists every Reason, for exporting counters.
-var Reasons = []Reason{ReasonTooLarge, ReasonInvalidTopic, ReasonQueueFull, ReasonStoreError, ReasonShuttingDown}
+var Reasons = []Reason{ReasonTooLarge, ReasonInvalidTopic, ReasonQueueFull, ReasonStoreError, ReasonShuttingDown,
+	ReasonNotAuthorized, ReasonRateLimited, ReasonReservedTopic}
+
+// Refusal names why a connection or request was turned away.
+type Refusal string
+
+// Refusals of connections and requests.
+const (
+	// RefusedBadCredentials: an MQTT client without valid credentials.
+	RefusedBadCredentials Refusal = "mqtt_bad_credentials"
+	// RefusedTooManyConnections: the broker was at its connection limit.
+	RefusedTooManyConnections Refusal = "mqtt_too_many_connections"
+	// RefusedSubscribe: a device subscribed to a topic it may not read.
+	RefusedSubscribe Refusal = "mqtt_subscribe_not_authorized"
+	// RefusedHTTPUnauthorized: an API request without a valid token.
+	RefusedHTTPUnauthorized Refusal = "http_unauthorized"
+	// RefusedHTTPForbidden: an API request whose token lacks the scope.
+	RefusedHTTPForbidden Refusal = "http_forbidden"
+	// RefusedWSOrigin: a WebSocket handshake from a foreign origin.
+	RefusedWSOrigin Refusal = "ws_origin"
+	// RefusedWSTooMany: a WebSocket handshake beyond the client limit.
+	RefusedWSTooMany Refusal = "ws_too_many_clients"
+)
+
+// Refusals lists every Refusal, for exporting counters.
+var Refusals = []Refusal{RefusedBadCredentials, RefusedTooManyConnections, RefusedSubscribe,
+	RefusedHTTPUnauthorized, RefusedHTTPForbidden, RefusedWSOrigin, RefusedWSTooMany}
+
+// maxDeniedDevices bounds the per-device count of unauthorised publishes, so
+// that a flood of made-up ids cannot grow it without limit.
+const maxDeniedDevices = 1000
 
 // Stats counts what ingestion saw. Its methods are safe for concurrent use;
 // the zero value is ready.
@@ -28,7 +68,11 @@ type Stats struct {
 	received atomic.Int64
 	stored   atomic.Int64
 	flagged  atomic.Int64
-	rejected [5]atomic.Int64 // indexed like Reasons
+	rejected [8]atomic.Int64 // indexed like Reasons
+	refused  [7]atomic.Int64 // indexed like Refusals
+
+	mu     sync.Mutex
+	denied map[string]int64 // unauthorised publishes by authenticated device
 }
 
 // Received counts a publish taken from MQTT on a scheme topic.
@@ -50,24 +94,66 @@ func (s *Stats) Rejected(r Reason) {
 	}
 }
 
+// Denied counts a publish refused as not authorised, by the device that
+// tried it ("" when it was not authenticated), besides Rejected.
+func (s *Stats) Denied(device string) {
+	s.Rejected(ReasonNotAuthorized)
+	if device == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.denied == nil {
+		s.denied = make(map[string]int64)
+	}
+	if _, ok := s.denied[device]; ok || len(s.denied) < maxDeniedDevices {
+		s.denied[device]++
+	}
+}
+
+// Refused counts a connection or request turned away, by reason.
+func (s *Stats) Refused(r Refusal) {
+	for i, x := range Refusals {
+		if x == r {
+			s.refused[i].Add(1)
+			return
+		}
+	}
+}
+
 // Snapshot is a copy of the counters.
 type Snapshot struct {
 	Received int64            `json:"received"`
 	Stored   int64            `json:"stored"`
 	Flagged  int64            `json:"flagged"`
 	Rejected map[Reason]int64 `json:"rejected"`
+	// Refused counts connections and requests turned away.
+	Refused map[Refusal]int64 `json:"refused"`
+	// DeniedByDevice counts unauthorised publishes per authenticated
+	// device (at most 1,000 devices are tracked).
+	DeniedByDevice map[string]int64 `json:"denied_by_device"`
 }
 
 // Snapshot returns the current counters.
 func (s *Stats) Snapshot() Snapshot {
 	out := Snapshot{
-		Received: s.received.Load(),
-		Stored:   s.stored.Load(),
-		Flagged:  s.flagged.Load(),
-		Rejected: make(map[Reason]int64, len(Reasons)),
+		Received:       s.received.Load(),
+		Stored:         s.stored.Load(),
+		Flagged:        s.flagged.Load(),
+		Rejected:       make(map[Reason]int64, len(Reasons)),
+		Refused:        make(map[Refusal]int64, len(Refusals)),
+		DeniedByDevice: map[string]int64{},
 	}
 	for i, r := range Reasons {
 		out.Rejected[r] = s.rejected[i].Load()
 	}
+	for i, r := range Refusals {
+		out.Refused[r] = s.refused[i].Load()
+	}
+	s.mu.Lock()
+	for d, n := range s.denied {
+		out.DeniedByDevice[d] = n
+	}
+	s.mu.Unlock()
 	return out
 }

@@ -11,6 +11,7 @@ var (
 	descStored   = prometheus.NewDesc("telehub_messages_stored_total", "Messages committed to the database.", nil, nil)
 	descFlagged  = prometheus.NewDesc("telehub_messages_flagged_total", "Stored messages whose payload the decoder flagged (not JSON, bad ts, ...).", nil, nil)
 	descRejected = prometheus.NewDesc("telehub_messages_rejected_total", "Messages not stored, by reason.", []string{"reason"}, nil)
+	descRefused  = prometheus.NewDesc("telehub_refused_total", "Connections and requests turned away (credentials, limits, origin), by reason.", []string{"reason"}, nil)
 	descQueue    = prometheus.NewDesc("telehub_ingest_queue_length", "Messages waiting for the writer.", nil, nil)
 	descCommit   = prometheus.NewDesc("telehub_last_commit_seconds", "Duration of the latest commit.", nil, nil)
 	descSeq      = prometheus.NewDesc("telehub_last_seq", "Highest committed sequence number.", nil, nil)
@@ -22,7 +23,7 @@ var (
 type hubCollector struct{ m *Main }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descQueue, descCommit, descSeq, descClients, descWS} {
+	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS} {
 		ch <- d
 	}
 }
@@ -38,6 +39,9 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFlagged, prometheus.CounterValue, float64(s.Flagged))
 	for _, r := range devices.Reasons {
 		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(s.Rejected[r]), string(r))
+	}
+	for _, r := range devices.Refusals {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(s.Refused[r]), string(r))
 	}
 	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(m.Writer.QueueLen()))
 	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, m.Writer.LastCommit().Seconds())

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/telehub/telehub/devices"
@@ -43,6 +43,26 @@ type Broker struct {
 	AckTimeout time.Duration
 	// Stats counts received and refused messages. Optional.
 	Stats *devices.Stats
+
+	// Auth checks device tokens. Nil: no device credentials exist, and
+	// RequireAuth must be false.
+	Auth DeviceAuthenticator
+	// RequireAuth refuses clients that do not authenticate as a device. Off,
+	// clients without credentials connect anonymously (for loopback use);
+	// credentials that are presented must hold either way.
+	RequireAuth bool
+	// TLSAddr, when set, adds a listener speaking MQTT over TLS with
+	// TLSConfig (which must hold a certificate). Where TLSConfig asks for
+	// client certificates (ClientCAs and ClientAuth), a verified
+	// certificate authenticates the device named by its common name.
+	TLSAddr   string
+	TLSConfig *tls.Config
+	// MaxConnections caps connected clients; 0 means no limit.
+	MaxConnections int
+	// DeviceRate limits each device to this many publishes per second on
+	// average, with bursts of DeviceBurst; 0 means no limit.
+	DeviceRate  float64
+	DeviceBurst int
 	// Options are mochi's server options; nil means Telehub's defaults.
 	// Capabilities.MaximumPacketSize is always set from MaxPayload.
 	Options *mqtt.Options
@@ -53,7 +73,9 @@ type Broker struct {
 	hook   *hook
 	acks   *acker
 	cancel context.CancelFunc // stops the acker
+	auth   *authHook
 	ln     *listeners.TCP
+	tlsLn  *listeners.TCP
 	closed sync.Once
 }
 
@@ -113,13 +135,29 @@ func (b *Broker) Open() error {
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}
-	// Anonymous access: the listener is loopback unless configured otherwise.
-	if err := b.server.AddHook(new(auth.AllowHook), nil); err != nil {
+	if b.RequireAuth && b.Auth == nil {
+		return errors.New("open broker: authentication required but no credential store given")
+	}
+	burst := float64(b.DeviceBurst)
+	if burst < 1 {
+		burst = max(1, b.DeviceRate)
+	}
+	b.auth = &authHook{broker: b, limiter: rateLimiter{rate: b.DeviceRate, burst: burst}, throttle: devices.Throttle{Interval: time.Minute}}
+	if err := b.server.AddHook(b.auth, nil); err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}
 	b.ln = listeners.NewTCP(listeners.Config{ID: "mqtt", Address: b.Addr})
 	if err := b.server.AddListener(b.ln); err != nil {
 		return fmt.Errorf("open broker: listen %s: %w", b.Addr, err)
+	}
+	if b.TLSAddr != "" {
+		if b.TLSConfig == nil || (len(b.TLSConfig.Certificates) == 0 && b.TLSConfig.GetCertificate == nil) {
+			return errors.New("open broker: TLS listener needs a certificate")
+		}
+		b.tlsLn = listeners.NewTCP(listeners.Config{ID: "mqtts", Address: b.TLSAddr, TLSConfig: b.TLSConfig})
+		if err := b.server.AddListener(b.tlsLn); err != nil {
+			return fmt.Errorf("open broker: listen %s: %w", b.TLSAddr, err)
+		}
 	}
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("open broker: %w", err)
@@ -141,6 +179,23 @@ func (b *Broker) ListenAddr() string {
 		return ""
 	}
 	return b.ln.Address()
+}
+
+// TLSListenAddr returns the TLS listener's address, or "" without one.
+func (b *Broker) TLSListenAddr() string {
+	if b.tlsLn == nil {
+		return ""
+	}
+	return b.tlsLn.Address()
+}
+
+// DisconnectDevice ends every connection authenticated as device (after its
+// credential was revoked) and returns how many there were.
+func (b *Broker) DisconnectDevice(device string) int {
+	if b.auth == nil {
+		return 0
+	}
+	return b.auth.disconnect(device)
 }
 
 // URL returns the broker's address as an MQTT URL (tcp://host:port).

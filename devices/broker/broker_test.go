@@ -233,6 +233,17 @@ type v5Client struct {
 
 func dialV5(tb testing.TB, addr string) *v5Client {
 	tb.Helper()
+	c, code := dialV5As(tb, addr, "v5-test", "", "")
+	if code != 0 {
+		tb.Fatalf("CONNACK reason %#x", code)
+	}
+	return c
+}
+
+// dialV5As connects with a username and password (empty: none) and returns
+// the client and the CONNACK reason code.
+func dialV5As(tb testing.TB, addr, id, user, pass string) (*v5Client, byte) {
+	tb.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
@@ -242,13 +253,33 @@ func dialV5(tb testing.TB, addr string) *v5Client {
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
 		ProtocolVersion: 5,
-		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: "v5-test", Keepalive: 30},
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, ClientIdentifier: id, Keepalive: 30,
+			UsernameFlag: user != "", Username: []byte(user), PasswordFlag: pass != "", Password: []byte(pass)},
 	}
 	c.send(tb, &pk, pk.ConnectEncode)
-	if ack := c.read(tb); ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
-		tb.Fatalf("CONNACK=%+v", ack)
+	ack := c.read(tb)
+	if ack.FixedHeader.Type != packets.Connack {
+		tb.Fatalf("got %+v, want CONNACK", ack.FixedHeader)
 	}
-	return c
+	return c, ack.ReasonCode
+}
+
+// subscribe sends one SUBSCRIBE and returns the SUBACK reason code.
+func (c *v5Client) subscribe(tb testing.TB, filter string) byte {
+	tb.Helper()
+	c.id++
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		ProtocolVersion: 5,
+		PacketID:        c.id,
+		Filters:         packets.Subscriptions{{Filter: filter, Qos: 1}},
+	}
+	c.send(tb, &pk, pk.SubscribeEncode)
+	ack := c.read(tb)
+	if ack.FixedHeader.Type != packets.Suback || len(ack.ReasonCodes) != 1 {
+		tb.Fatalf("got %+v, want SUBACK", ack)
+	}
+	return ack.ReasonCodes[0]
 }
 
 func (c *v5Client) send(tb testing.TB, pk *packets.Packet, encode func(*bytes.Buffer) error) {
@@ -287,6 +318,10 @@ func (c *v5Client) read(tb testing.TB) packets.Packet {
 		err = pk.ConnackDecode(body)
 	case packets.Puback:
 		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
 	case packets.Disconnect:
 		err = pk.DisconnectDecode(body)
 	}

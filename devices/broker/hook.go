@@ -69,13 +69,32 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil // a committed message being forwarded by ack
 	}
 	b := h.broker
-	device, kind, ours, err := b.Scheme.ParseTopic(pk.TopicName)
+	self := b.auth.device(cl) // "" for an anonymous client
+	var device string
+	var kind devices.Kind
+	var ours bool
+	var err error
+	if pk.TopicName == meTelemetryTopic {
+		device, kind, ours = self, devices.KindTelemetry, true
+	} else {
+		device, kind, ours, err = b.Scheme.ParseTopic(pk.TopicName)
+	}
 	if !ours {
 		return pk, nil // not a device topic: plain broker traffic, not stored
 	}
 	b.Stats.Received()
 	if err != nil {
 		return pk, h.refuse(cl, pk, device, devices.ReasonInvalidTopic, packets.ErrTopicNameInvalid, err.Error())
+	}
+	if device == "" || (self != "" && device != self) {
+		// OnACLCheck has already refused another device's topic; this
+		// catches the "me" topic without authentication (and a topic
+		// reached through an alias).
+		b.Stats.Denied(self)
+		return pk, h.refuse(cl, pk, device, "", packets.ErrNotAuthorized, "publish to "+pk.TopicName+" needs the device's credentials")
+	}
+	if !b.auth.limiter.allow(device, time.Now()) {
+		return pk, h.refuse(cl, pk, device, devices.ReasonRateLimited, packets.ErrMessageRateTooHigh, "device over its message rate")
 	}
 	if len(pk.Payload) > b.MaxPayload {
 		return pk, h.refuse(cl, pk, device, devices.ReasonTooLarge, packets.ErrQuotaExceeded, "payload exceeds the size limit")
@@ -149,8 +168,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // negative PUBACK, so the publish is acknowledged and discarded, the choice
 // [MQTT-3.3.5-2] allows, rather than closing the connection and making the
 // device resend the same message forever.
+//
+// reason "" means the caller counted the refusal already.
 func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, device string, reason devices.Reason, code packets.Code, detail string) error {
-	h.broker.Stats.Rejected(reason)
+	if reason != "" {
+		h.broker.Stats.Rejected(reason)
+	} else {
+		reason = devices.ReasonNotAuthorized
+	}
 	h.logRefusal(device+"|"+pk.TopicName, reason, detail)
 	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
 		return packets.Code{Code: code.Code, Reason: detail}

@@ -7,10 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"syscall"
+
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// mochiHandler wraps the slog handler given to mochi and demotes two kinds
-// of record to DEBUG: mochi logs every hook error at ERROR with the whole
+// mochiHandler wraps the slog handler given to mochi. It never lets a
+// packet reach the log whole (a CONNECT holds the password or token, a
+// PUBLISH the device's data): packets are logged as type, topic and id. And
+// it demotes two kinds of record to DEBUG: mochi logs every hook error at ERROR with the whole
 // packet (the hook refuses publishes on purpose and logs them itself,
 // throttled per device), and every closed connection (EOF, reset, or closed
 // by the broker at shutdown) as a WARN with an empty message.
@@ -23,7 +27,20 @@ func (h mochiHandler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		r.Level = slog.LevelDebug
 	}
-	return h.Handler.Handle(ctx, r)
+	return h.Handler.Handle(ctx, scrub(r))
+}
+
+// scrub returns r with every packets.Packet attribute reduced to a summary.
+func scrub(r slog.Record) slog.Record {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if pk, ok := a.Value.Any().(packets.Packet); ok {
+			a = slog.Group(a.Key, "type", packets.PacketNames[pk.FixedHeader.Type], "topic", pk.TopicName, "id", pk.PacketID)
+		}
+		out.AddAttrs(a)
+		return true
+	})
+	return out
 }
 
 func isDisconnectWarning(r slog.Record) bool {

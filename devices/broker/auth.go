@@ -1,0 +1,276 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// DeviceAuthenticator returns the device a token belongs to, or an error
+// wrapping devices.ErrUnauthorized. store.Credentials implements it.
+type DeviceAuthenticator interface {
+	AuthenticateDevice(ctx context.Context, token string) (string, error)
+}
+
+// ThingsBoard-style topic: a device authenticated by its token publishes
+// telemetry here without naming itself.
+const meTelemetryTopic = "v1/devices/me/telemetry"
+
+// authHook decides who connects and what each client may publish and
+// subscribe to. Deny by default: a client that authenticated as a device may
+// publish only to that device's topics and subscribe only to its command
+// topics (devices/{id}/commands/...). Anonymous clients exist only where
+// RequireAuth is off (the loopback default); they may use any topic but '$'
+// ones, like a plain broker.
+//
+// mochi's own auth ledger is not used: it keeps passwords in clear, treats
+// an empty or "*" rule as matching anything and allows what no rule matches.
+type authHook struct {
+	mqtt.HookBase
+	broker *Broker
+
+	ids      sync.Map // *mqtt.Client -> device id, for authenticated clients
+	limiter  rateLimiter
+	throttle devices.Throttle
+}
+
+func (h *authHook) ID() string { return "telehub-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPacketRead}, []byte{b})
+}
+
+// device returns the device cl authenticated as, or "".
+func (h *authHook) device(cl *mqtt.Client) string {
+	if v, ok := h.ids.Load(cl); ok {
+		return v.(string)
+	}
+	return ""
+}
+
+// OnConnect enforces MaxConnections with the right CONNACK (server busy,
+// or server unavailable before MQTT 5) and counts the refusal.
+func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	b := h.broker
+	if b.MaxConnections > 0 && b.Clients() >= b.MaxConnections {
+		b.Stats.Refused(devices.RefusedTooManyConnections)
+		h.log("too_many_connections", "connection refused: at the connection limit", "remote", cl.Net.Remote)
+		code := packets.ErrServerBusy
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.ErrServerUnavailable
+		}
+		b.server.SendConnack(cl, code, false, nil)
+		return code
+	}
+	return nil
+}
+
+// OnConnectAuthenticate accepts, in this order: a verified client
+// certificate (its common name is the device id); a device token as the
+// password (the username, if any, must be that device's id); a device
+// token as the username (ThingsBoard style). Credentials that do not check
+// out are refused even where anonymous access is allowed.
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	b := h.broker
+	device, presented, err := h.authenticate(cl, pk)
+	switch {
+	case err != nil:
+		b.Stats.Refused(devices.RefusedBadCredentials)
+		// The username may be a token: never log it.
+		h.log("bad_credentials", "connection refused: "+err.Error(), "remote", cl.Net.Remote, "client", cl.ID)
+		return false
+	case device != "" && pk.Connect.WillFlag && !h.mayPublish(device, pk.Connect.WillTopic):
+		// The broker publishes the will itself, past OnACLCheck: check it now.
+		b.Stats.Refused(devices.RefusedBadCredentials)
+		h.log("will|"+device, "connection refused: last will on another device's topic", "device", device, "topic", pk.Connect.WillTopic)
+		return false
+	case device != "":
+		h.ids.Store(cl, device)
+		return true
+	case presented || b.RequireAuth:
+		b.Stats.Refused(devices.RefusedBadCredentials)
+		h.log("bad_credentials", "connection refused: no device credentials", "remote", cl.Net.Remote, "client", cl.ID)
+		return false
+	}
+	return true // anonymous, allowed
+}
+
+var errBadToken = errors.New("unknown or revoked device token")
+
+// authenticate returns the device cl proves to be, whether it presented
+// credentials at all, and an error for credentials that do not hold.
+func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) (device string, presented bool, err error) {
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		if len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
+			cn := st.PeerCertificates[0].Subject.CommonName
+			if err := devices.ValidateDeviceID(cn); err != nil {
+				return "", true, errors.New("client certificate common name is not a valid device id")
+			}
+			if user := string(pk.Connect.Username); user != "" && user != cn {
+				return "", true, errors.New("username differs from the client certificate's device")
+			}
+			return cn, true, nil
+		}
+	}
+	user, pass := string(pk.Connect.Username), string(pk.Connect.Password)
+	token := pass
+	if token == "" {
+		token = user
+		user = ""
+	}
+	if token == "" {
+		return "", false, nil
+	}
+	if h.broker.Auth == nil {
+		return "", true, errors.New("device credentials are not configured")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	device, err = h.broker.Auth.AuthenticateDevice(ctx, token)
+	if errors.Is(err, devices.ErrUnauthorized) {
+		return "", true, errBadToken
+	} else if err != nil {
+		return "", true, errors.New("credential lookup failed")
+	}
+	if user != "" && user != device {
+		return "", true, errors.New("username is not the token's device")
+	}
+	return device, true, nil
+}
+
+// OnACLCheck allows an authenticated device its own topics only; anonymous
+// clients (where allowed) everything.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	device := h.device(cl)
+	if device == "" {
+		return !h.broker.RequireAuth
+	}
+	if write {
+		if h.mayPublish(device, topic) {
+			return true
+		}
+		h.broker.Stats.Received()
+		h.broker.Stats.Denied(device)
+		h.log("not_authorized|"+device, "publish refused: not the device's topic", "device", device, "topic", topic)
+		return false
+	}
+	if h.maySubscribe(device, topic) {
+		return true
+	}
+	h.broker.Stats.Refused(devices.RefusedSubscribe)
+	h.log("subscribe|"+device, "subscribe refused: not the device's command topic", "device", device, "filter", topic)
+	return false
+}
+
+func (h *authHook) mayPublish(device, topic string) bool {
+	if topic == meTelemetryTopic {
+		return true
+	}
+	d, _, ours, err := h.broker.Scheme.ParseTopic(topic)
+	return ours && err == nil && d == device
+}
+
+// maySubscribe allows filters within devices/{device}/commands/.
+func (h *authHook) maySubscribe(device, filter string) bool {
+	prefix := "devices/" + device + "/commands/"
+	return strings.HasPrefix(filter, prefix) && !strings.ContainsAny(filter[:len(prefix)], "+#")
+}
+
+func (h *authHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.ids.Delete(cl)
+}
+
+// OnPacketRead answers publishes to topics starting with '$' (reserved for
+// the broker, such as $SYS), which mochi would drop without a word: MQTT 5
+// clients get PUBACK/PUBREC "not authorised" (0x87), MQTT 3.1.1 clients a
+// plain acknowledgement ([MQTT-3.3.5-2]); the message is counted and dropped.
+func (h *authHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || !strings.HasPrefix(pk.TopicName, "$") || cl.Net.Inline {
+		return pk, nil
+	}
+	h.broker.Stats.Received()
+	h.broker.Stats.Rejected(devices.ReasonReservedTopic)
+	h.log("reserved|"+cl.ID, "publish refused: reserved topic", "client", cl.ID, "topic", pk.TopicName)
+	if pk.FixedHeader.Qos > 0 {
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+		if pk.FixedHeader.Qos == 2 {
+			ack.FixedHeader.Type = packets.Pubrec
+		}
+		if cl.Properties.ProtocolVersion == 5 {
+			ack.ReasonCode = packets.ErrNotAuthorized.Code
+			ack.Properties.ReasonString = "topics starting with $ are reserved for the broker"
+		}
+		cl.WritePacket(ack)
+	}
+	return pk, nil // mochi drops it: not a valid publish topic
+}
+
+func (h *authHook) log(key, msg string, args ...any) {
+	if ok, suppressed := h.throttle.Allow(key, time.Now()); ok {
+		h.broker.Logger.Warn(msg, append(args, "suppressed_since_last", suppressed)...)
+	}
+}
+
+// disconnect ends every connection authenticated as device and returns how
+// many there were.
+func (h *authHook) disconnect(device string) int {
+	n := 0
+	h.ids.Range(func(k, v any) bool {
+		if v.(string) == device {
+			cl := k.(*mqtt.Client)
+			h.broker.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+			h.ids.Delete(cl)
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// rateLimiter is a token bucket per device: rate messages per second with
+// bursts of up to burst. The zero value with rate 0 allows everything.
+type rateLimiter struct {
+	rate  float64
+	burst float64
+
+	mu      sync.Mutex
+	buckets map[string]*tokenBucket
+}
+
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (l *rateLimiter) allow(device string, now time.Time) bool {
+	if l.rate <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buckets == nil {
+		l.buckets = make(map[string]*tokenBucket)
+	}
+	b := l.buckets[device]
+	if b == nil {
+		b = &tokenBucket{tokens: l.burst, last: now}
+		l.buckets[device] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
