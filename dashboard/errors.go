@@ -31,6 +31,10 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		status, detail = fiber.StatusNotFound, err.Error()
 	case errors.Is(err, devices.ErrConflict):
 		status, detail = fiber.StatusConflict, err.Error()
+	case errors.Is(err, devices.ErrUnauthorized):
+		status, detail = fiber.StatusUnauthorized, strings.TrimPrefix(err.Error(), devices.ErrUnauthorized.Error()+": ")
+	case errors.Is(err, devices.ErrForbidden):
+		status, detail = fiber.StatusForbidden, strings.TrimPrefix(err.Error(), devices.ErrForbidden.Error()+": ")
 	case errors.As(err, &fe):
 		status, detail = fe.Code, fe.Message
 	default:

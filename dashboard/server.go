@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"crypto/tls"
 	"embed"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ const (
 	DefaultWSQueue        = 256
 	DefaultWSWriteTimeout = 10 * time.Second
 	DefaultReadTimeout    = 30 * time.Second
+	DefaultWSMaxClients   = 1000
 )
 
 // Server serves the REST API, the WebSocket feed and the UI. Build it with
@@ -60,12 +62,27 @@ type Server struct {
 	// WSWriteTimeout bounds one WebSocket write; a client that does not
 	// read for that long is disconnected. Default DefaultWSWriteTimeout.
 	WSWriteTimeout time.Duration
+	// WSMaxClients caps open WebSocket connections; more get 503. Default
+	// DefaultWSMaxClients.
+	WSMaxClients int
+	// Credentials checks API tokens and manages device credentials; nil
+	// disables both (and with APIToken empty, the API is open).
+	Credentials devices.CredentialService
+	// APIToken is an admin token from the configuration. With it, or with
+	// any token in Credentials, every API request needs a token.
+	APIToken string
+	// DisconnectDevice ends a device's MQTT connections after its credential
+	// is revoked or rotated; nil when the broker is external.
+	DisconnectDevice func(device string) int
+	// TLSConfig, when set, makes the server speak HTTPS.
+	TLSConfig *tls.Config
 	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
 	// to open the WebSocket besides the hub's own. Empty means same-origin only.
 	AllowedOrigins []string
 	// Logger defaults to slog.Default() with component=dashboard.
 	Logger *slog.Logger
 
+	auth   authState
 	app    *fiber.App
 	ln     net.Listener
 	ctx    context.Context
@@ -107,6 +124,9 @@ func (s *Server) Open() (err error) {
 	if s.WSWriteTimeout <= 0 {
 		s.WSWriteTimeout = DefaultWSWriteTimeout
 	}
+	if s.WSMaxClients <= 0 {
+		s.WSMaxClients = DefaultWSMaxClients
+	}
 	if s.Logger == nil {
 		s.Logger = slog.Default().With("component", "dashboard")
 	}
@@ -126,6 +146,9 @@ func (s *Server) Open() (err error) {
 	if s.ln, err = net.Listen("tcp", s.Addr); err != nil {
 		return fmt.Errorf("open http: listen %s: %w", s.Addr, err)
 	}
+	if s.TLSConfig != nil {
+		s.ln = tls.NewListener(s.ln, s.TLSConfig)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -137,14 +160,23 @@ func (s *Server) Open() (err error) {
 }
 
 func (s *Server) routes() {
-	s.app.Use(securityHeaders)
+	s.app.Use(s.securityHeaders)
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.handleReady)
 	if s.Metrics != nil {
-		s.app.Get("/metrics", adaptor.HTTPHandler(s.Metrics))
+		s.app.Get("/metrics", s.requireToken, adaptor.HTTPHandler(s.Metrics))
 	}
 	api := s.app.Group("/api/v1")
+	// Open to all: what the login page needs.
+	api.Get("/auth", s.handleAuthInfo)
+	api.Post("/login", s.handleLogin)
+	api.Post("/logout", s.handleLogout)
+	api.Use(s.requireToken)
 	api.Get("/devices", s.handleListDevices)
+	api.Post("/devices", s.handleAddCredential)
+	api.Get("/credentials", s.handleListCredentials)
+	api.Post("/devices/:id/token", s.handleRotateCredential)
+	api.Delete("/devices/:id/token", s.handleRevokeCredential)
 	api.Get("/devices/:id", s.handleGetDevice)
 	api.Get("/devices/:id/messages", s.handleListMessages)
 	api.Get("/devices/:id/series", s.handleSeries)
@@ -166,7 +198,10 @@ func (s *Server) routes() {
 	s.app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(sub), Index: "index.html"}))
 }
 
-func securityHeaders(c *fiber.Ctx) error {
+func (s *Server) securityHeaders(c *fiber.Ctx) error {
+	if s.TLSConfig != nil {
+		c.Set("Strict-Transport-Security", "max-age=31536000")
+	}
 	c.Set("X-Content-Type-Options", "nosniff")
 	c.Set("X-Frame-Options", "DENY")
 	c.Set("Referrer-Policy", "no-referrer")
@@ -202,8 +237,14 @@ func (s *Server) ListenAddr() string {
 	return s.ln.Addr().String()
 }
 
-// URL returns the server's base URL, e.g. http://127.0.0.1:8080.
-func (s *Server) URL() string { return "http://" + s.ListenAddr() }
+// URL returns the server's base URL, e.g. http://127.0.0.1:8080 (https
+// with TLSConfig).
+func (s *Server) URL() string {
+	if s.TLSConfig != nil {
+		return "https://" + s.ListenAddr()
+	}
+	return "http://" + s.ListenAddr()
+}
 
 // WSClients returns the number of open WebSocket connections.
 func (s *Server) WSClients() int {

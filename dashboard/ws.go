@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
@@ -47,7 +48,13 @@ func (s *Server) handleWSUpgrade(c *fiber.Ctx) error {
 		return fiber.NewError(fiber.StatusUpgradeRequired, "this endpoint speaks WebSocket")
 	}
 	if !s.originAllowed(c) {
+		s.Stats.Refused(devices.RefusedWSOrigin)
 		return fiber.NewError(fiber.StatusForbidden, "origin not allowed")
+	}
+	if s.WSClients() >= s.WSMaxClients {
+		s.Stats.Refused(devices.RefusedWSTooMany)
+		c.Set(fiber.HeaderRetryAfter, "5")
+		return fiber.NewError(fiber.StatusServiceUnavailable, "too many WebSocket clients; try again later")
 	}
 	var o wsOptions
 	if d := c.Query("device"); d != "" {
@@ -142,7 +149,12 @@ func (s *Server) serveWS(conn *websocket.Conn) {
 		defer close(readerDone)
 		defer cancel()
 		for {
-			if _, _, err := raw.ReadMessage(); err != nil {
+			typ, msg, err := raw.ReadMessage()
+			if err != nil {
+				return
+			}
+			if typ == websocket.TextMessage && !utf8.Valid(msg) { // RFC 6455 8.1
+				raw.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInvalidFramePayloadData, "text frame is not UTF-8"), time.Now().Add(time.Second))
 				return
 			}
 		}

@@ -96,6 +96,8 @@ type CredentialService interface {
 	RevokeToken(ctx context.Context, name string) error
 	// Tokens lists the API tokens.
 	Tokens(ctx context.Context) ([]APIToken, error)
+	// HasTokens reports whether any API token exists.
+	HasTokens(ctx context.Context) (bool, error)
 	// AuthenticateToken returns the API token a secret belongs to, or
 	// ErrUnauthorized.
 	AuthenticateToken(ctx context.Context, token string) (APIToken, error)

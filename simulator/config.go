@@ -48,6 +48,9 @@ type Config struct {
 	// Username and Password authenticate every device; TokenFile instead
 	// names a file with one token per line, used as each device's username.
 	Username, Password, TokenFile string
+	// Tokens, when set, are the tokens themselves (device i uses Tokens[i]);
+	// they take the place of TokenFile.
+	Tokens []string
 	// Seed makes a fleet's values reproducible. Default 1.
 	Seed int64
 	// Clean starts each session clean; false keeps the session on the broker
@@ -117,9 +120,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func (c *Config) deviceID(i int) string {
-	return fmt.Sprintf("%s-%04d", c.IDPrefix, i+1)
-}
+func (c *Config) deviceID(i int) string { return DeviceID(c.IDPrefix, i) }
+
+// DeviceID returns the id of device i (from 0) of a fleet: prefix-0001, ...
+func DeviceID(prefix string, i int) string { return fmt.Sprintf("%s-%04d", prefix, i+1) }
 
 // tlsConfig builds the TLS configuration from CA, Cert, Key and Insecure.
 func (c *Config) tlsConfig() (*tls.Config, error) {
@@ -147,6 +151,9 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 // tokens reads TokenFile: one token per line, blank lines and # comments
 // skipped. Device i uses token i (modulo the count).
 func (c *Config) tokens() ([]string, error) {
+	if len(c.Tokens) > 0 {
+		return c.Tokens, nil
+	}
 	if c.TokenFile == "" {
 		return nil, nil
 	}

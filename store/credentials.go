@@ -149,6 +149,13 @@ func (c *Credentials) Tokens(ctx context.Context) ([]devices.APIToken, error) {
 	return out, rows.Err()
 }
 
+// HasTokens implements devices.CredentialService.
+func (c *Credentials) HasTokens(ctx context.Context) (bool, error) {
+	var ok bool
+	err := c.db.read.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM api_tokens)`).Scan(&ok)
+	return ok, err
+}
+
 // AuthenticateToken implements devices.CredentialService.
 func (c *Credentials) AuthenticateToken(ctx context.Context, token string) (devices.APIToken, error) {
 	var t devices.APIToken

@@ -74,11 +74,17 @@ func TestCredentials_Devices(t *testing.T) {
 func TestCredentials_Tokens(t *testing.T) {
 	c := store.NewCredentials(MustOpenDB(t))
 	ctx := context.Background()
+	if has, err := c.HasTokens(ctx); has || err != nil {
+		t.Fatalf("HasTokens before any: %v, %v", has, err)
+	}
 	admin, err := c.AddToken(ctx, "ops", devices.ScopeAdmin)
 	if err != nil || !strings.HasPrefix(admin, devices.APITokenPrefix) {
 		t.Fatalf("add: %q, %v", admin, err)
 	}
 	read, _ := c.AddToken(ctx, "grafana", devices.ScopeRead)
+	if has, _ := c.HasTokens(ctx); !has {
+		t.Fatal("HasTokens false after adding two")
+	}
 	if tk, err := c.AuthenticateToken(ctx, read); err != nil || tk.Name != "grafana" || tk.Scope != devices.ScopeRead {
 		t.Fatalf("authenticate read: %+v, %v", tk, err)
 	}

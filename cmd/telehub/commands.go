@@ -8,7 +8,9 @@ import (
 	"io"
 	"reflect"
 	"strings"
+	"time"
 
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/store"
 )
 
@@ -21,6 +23,8 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 	switch args[0] {
 	case "backup":
 		return runBackup(ctx, args[1:], getenv, stdout, stderr)
+	case "device", "token":
+		return runCredentials(ctx, args[0], args[1:], getenv, stdout, stderr)
 	case "config":
 		if len(args) < 2 || args[1] != "check" {
 			fmt.Fprintln(stderr, "usage: telehub config check [flags]")
@@ -88,11 +92,135 @@ func runConfigCheck(args []string, getenv func(string) string, stdout, stderr io
 	v := reflect.ValueOf(cfg)
 	for i := 0; i < v.NumField(); i++ {
 		name, val := v.Type().Field(i).Name, fmt.Sprint(v.Field(i).Interface())
-		if strings.Contains(strings.ToLower(name), "password") && val != "" {
+		if lower := strings.ToLower(name); (strings.Contains(lower, "password") || strings.Contains(lower, "token")) && val != "" {
 			val = "(set, not shown)"
 		}
 		fmt.Fprintf(stdout, "%-16s %s\n", name, val)
 	}
 	fmt.Fprintln(stdout, "configuration is valid")
 	return 0
+}
+
+// runCredentials serves "telehub device ..." and "telehub token ...":
+// provisioning on the database, which works while the hub runs. A token is
+// printed once, on stdout alone, so that it can be captured by a script.
+func runCredentials(ctx context.Context, kind string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("telehub "+kind, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := "telehub.db"
+	if v := getenv(envName("db")); v != "" {
+		def = v
+	}
+	dbPath := fs.String("db", def, "the hub's database (env TELEHUB_DB)")
+	scope := fs.String("scope", "read", "token add: read (GET and the live feed) or admin (everything)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: telehub device add NAME       a device credential; prints its token
+       telehub device rotate NAME    a new token for NAME (the old one stops working)
+       telehub device revoke NAME    delete NAME's credential
+       telehub device list
+       telehub token add NAME [--scope read|admin]   an API token; prints it
+       telehub token revoke NAME
+       telehub token list
+
+Only hashes are stored: a token is shown once. A device connects to the
+embedded broker with its token as MQTT username (or its id as username and
+the token as password); --device-auth makes that required. API tokens go in
+"Authorization: Bearer TOKEN" or the dashboard's login page; once one exists,
+every API request needs one. Revoking through the CLI takes effect at the
+device's next connection; DELETE /api/v1/devices/NAME/token also disconnects
+it at once.`)
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 {
+		fs.Usage()
+		return 2
+	}
+	verb := args[0]
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	wantArgs := 1
+	if verb == "list" {
+		wantArgs = 0
+	}
+	if len(pos) != wantArgs {
+		fs.Usage()
+		return 2
+	}
+	db := store.NewDB(*dbPath)
+	if err := db.Open(); err != nil {
+		fmt.Fprintf(stderr, "telehub %s: %v\n", kind, err)
+		return 1
+	}
+	defer db.Close()
+	creds := store.NewCredentials(db)
+	var name string
+	if len(pos) > 0 {
+		name = pos[0]
+	}
+	var token string
+	switch kind + " " + verb {
+	case "device add":
+		token, err = creds.AddDevice(ctx, name)
+	case "device rotate":
+		token, err = creds.RotateDevice(ctx, name)
+	case "device revoke":
+		if err = creds.RevokeDevice(ctx, name); err == nil {
+			fmt.Fprintf(stderr, "revoked %s\n", name)
+		}
+	case "device list":
+		var list []devices.Credential
+		if list, err = creds.DeviceCredentials(ctx); err == nil {
+			for _, c := range list {
+				fmt.Fprintf(stdout, "%s\tcreated %s\n", c.Device, time.UnixMilli(c.Created).UTC().Format(time.RFC3339))
+			}
+		}
+	case "token add":
+		var sc devices.Scope
+		if sc, err = devices.ParseScope(*scope); err == nil {
+			token, err = creds.AddToken(ctx, name, sc)
+		}
+	case "token revoke":
+		if err = creds.RevokeToken(ctx, name); err == nil {
+			fmt.Fprintf(stderr, "revoked %s\n", name)
+		}
+	case "token list":
+		var list []devices.APIToken
+		if list, err = creds.Tokens(ctx); err == nil {
+			for _, t := range list {
+				fmt.Fprintf(stdout, "%s\t%s\tcreated %s\n", t.Name, t.Scope, time.UnixMilli(t.Created).UTC().Format(time.RFC3339))
+			}
+		}
+	default:
+		fs.Usage()
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "telehub %s %s: %v\n", kind, verb, err)
+		return 1
+	}
+	if token != "" {
+		fmt.Fprintln(stdout, token)
+	}
+	return 0
+}
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments ("device add kitchen --db x.db"), and returns those.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,21 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	Demo            int
+
+	// Security (docs/security.md).
+	DeviceAuth      bool
+	AllowAnonymous  bool
+	APIToken        string
+	MQTTSAddr       string
+	MQTTTLSCert     string
+	MQTTTLSKey      string
+	MQTTTLSClientCA string
+	HTTPTLSCert     string
+	HTTPTLSKey      string
+	MaxConnections  int
+	DeviceRate      float64
+	DeviceBurst     int
+	WSMaxClients    int
 }
 
 // envName returns the environment variable of a flag: --mqtt-url is TELEHUB_MQTT_URL.
@@ -67,6 +83,27 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 			def = n
 		}
 		fs.IntVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	boolean := func(p *bool, name string, usage string) {
+		def := false
+		if v := getenv(envName(name)); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want true or false", envName(name), v))
+			}
+			def = b
+		}
+		fs.BoolVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	float := func(p *float64, name string, def float64, usage string) {
+		if v := getenv(envName(name)); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: not a number", envName(name), v))
+			}
+			def = f
+		}
+		fs.Float64Var(p, name, def, usage+" (env "+envName(name)+")")
 	}
 	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
 		if v := getenv(envName(name)); v != "" {
@@ -97,11 +134,24 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	str(&c.AllowedOrigins, "allowed-origins", "", "comma-separated extra browser origins allowed to open the WebSocket")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	num(&c.Demo, "demo", 0, "run this many simulated devices inside the hub (thermostats, trackers and meters, one message a second each)")
+	boolean(&c.DeviceAuth, "device-auth", "require every MQTT client to authenticate as a device (telehub device add NAME); each may use only its own topics")
+	boolean(&c.AllowAnonymous, "allow-anonymous", "allow listening on a non-loopback address without authentication (not recommended)")
+	str(&c.APIToken, "api-token", "", "admin token for the REST API and WebSocket; with this or any token from 'telehub token add', every request needs one")
+	str(&c.MQTTSAddr, "mqtts", "127.0.0.1:8883", "MQTT over TLS listen address, used with --mqtt-tls-cert")
+	str(&c.MQTTTLSCert, "mqtt-tls-cert", "", "PEM certificate (chain) for MQTT over TLS; enables --mqtts")
+	str(&c.MQTTTLSKey, "mqtt-tls-key", "", "PEM private key for --mqtt-tls-cert")
+	str(&c.MQTTTLSClientCA, "mqtt-tls-client-ca", "", "PEM CA bundle: devices may authenticate on --mqtts with a client certificate whose common name is their id")
+	str(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate (chain): serve HTTPS instead of HTTP on --http")
+	str(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key for --http-tls-cert")
+	num(&c.MaxConnections, "max-connections", 10000, "most MQTT clients connected at once; 0 for no limit")
+	float(&c.DeviceRate, "device-rate", 0, "most publishes per second per device, on average (token bucket); 0 for no limit")
+	num(&c.DeviceBurst, "device-burst", 0, "publishes a device may send at once above --device-rate; default: one second's worth")
+	num(&c.WSMaxClients, "ws-max-clients", dashboard.DefaultWSMaxClients, "most WebSocket clients at once; more get 503")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
 
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: telehub [flags]\n       telehub backup [--db FILE] BACKUP\n       telehub config check [flags]\n\nTelehub stores MQTT telemetry in SQLite and streams it to a live dashboard.\nWith no flags it runs the embedded broker on %s, stores in ./telehub.db\nand serves http://%s/.\n\nFlags:\n", broker.DefaultAddr, dashboard.DefaultAddr)
+		fmt.Fprintf(fs.Output(), "Usage: telehub [flags]\n       telehub backup [--db FILE] BACKUP\n       telehub config check [flags]\n       telehub device add|rotate|revoke NAME | device list\n       telehub token add NAME [--scope read|admin] | token revoke NAME | token list\n\nTelehub stores MQTT telemetry in SQLite and streams it to a live dashboard.\nWith no flags it runs the embedded broker on %s, stores in ./telehub.db\nand serves http://%s/.\n\nFlags:\n", broker.DefaultAddr, dashboard.DefaultAddr)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -131,6 +181,24 @@ func (c Config) Validate() error {
 		return errors.New("--ws-queue must be positive")
 	case c.Demo < 0 || c.Demo > 10000:
 		return errors.New("--demo must be between 0 and 10000")
+	case c.MaxConnections < 0 || c.DeviceRate < 0 || c.DeviceBurst < 0 || c.WSMaxClients < 0:
+		return errors.New("--max-connections, --device-rate, --device-burst and --ws-max-clients must not be negative")
+	case (c.MQTTTLSCert == "") != (c.MQTTTLSKey == ""):
+		return errors.New("--mqtt-tls-cert and --mqtt-tls-key go together")
+	case (c.HTTPTLSCert == "") != (c.HTTPTLSKey == ""):
+		return errors.New("--http-tls-cert and --http-tls-key go together")
+	case c.MQTTTLSClientCA != "" && c.MQTTTLSCert == "":
+		return errors.New("--mqtt-tls-client-ca needs --mqtt-tls-cert")
+	case c.APIToken != "" && len(c.APIToken) < 16:
+		return errors.New("--api-token must be at least 16 characters (telehub token add makes strong ones)")
+	}
+	// Safe by default: anonymous MQTT only on loopback.
+	if c.MQTTURL == "" && !c.DeviceAuth && !c.AllowAnonymous {
+		for _, addr := range c.mqttAddrs() {
+			if !isLoopback(addr) {
+				return fmt.Errorf("refusing to run an open MQTT broker on %s: pass --device-auth and provision devices with 'telehub device add NAME', or pass --allow-anonymous to accept anyone", addr)
+			}
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -146,4 +214,28 @@ func (c Config) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// mqttAddrs returns the embedded broker's listen addresses.
+func (c Config) mqttAddrs() []string {
+	addrs := []string{c.MQTTAddr}
+	if c.MQTTTLSCert != "" {
+		addrs = append(addrs, c.MQTTSAddr)
+	}
+	return addrs
+}
+
+// isLoopback reports whether a listen address accepts connections only from
+// this machine: an IP in 127.0.0.0/8 or ::1, or "localhost". An empty host
+// (all interfaces) or any other name is not loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

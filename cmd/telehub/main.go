@@ -73,6 +73,7 @@ type Main struct {
 	DB         *store.DB
 	Writer     *store.Writer
 	Messages   *store.MessageService
+	Creds      *store.Credentials
 	Broker     *broker.Broker     // nil with an external broker
 	Subscriber *ingest.Subscriber // nil with the embedded broker
 	HTTP       *dashboard.Server
@@ -128,7 +129,11 @@ func (m *Main) Run() error {
 	}
 	m.Messages = store.NewMessageService(m.DB)
 	m.Messages.Writer = m.Writer
+	m.Creds = store.NewCredentials(m.DB)
 	m.Logger.Info("database open", "path", cfg.DB, "last_seq", m.Writer.LastSeq())
+	if err := m.checkHTTPExposure(); err != nil {
+		return err
+	}
 
 	if cfg.MQTTURL == "" {
 		m.Broker = broker.New(m.Writer)
@@ -136,11 +141,21 @@ func (m *Main) Run() error {
 		m.Broker.Scheme = scheme
 		m.Broker.MaxPayload = cfg.MaxPayload
 		m.Broker.Stats = m.Stats
+		m.Broker.Auth = m.Creds
+		m.Broker.RequireAuth = cfg.DeviceAuth
+		m.Broker.MaxConnections = cfg.MaxConnections
+		m.Broker.DeviceRate, m.Broker.DeviceBurst = cfg.DeviceRate, cfg.DeviceBurst
+		if cfg.MQTTTLSCert != "" {
+			if m.Broker.TLSConfig, err = mqttTLSConfig(cfg); err != nil {
+				return err
+			}
+			m.Broker.TLSAddr = cfg.MQTTSAddr
+		}
 		m.Broker.Logger = m.Logger.With("component", "broker")
 		if err := m.Broker.Open(); err != nil {
 			return err
 		}
-		m.Logger.Info("mqtt broker listening", "addr", m.Broker.ListenAddr())
+		m.Logger.Info("mqtt broker listening", "addr", m.Broker.ListenAddr(), "tls_addr", m.Broker.TLSListenAddr(), "device_auth", cfg.DeviceAuth)
 	} else {
 		m.Subscriber = ingest.New(cfg.MQTTURL, m.Writer)
 		m.Subscriber.ClientID = cfg.MQTTClientID
@@ -164,6 +179,17 @@ func (m *Main) Run() error {
 	m.HTTP.Metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 	m.HTTP.WSQueue = cfg.WSQueue
 	m.HTTP.WSWriteTimeout = cfg.WSWriteTimeout
+	m.HTTP.WSMaxClients = cfg.WSMaxClients
+	m.HTTP.Credentials = m.Creds
+	m.HTTP.APIToken = cfg.APIToken
+	if m.Broker != nil {
+		m.HTTP.DisconnectDevice = m.Broker.DisconnectDevice
+	}
+	if cfg.HTTPTLSCert != "" {
+		if m.HTTP.TLSConfig, err = httpTLSConfig(cfg); err != nil {
+			return err
+		}
+	}
 	if cfg.AllowedOrigins != "" {
 		m.HTTP.AllowedOrigins = strings.Split(cfg.AllowedOrigins, ",")
 	}
@@ -196,6 +222,14 @@ func (m *Main) startDemo(scheme *devices.Scheme) {
 		}
 		cfg := simulator.NewConfig()
 		cfg.Broker, cfg.Devices, cfg.Profile, cfg.IDPrefix, cfg.Scheme, cfg.Seed = broker, n, profile, "demo-"+profile, scheme, int64(i+1)
+		if m.Config.DeviceAuth {
+			tokens, err := m.demoTokens(cfg.IDPrefix, n)
+			if err != nil {
+				m.Logger.Error("demo devices not started: cannot provision their credentials", "error", err)
+				continue
+			}
+			cfg.Tokens = tokens
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
