@@ -432,3 +432,44 @@ func TestServer_OpenAPI(t *testing.T) {
 		t.Fatalf("only %d routes found: %v", len(routes), s.Routes())
 	}
 }
+
+// TestServer_WebSocketLimits: past WSMaxClients a handshake gets 503 (and
+// is counted); a text frame that is not UTF-8 closes the socket with 1007;
+// a frame over the read limit closes it too.
+func TestServer_WebSocketLimits(t *testing.T) {
+	var stats devices.Stats
+	s, _ := MustOpenServer(t, func(s *dashboard.Server) { s.WSMaxClients, s.Stats = 2, &stats })
+	a, _, err := dial(t, s, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dial(t, s, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, func() bool { return s.WSClients() == 2 })
+	if _, resp, err := dial(t, s, "", nil); err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("third client: %v, want 503", err)
+	}
+	if n := stats.Snapshot().Refused[devices.RefusedWSTooMany]; n != 1 {
+		t.Fatalf("refused %d, want 1", n)
+	}
+
+	a.WriteMessage(websocket.TextMessage, []byte{0xff, 0xfe})
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := a.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseInvalidFramePayloadData) {
+				t.Fatalf("after invalid UTF-8: %v, want close 1007", err)
+			}
+			break
+		}
+	}
+	checkFor(t, func() bool { return s.WSClients() == 1 })
+
+	b, _, err := dial(t, s, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("x", 64<<10)))
+	checkFor(t, func() bool { return s.WSClients() == 1 })
+}

@@ -322,3 +322,48 @@ func checkChart(st *pageState, metric string, ts, values []float64) error {
 	}
 	return nil
 }
+
+// TestBrowser_Login: with an API token configured, the dashboard asks for
+// it, keeps it only in the HttpOnly cookie, and then shows the devices.
+func TestBrowser_Login(t *testing.T) {
+	b := newBrowser(t)
+	m := MustRunMain(t, func(c *Config) { c.APIToken = "config-admin-token-0123456789" })
+	read, err := m.Creds.AddToken(context.Background(), "viewer", "read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, mqttConnect(t, m.Broker.URL(), "pub"), "porch", 1)
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`form.login #token`)),
+		chromedp.SendKeys(chromedp.CSS(`#token`), "tha_wrong"),
+		chromedp.Click(chromedp.CSS(`form.login button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`form.login [role=alert]`)),
+	)
+	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.getElementById('token').value = ''`)); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t,
+		chromedp.SendKeys(chromedp.CSS(`#token`), read),
+		chromedp.Click(chromedp.CSS(`form.login button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="porch"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#logout`)),
+	)
+	cookies, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.cookie`))
+	if err != nil || cookies != "" {
+		t.Fatalf("document.cookie = %q (%v): the token must not be readable by scripts", cookies, err)
+	}
+	b.screenshot(t, "dashboard-login-done")
+	// The failed login answered 401, which Chromium logs; that is expected.
+	b.mu.Lock()
+	var errs []string
+	for _, e := range b.errors {
+		if !strings.Contains(e, "401") {
+			errs = append(errs, e)
+		}
+	}
+	b.mu.Unlock()
+	if len(errs) > 0 {
+		t.Fatalf("page errors: %v", errs)
+	}
+}

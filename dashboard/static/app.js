@@ -38,6 +38,7 @@
 
   async function api(path, signal) {
     const r = await fetch(path, { headers: { Accept: 'application/json' }, signal });
+    if (r.status === 401) showLogin();
     if (!r.ok) {
       let detail = r.status + ' ' + r.statusText;
       try { const p = await r.json(); if (p.detail) detail = p.detail; } catch (_) { /* not problem+json */ }
@@ -793,10 +794,61 @@
     }
   }
 
+  // ---- login --------------------------------------------------------------
+
+  // LoginView asks for an API token. The hub checks it and keeps it in an
+  // HttpOnly cookie: this page never stores it.
+  class LoginView {
+    constructor(root) {
+      document.title = 'Log in · Telehub';
+      conn.set('offline', 'logged out');
+      const input = h('input', { type: 'password', id: 'token', autocomplete: 'off', required: true, placeholder: 'tha_…', 'aria-label': 'API token' });
+      const error = h('p', { class: 'notice error', role: 'alert', hidden: true });
+      const form = h('form', { class: 'login' },
+        h('h1', { text: 'Log in' }),
+        h('p', { class: 'muted', text: 'This hub requires an API token. Create one with: telehub token add NAME --scope read' }),
+        input, h('button', { type: 'submit', text: 'Log in' }), error);
+      form.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        try {
+          const r = await fetch('api/v1/login', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: input.value }) });
+          if (!r.ok) throw new Error(r.status === 401 ? 'That token is unknown or revoked.' : 'Login failed (' + r.status + ').');
+          input.value = '';
+          loginShown = false;
+          start();
+        } catch (e) {
+          error.textContent = e.message;
+          error.hidden = false;
+        }
+      });
+      root.append(form);
+      input.focus();
+    }
+
+    destroy() {}
+  }
+
+  let loginShown = false;
+  function showLogin() {
+    if (loginShown) return;
+    loginShown = true;
+    document.getElementById('logout').hidden = true;
+    if (current) current.destroy();
+    const root = document.getElementById('view');
+    root.replaceChildren();
+    current = new LoginView(root);
+  }
+
+  async function logout() {
+    await fetch('api/v1/logout', { method: 'POST' });
+    showLogin();
+  }
+
   // ---- routing ------------------------------------------------------------
 
   let current = null;
   function route() {
+    if (loginShown) return;
     if (current) current.destroy();
     const hash = location.hash.slice(1) || '/';
     const at = hash.indexOf('?');
@@ -807,8 +859,22 @@
     const m = path.match(/^\/device\/(.+)$/);
     current = m ? new DeviceView(root, decodeURIComponent(m[1]), params) : new ListView(root, params);
   }
+
+  // start asks the hub whether a token is needed, then shows the login
+  // page or the view the URL names.
+  async function start() {
+    const out = document.getElementById('logout');
+    try {
+      const a = await api('api/v1/auth');
+      out.hidden = !(a.required && a.authenticated);
+      if (a.required && !a.authenticated) { showLogin(); return; }
+    } catch (_) { /* the views show the hub as unreachable and retry */ }
+    route();
+  }
+
+  document.getElementById('logout').addEventListener('click', logout);
   window.addEventListener('hashchange', route);
-  route();
+  start();
 
   window.telehub = { get view() { return current; } };
 })();
