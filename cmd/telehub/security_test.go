@@ -296,10 +296,10 @@ func getJSONAuth(tb testing.TB, url, token string, v any) {
 // testPKI is a throwaway CA with a server certificate for 127.0.0.1 and a
 // client certificate, written as PEM files.
 type testPKI struct {
-	dir                      string
+	dir                       string
 	caFile, certFile, keyFile string
-	pool                     *x509.CertPool
-	client                   tls.Certificate
+	pool                      *x509.CertPool
+	client                    tls.Certificate
 }
 
 func newTestPKI(t *testing.T, clientCN string) *testPKI {
