@@ -49,6 +49,8 @@ type Server struct {
 	Feed *devices.Feed
 	// Deleter removes devices and messages; nil disables the DELETE routes.
 	Deleter devices.DataDeleter
+	// Retention reads and sets per-device retention; nil disables those routes.
+	Retention RetentionService
 	// Stats are ingestion counters shown by /api/v1/stats. Optional.
 	Stats *devices.Stats
 	// Ready reports whether the hub can take and store messages; nil means
@@ -182,6 +184,9 @@ func (s *Server) routes() {
 	api.Get("/devices/:id/series", s.handleSeries)
 	api.Delete("/devices/:id", s.handleDeleteDevice)
 	api.Delete("/devices/:id/messages", s.handleDeleteMessages)
+	api.Get("/devices/:id/retention", s.handleGetRetention)
+	api.Put("/devices/:id/retention", s.handleSetRetention)
+	api.Delete("/devices/:id/retention", s.handleClearRetention)
 	api.Get("/devices/:id/latest", s.handleLatest)
 	api.Get("/devices/:id/keys", s.handleDeviceKeys)
 	api.Get("/metrics/keys", s.handleKeys)

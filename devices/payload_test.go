@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/telehub/telehub/devices"
 )
@@ -154,4 +155,17 @@ func FuzzDecodePayload(f *testing.F) {
 			t.Fatalf("AppendJSON gave invalid JSON for %q: %s", payload, out)
 		}
 	})
+}
+
+func TestParseRetention(t *testing.T) {
+	for in, want := range map[string]time.Duration{"0": 0, "30d": 30 * 24 * time.Hour, "2w": 14 * 24 * time.Hour, "36h": 36 * time.Hour, "1.5d": 36 * time.Hour} {
+		if got, err := devices.ParseRetention(in); err != nil || got != want {
+			t.Errorf("%q: %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-1d", "-5h", "30", "d"} {
+		if _, err := devices.ParseRetention(in); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
 }

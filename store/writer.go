@@ -22,6 +22,8 @@ const (
 	DefaultQueueSize      = 16384
 	DefaultFlushInterval  = time.Second
 	DefaultRollupInterval = 5 * time.Second
+	// DefaultRetentionInterval is how often retention runs.
+	DefaultRetentionInterval = time.Minute
 )
 
 // rowsPerInsert is how many rows one INSERT statement carries. Multi-row
@@ -69,6 +71,17 @@ type Writer struct {
 	OnCommit func([]devices.Message)
 	// Stats counts stored messages. Optional.
 	Stats *devices.Stats
+	// Retention deletes messages whose ts (the reading's time) is older than
+	// this, in whole hours, with their rollups; 0 keeps everything. Devices
+	// may override it (SetRetention).
+	Retention time.Duration
+	// MaxDBSize, when positive, caps the bytes the database uses: past it,
+	// the oldest messages (by arrival) are deleted until it is under 90%.
+	// Rollups stay, so charts of older periods keep their minute detail.
+	MaxDBSize int64
+	// RetentionInterval is how often retention and MaxDBSize are applied.
+	// Default DefaultRetentionInterval.
+	RetentionInterval time.Duration
 	// Observe, when set, is told the size and duration of every commit
 	// that stored messages (metrics). It runs on the write loop: keep it cheap.
 	Observe func(rows int, d time.Duration)
@@ -76,7 +89,7 @@ type Writer struct {
 	Logger *slog.Logger
 
 	q        chan *devices.Pending
-	ops      chan deleteOp
+	ops      chan func() // maintenance run on the write loop (deletes, retention)
 	dispatch chan *batch
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -94,7 +107,8 @@ type Writer struct {
 	mu   sync.RWMutex // guards devs for readers; only the write loop changes it
 	devs map[string]*devState
 
-	roll rollups // write loop only
+	roll      rollups                  // write loop only
+	overrides map[string]time.Duration // per-device retention; write loop only
 
 	round    []*devState // devices left to save in the current flush round
 	roundSeq int64       // every message up to this seq is in the round's devices
@@ -106,10 +120,11 @@ type Writer struct {
 }
 
 type devState struct {
-	id    int64
-	name  string
-	dev   devices.Device // FirstSeen .. Latest; ID is name
-	dirty bool           // changed since last saved
+	id        int64
+	name      string
+	dev       devices.Device // FirstSeen .. Latest; ID is name
+	dirty     bool           // changed since last saved
+	trimmedTo int64          // retention: no message older than this ts is left (write loop only)
 }
 
 type batch struct {
@@ -148,6 +163,9 @@ func (w *Writer) Open() (err error) {
 	if w.RollupInterval <= 0 {
 		w.RollupInterval = DefaultRollupInterval
 	}
+	if w.RetentionInterval <= 0 {
+		w.RetentionInterval = DefaultRetentionInterval
+	}
 	if w.Logger == nil {
 		w.Logger = slog.Default().With("component", "writer")
 	}
@@ -181,8 +199,11 @@ func (w *Writer) Open() (err error) {
 	if err := w.load(ctx); err != nil {
 		return fmt.Errorf("open writer: %w", err)
 	}
+	if err := w.loadOverrides(ctx); err != nil {
+		return fmt.Errorf("open writer: %w", err)
+	}
 	w.q = make(chan *devices.Pending, w.QueueSize)
-	w.ops = make(chan deleteOp)
+	w.ops = make(chan func())
 	w.dispatch = make(chan *batch, 4)
 	w.stopping = make(chan struct{})
 	w.wg.Add(2)
@@ -426,13 +447,22 @@ func (w *Writer) writeLoop() {
 	defer close(w.dispatch)
 	tick := time.NewTicker(w.FlushInterval)
 	defer tick.Stop()
+	retainTick := time.NewTicker(w.RetentionInterval)
+	defer retainTick.Stop()
+	retain := retainTick.C
 	for {
 		var first *devices.Pending
 		select {
 		case first = <-w.q:
 		case op := <-w.ops:
-			n, err := w.deleteMessages(op)
-			op.done <- deleteResult{n, err}
+			op()
+			continue
+		case <-retain:
+			if res, err := w.retain(time.Now()); err != nil {
+				w.Logger.Error("retention pass failed; will retry", "error", err)
+			} else if res.Deleted > 0 {
+				w.Logger.Info("retention deleted old messages", "messages", res.Deleted, "devices", res.Devices, "by_size", res.BySize, "took", res.Took, "longest_step", res.LongestStep)
+			}
 			continue
 		case <-tick.C:
 			w.startRound()
@@ -793,12 +823,6 @@ type deleteOp struct {
 	device   string
 	from, to int64 // ts bounds, inclusive; 0 = unbounded
 	all      bool  // the device itself goes too
-	done     chan deleteResult
-}
-
-type deleteResult struct {
-	n   int64
-	err error
 }
 
 // DeleteMessages deletes a device's messages with from <= ts <= to (0 means
@@ -817,16 +841,22 @@ func (w *Writer) DeleteDevice(ctx context.Context, device string) (int64, error)
 }
 
 func (w *Writer) delete(ctx context.Context, op deleteOp) (int64, error) {
-	op.done = make(chan deleteResult, 1)
+	var n int64
+	err := w.run(ctx, func() (err error) { n, err = w.deleteMessages(op); return err })
+	return n, err
+}
+
+// run runs fn on the write loop, between commits, and returns its error.
+func (w *Writer) run(ctx context.Context, fn func() error) error {
+	done := make(chan error, 1)
 	select {
-	case w.ops <- op:
+	case w.ops <- func() { done <- fn() }:
 	case <-w.stopping:
-		return 0, devices.ErrClosed
+		return devices.ErrClosed
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return ctx.Err()
 	}
-	r := <-op.done
-	return r.n, r.err
+	return <-done
 }
 
 // deleteMessages runs on the write loop.

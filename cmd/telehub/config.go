@@ -55,6 +55,10 @@ type Config struct {
 	DeviceRate      float64
 	DeviceBurst     int
 	WSMaxClients    int
+
+	// Retention.
+	Retention string
+	MaxDBSize string
 }
 
 // envName returns the environment variable of a flag: --mqtt-url is TELEHUB_MQTT_URL.
@@ -147,6 +151,8 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	float(&c.DeviceRate, "device-rate", 0, "most publishes per second per device, on average (token bucket); 0 for no limit")
 	num(&c.DeviceBurst, "device-burst", 0, "publishes a device may send at once above --device-rate; default: one second's worth")
 	num(&c.WSMaxClients, "ws-max-clients", dashboard.DefaultWSMaxClients, "most WebSocket clients at once; more get 503")
+	str(&c.Retention, "retention", "0", "delete messages older than this (by their ts), e.g. 30d, 2w, 36h; 0 keeps everything; devices may override it through the API")
+	str(&c.MaxDBSize, "max-db-size", "0", "delete the oldest messages when the database uses more than this, e.g. 10GB, 500MB; 0 for no limit")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
 
@@ -213,6 +219,12 @@ func (c Config) Validate() error {
 	if _, err := devices.NewScheme(c.TopicTelemetry, c.TopicStatus); err != nil {
 		return err
 	}
+	if _, err := devices.ParseRetention(c.Retention); err != nil {
+		return fmt.Errorf("--retention: %w", err)
+	}
+	if _, err := parseSize(c.MaxDBSize); err != nil {
+		return fmt.Errorf("--max-db-size: %w", err)
+	}
 	return nil
 }
 
@@ -238,4 +250,25 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// parseSize reads a size in bytes with an optional unit: 500MB, 10GB, 1TB
+// (powers of 1024), or plain bytes.
+func parseSize(s string) (int64, error) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("want a size such as 500MB or 10GB, got %q", s)
+	}
+	return int64(n * float64(mult)), nil
 }

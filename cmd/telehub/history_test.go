@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -289,5 +290,43 @@ func TestHistory_Delete(t *testing.T) {
 	getJSON(t, m.HTTP.URL()+"/api/v1/devices/del", &d)
 	if d.MessageCount != 3 {
 		t.Fatalf("recreated device count %d, want 3", d.MessageCount)
+	}
+}
+
+// TestHistory_Retention: --retention and a device's own retention set over
+// the API delete old readings (by their ts) in the background passes.
+func TestHistory_Retention(t *testing.T) {
+	m := MustRunMain(t, func(c *Config) { c.Retention = "2d" })
+	c := mqttConnect(t, m.Broker.URL(), "old-and-new")
+	now := time.Now()
+	var toks []paho.Token
+	for _, dev := range []string{"fleet", "archive"} {
+		for d := 0; d < 5; d++ { // one reading a day for five days
+			toks = append(toks, c.Publish("devices/"+dev+"/telemetry", 1, false, fmt.Sprintf(`{"v":%d,"ts":%d}`, d, now.Add(-time.Duration(d)*24*time.Hour).UnixMilli())))
+		}
+	}
+	for _, tok := range toks {
+		tok.Wait()
+	}
+	waitStored(t, m, 10)
+	code, body := request(t, "PUT", m.HTTP.URL()+"/api/v1/devices/archive/retention", "", `{"retention":"0"}`)
+	if code != 200 || !strings.Contains(body, `"own":true`) {
+		t.Fatalf("PUT retention: %d %s", code, body)
+	}
+	if code, body := request(t, "PUT", m.HTTP.URL()+"/api/v1/devices/archive/retention", "", `{"retention":"forever"}`); code != 400 {
+		t.Fatalf("bad retention: %d %s", code, body)
+	}
+	res, err := m.Writer.RunRetention(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dev, want := range map[string]int{"fleet": 3, "archive": 5} { // fleet keeps today, -1d and -2d (whole hours)
+		var d struct {
+			MessageCount int `json:"message_count"`
+		}
+		getJSON(t, m.HTTP.URL()+"/api/v1/devices/"+dev, &d)
+		if d.MessageCount != want {
+			t.Errorf("%s: %d messages, want %d (pass %+v)", dev, d.MessageCount, want, res)
+		}
 	}
 }

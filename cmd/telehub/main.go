@@ -124,6 +124,8 @@ func (m *Main) Run() error {
 	m.Writer.OnCommit = m.Feed.Publish
 	m.Writer.Observe = m.observeCommit
 	m.Writer.Logger = m.Logger.With("component", "writer")
+	m.Writer.Retention, _ = devices.ParseRetention(cfg.Retention) // checked by Validate
+	m.Writer.MaxDBSize, _ = parseSize(cfg.MaxDBSize)
 	if err := m.Writer.Open(); err != nil {
 		return err
 	}
@@ -175,6 +177,7 @@ func (m *Main) Run() error {
 	m.HTTP.Addr = cfg.HTTPAddr
 	m.HTTP.Stats = m.Stats
 	m.HTTP.Deleter = m.Writer
+	m.HTTP.Retention = m.Writer
 	m.HTTP.Ready = m.Ready
 	m.HTTP.Metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 	m.HTTP.WSQueue = cfg.WSQueue

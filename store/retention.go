@@ -1,0 +1,273 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// retentionChunk is how many messages one retention step deletes. Each step
+// is its own transaction, and queued messages are committed between steps,
+// so retention never holds ingestion up for more than one step.
+const retentionChunk = 1000
+
+// RetentionResult tells what one retention pass did.
+type RetentionResult struct {
+	// Deleted counts the messages deleted, BySize those of them deleted to
+	// keep the database under MaxDBSize.
+	Deleted, BySize int64
+	// Devices counts the devices that lost messages to their retention.
+	Devices int
+	// Took is the whole pass; LongestStep the longest single delete, the
+	// most that ingestion waited for it.
+	Took, LongestStep time.Duration
+}
+
+// RunRetention runs a retention pass now (it also runs every
+// RetentionInterval).
+func (w *Writer) RunRetention(ctx context.Context) (RetentionResult, error) {
+	var res RetentionResult
+	err := w.run(ctx, func() (err error) { res, err = w.retain(time.Now()); return err })
+	return res, err
+}
+
+// SetRetention sets a device's own retention (0 keeps all its messages);
+// ClearRetention returns it to the hub's.
+func (w *Writer) SetRetention(ctx context.Context, device string, d time.Duration) error {
+	if err := devices.ValidateDeviceID(device); err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("%w: retention must not be negative", devices.ErrInvalid)
+	}
+	return w.run(ctx, func() error {
+		if _, err := w.conn.ExecContext(ctx, `INSERT INTO retention_overrides (device, retention) VALUES (?, ?)
+			ON CONFLICT (device) DO UPDATE SET retention = excluded.retention`, device, d.Milliseconds()); err != nil {
+			return describe(err)
+		}
+		w.overrides[device] = d
+		w.untrim(device)
+		return nil
+	})
+}
+
+// ClearRetention removes a device's own retention.
+func (w *Writer) ClearRetention(ctx context.Context, device string) error {
+	return w.run(ctx, func() error {
+		if _, err := w.conn.ExecContext(ctx, `DELETE FROM retention_overrides WHERE device = ?`, device); err != nil {
+			return describe(err)
+		}
+		delete(w.overrides, device)
+		w.untrim(device)
+		return nil
+	})
+}
+
+// RetentionOf returns the retention that applies to device and whether it is
+// the device's own.
+func (w *Writer) RetentionOf(ctx context.Context, device string) (time.Duration, bool, error) {
+	var d time.Duration
+	var own bool
+	err := w.run(ctx, func() error {
+		d, own = w.overrides[device]
+		if !own {
+			d = w.Retention
+		}
+		return nil
+	})
+	return d, own, err
+}
+
+// untrim makes the next pass look at device again.
+func (w *Writer) untrim(device string) {
+	if d, ok := w.devs[device]; ok {
+		d.trimmedTo = 0
+	}
+}
+
+func (w *Writer) loadOverrides(ctx context.Context) error {
+	w.overrides = make(map[string]time.Duration)
+	rows, err := w.conn.QueryContext(ctx, `SELECT device, retention FROM retention_overrides`)
+	if err != nil {
+		return describe(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var ms int64
+		if err := rows.Scan(&name, &ms); err != nil {
+			return err
+		}
+		w.overrides[name] = time.Duration(ms) * time.Millisecond
+	}
+	return rows.Err()
+}
+
+// retain runs on the write loop. Time-based: for each device, the messages
+// with ts before its cutoff go, with the rollups of those hours. The cutoff
+// is rounded down to a whole hour, so that no rollup bucket is ever cut in
+// two (nothing to rebuild), and a device is looked at again only when its
+// cutoff has moved on. Size-based: while the database uses more than
+// MaxDBSize, the oldest messages by arrival (lowest seq) go.
+func (w *Writer) retain(now time.Time) (RetentionResult, error) {
+	start := time.Now()
+	var res RetentionResult
+	ctx := context.Background()
+	step := func(q string, args ...any) (int64, error) {
+		t := time.Now()
+		r, err := w.conn.ExecContext(ctx, q, args...)
+		res.LongestStep = max(res.LongestStep, time.Since(t))
+		if err != nil {
+			return 0, describe(err)
+		}
+		n, _ := r.RowsAffected()
+		if len(w.q) > 0 { // let waiting messages in between steps
+			w.commitRetrying(w.collect(nil))
+		}
+		return n, nil
+	}
+
+	w.mu.RLock()
+	list := make([]*devState, 0, len(w.devs))
+	for _, d := range w.devs {
+		list = append(list, d)
+	}
+	w.mu.RUnlock()
+	for _, d := range list {
+		keep, own := w.overrides[d.name]
+		if !own {
+			keep = w.Retention
+		}
+		if keep <= 0 {
+			continue
+		}
+		cutoff := floorDiv(now.UnixMilli()-keep.Milliseconds(), rollupHour) * rollupHour
+		if d.trimmedTo >= cutoff {
+			continue
+		}
+		var deleted int64
+		for {
+			n, err := step(`DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE device_id = ? AND ts < ? LIMIT ?)`, d.id, cutoff, retentionChunk)
+			if err != nil {
+				return res, err
+			}
+			deleted += n
+			if n < retentionChunk {
+				break
+			}
+		}
+		if _, ok := w.devs[d.name]; !ok {
+			continue // deleted between steps
+		}
+		for k := range w.roll.deltas {
+			if k.device == d.id && k.bucket < cutoff {
+				delete(w.roll.deltas, k)
+			}
+		}
+		for metric := range d.dev.Latest {
+			if _, err := step(`DELETE FROM rollups WHERE device_id = ? AND metric = ? AND res IN (?, ?) AND bucket < ?`, d.id, metric, rollupMinute, rollupHour, cutoff); err != nil {
+				return res, err
+			}
+		}
+		d.trimmedTo = cutoff
+		if deleted > 0 {
+			res.Deleted += deleted
+			res.Devices++
+			w.mu.Lock()
+			d.dev.MessageCount = max(d.dev.MessageCount-deleted, 0)
+			d.dirty = true
+			w.mu.Unlock()
+		}
+	}
+
+	if w.MaxDBSize > 0 {
+		n, err := w.trimToSize(ctx, &res)
+		res.Deleted += n
+		res.BySize = n
+		if err != nil {
+			return res, err
+		}
+	}
+	res.Took = time.Since(start)
+	return res, nil
+}
+
+// maxSizeSteps bounds one pass of size-based deletion; the next pass goes on.
+const maxSizeSteps = 200
+
+// trimToSize deletes the oldest messages while the database uses more than
+// MaxDBSize, down to 90% of it.
+func (w *Writer) trimToSize(ctx context.Context, res *RetentionResult) (int64, error) {
+	used, err := w.usedBytes(ctx)
+	if err != nil || used <= w.MaxDBSize {
+		return 0, err
+	}
+	target := w.MaxDBSize / 10 * 9
+	byID := make(map[int64]*devState, len(w.devs))
+	for _, d := range w.devs {
+		byID[d.id] = d
+	}
+	var total int64
+	for i := 0; i < maxSizeSteps && used > target; i++ {
+		t := time.Now()
+		rows, err := w.conn.QueryContext(ctx, `DELETE FROM messages WHERE seq IN (SELECT seq FROM messages ORDER BY seq LIMIT ?) RETURNING device_id`, retentionChunk)
+		if err != nil {
+			return total, describe(err)
+		}
+		counts := map[int64]int64{}
+		var n int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return total, err
+			}
+			counts[id]++
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return total, describe(err)
+		}
+		res.LongestStep = max(res.LongestStep, time.Since(t))
+		w.mu.Lock()
+		for id, c := range counts {
+			if d := byID[id]; d != nil {
+				d.dev.MessageCount = max(d.dev.MessageCount-c, 0)
+				d.dirty = true
+			}
+		}
+		w.mu.Unlock()
+		total += n
+		if n == 0 {
+			break
+		}
+		if len(w.q) > 0 { // let waiting messages in between steps
+			w.commitRetrying(w.collect(nil))
+		}
+		if used, err = w.usedBytes(ctx); err != nil {
+			return total, err
+		}
+	}
+	if total > 0 && used > target {
+		w.Logger.Warn("database still over --max-db-size after deleting the oldest messages; the rest is rollups, device data and free pages", "used_bytes", used, "max_bytes", w.MaxDBSize)
+	}
+	return total, nil
+}
+
+// usedBytes is the database's size less its free pages (which SQLite reuses
+// before growing the file).
+func (w *Writer) usedBytes(ctx context.Context) (int64, error) {
+	var pages, free, size int64
+	for _, p := range []struct {
+		q   string
+		dst *int64
+	}{{`PRAGMA page_count`, &pages}, {`PRAGMA freelist_count`, &free}, {`PRAGMA page_size`, &size}} {
+		if err := w.conn.QueryRowContext(ctx, p.q).Scan(p.dst); err != nil {
+			return 0, describe(err)
+		}
+	}
+	return (pages - free) * size, nil
+}
