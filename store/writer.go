@@ -343,6 +343,29 @@ func (w *Writer) Devices() []*devices.Device {
 	return out
 }
 
+// Activity lists every device's last-seen time and status, cheaply (no
+// latest values), for devices.Presence.
+func (w *Writer) Activity() []devices.Activity {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	out := make([]devices.Activity, 0, len(w.devs))
+	for _, d := range w.devs {
+		out = append(out, devices.Activity{ID: d.name, LastSeen: d.dev.LastSeen, Status: d.dev.Status, StatusAt: d.dev.StatusAt})
+	}
+	return out
+}
+
+// ActivityOf returns one device's Activity.
+func (w *Writer) ActivityOf(id string) (devices.Activity, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	d, ok := w.devs[id]
+	if !ok {
+		return devices.Activity{}, false
+	}
+	return devices.Activity{ID: d.name, LastSeen: d.dev.LastSeen, Status: d.dev.Status, StatusAt: d.dev.StatusAt}, true
+}
+
 func (d *devState) snapshot() *devices.Device {
 	c := d.dev
 	c.Latest = make(map[string]devices.Latest, len(d.dev.Latest))
@@ -757,7 +780,9 @@ func (d *devState) apply(m *devices.Message) {
 		dv.FirstSeen = m.Received
 	}
 	dv.MessageCount++
-	dv.LastSeen = max(dv.LastSeen, m.Received)
+	if !strings.HasPrefix(m.Topic, devices.StatusTopicPrefix) { // the hub's own status notes are not the device's doing
+		dv.LastSeen = max(dv.LastSeen, m.Received)
+	}
 	dv.LastSeq = m.Seq
 	if m.Kind == devices.KindStatus {
 		dv.Status = statusText(m.Payload)

@@ -56,6 +56,8 @@ type Config struct {
 	DeviceBurst     int
 	WSMaxClients    int
 
+	DeviceTimeout time.Duration
+
 	// Retention.
 	Retention string
 	MaxDBSize string
@@ -151,6 +153,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	float(&c.DeviceRate, "device-rate", 0, "most publishes per second per device, on average (token bucket); 0 for no limit")
 	num(&c.DeviceBurst, "device-burst", 0, "publishes a device may send at once above --device-rate; default: one second's worth")
 	num(&c.WSMaxClients, "ws-max-clients", dashboard.DefaultWSMaxClients, "most WebSocket clients at once; more get 503")
+	dur(&c.DeviceTimeout, "device-timeout", 0, "a device silent for this long turns offline (and online again when it publishes); 0 disables")
 	str(&c.Retention, "retention", "0", "delete messages older than this (by their ts), e.g. 30d, 2w, 36h; 0 keeps everything; devices may override it through the API")
 	str(&c.MaxDBSize, "max-db-size", "0", "delete the oldest messages when the database uses more than this, e.g. 10GB, 500MB; 0 for no limit")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -187,8 +190,8 @@ func (c Config) Validate() error {
 		return errors.New("--ws-queue must be positive")
 	case c.Demo < 0 || c.Demo > 10000:
 		return errors.New("--demo must be between 0 and 10000")
-	case c.MaxConnections < 0 || c.DeviceRate < 0 || c.DeviceBurst < 0 || c.WSMaxClients < 0:
-		return errors.New("--max-connections, --device-rate, --device-burst and --ws-max-clients must not be negative")
+	case c.MaxConnections < 0 || c.DeviceRate < 0 || c.DeviceBurst < 0 || c.WSMaxClients < 0 || c.DeviceTimeout < 0:
+		return errors.New("--max-connections, --device-rate, --device-burst, --ws-max-clients and --device-timeout must not be negative")
 	case (c.MQTTTLSCert == "") != (c.MQTTTLSKey == ""):
 		return errors.New("--mqtt-tls-cert and --mqtt-tls-key go together")
 	case (c.HTTPTLSCert == "") != (c.HTTPTLSKey == ""):

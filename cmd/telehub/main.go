@@ -81,6 +81,10 @@ type Main struct {
 
 	commitSeconds, commitRows prometheus.Histogram
 
+	Presence     *devices.Presence
+	presenceStop context.CancelFunc
+	presenceDone chan struct{}
+
 	demoStop context.CancelFunc
 	demoDone chan struct{}
 
@@ -137,8 +141,12 @@ func (m *Main) Run() error {
 		return err
 	}
 
+	m.Presence = &devices.Presence{Writer: m.Writer, Devices: m.Writer.Activity, Lookup: m.Writer.ActivityOf,
+		Timeout: cfg.DeviceTimeout, Logger: m.Logger.With("component", "presence")}
 	if cfg.MQTTURL == "" {
 		m.Broker = broker.New(m.Writer)
+		m.Broker.Presence = m.Presence
+		m.Presence.Connected = m.Broker.DeviceConnected
 		m.Broker.Addr = cfg.MQTTAddr
 		m.Broker.Scheme = scheme
 		m.Broker.MaxPayload = cfg.MaxPayload
@@ -172,6 +180,11 @@ func (m *Main) Run() error {
 			return err
 		}
 	}
+
+	var pctx context.Context
+	pctx, m.presenceStop = context.WithCancel(context.Background())
+	m.presenceDone = make(chan struct{})
+	go func() { defer close(m.presenceDone); m.Presence.Run(pctx) }()
 
 	m.HTTP = dashboard.NewServer(m.Messages, m.Feed)
 	m.HTTP.Addr = cfg.HTTPAddr
@@ -288,6 +301,10 @@ func (m *Main) close(ctx context.Context) error {
 		case <-m.demoDone:
 		case <-ctx.Done():
 		}
+	}
+	if m.presenceStop != nil { // status notes stop before the writer closes
+		m.presenceStop()
+		<-m.presenceDone
 	}
 	if m.Broker != nil {
 		m.Broker.Drain()

@@ -113,6 +113,8 @@ type frame struct {
 	Type    string          `json:"type"`
 	Seq     int64           `json:"seq"`
 	Device  string          `json:"device"`
+	Kind    string          `json:"kind"`
+	Topic   string          `json:"topic"`
 	Payload json.RawMessage `json:"payload"`
 }
 

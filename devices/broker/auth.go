@@ -38,9 +38,17 @@ type authHook struct {
 	mqtt.HookBase
 	broker *Broker
 
-	ids      sync.Map // *mqtt.Client -> device id, for authenticated clients
+	clients  sync.Map // *mqtt.Client -> *clientState, for every accepted client
 	limiter  rateLimiter
+	presence presenceCount
 	throttle devices.Throttle
+}
+
+// Presence hears which devices connect and disconnect; devices.Presence
+// implements it.
+type Presence interface {
+	Online(device string)
+	Offline(device, reason string)
 }
 
 func (h *authHook) ID() string { return "telehub-auth" }
@@ -49,12 +57,45 @@ func (h *authHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnDisconnect, mqtt.OnPacketRead}, []byte{b})
 }
 
+// clientState is what the hub knows of one connection. Only the client's
+// own goroutine (its packet reads, then OnDisconnect) touches seen.
+type clientState struct {
+	device string              // the device it authenticated as, or ""
+	seen   map[string]struct{} // devices it published for, for presence (bounded)
+}
+
+// maxDevicesPerConnection bounds the devices one (gateway) connection is
+// tracked as carrying for online/offline status.
+const maxDevicesPerConnection = 64
+
+func (h *authHook) state(cl *mqtt.Client) *clientState {
+	if v, ok := h.clients.Load(cl); ok {
+		return v.(*clientState)
+	}
+	return nil
+}
+
 // device returns the device cl authenticated as, or "".
 func (h *authHook) device(cl *mqtt.Client) string {
-	if v, ok := h.ids.Load(cl); ok {
-		return v.(string)
+	if st := h.state(cl); st != nil {
+		return st.device
 	}
 	return ""
+}
+
+// published notes that cl publishes for device; the first time, the device
+// counts as connected (for anonymous clients, which name their device only
+// in their topics).
+func (h *authHook) published(cl *mqtt.Client, device string) {
+	st := h.state(cl)
+	if st == nil || h.broker.Presence == nil {
+		return
+	}
+	if _, ok := st.seen[device]; ok || len(st.seen) >= maxDevicesPerConnection {
+		return
+	}
+	st.seen[device] = struct{}{}
+	h.presence.add(device)
 }
 
 // OnConnect enforces MaxConnections with the right CONNACK (server busy,
@@ -93,15 +134,18 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		b.Stats.Refused(devices.RefusedBadCredentials)
 		h.log("will|"+device, "connection refused: last will on another device's topic", "device", device, "topic", pk.Connect.WillTopic)
 		return false
-	case device != "":
-		h.ids.Store(cl, device)
-		return true
-	case presented || b.RequireAuth:
+	case device == "" && (presented || b.RequireAuth):
 		b.Stats.Refused(devices.RefusedBadCredentials)
 		h.log("bad_credentials", "connection refused: no device credentials", "remote", cl.Net.Remote, "client", cl.ID)
 		return false
 	}
-	return true // anonymous, allowed
+	st := &clientState{device: device, seen: map[string]struct{}{}}
+	h.clients.Store(cl, st)
+	if device != "" && b.Presence != nil {
+		st.seen[device] = struct{}{}
+		h.presence.add(device)
+	}
+	return true
 }
 
 var errBadToken = errors.New("unknown or revoked device token")
@@ -186,8 +230,62 @@ func (h *authHook) maySubscribe(device, filter string) bool {
 	return strings.HasPrefix(filter, prefix) && !strings.ContainsAny(filter[:len(prefix)], "+#")
 }
 
+// OnDisconnect runs on the client's goroutine once it stopped reading. The
+// devices it carried count one connection less; at none they turn offline.
 func (h *authHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	h.ids.Delete(cl)
+	st := h.state(cl)
+	if st == nil {
+		return
+	}
+	h.clients.Delete(cl)
+	reason := "disconnected"
+	if err != nil && !errors.Is(err, packets.CodeDisconnect) {
+		reason = "connection lost"
+	}
+	for device := range st.seen {
+		h.presence.remove(device, reason)
+	}
+}
+
+// presenceCount counts each device's connections, so that a device with a
+// second connection (or a session taken over) stays online until its last
+// one ends.
+type presenceCount struct {
+	p     Presence // nil: nobody listens
+	mu    sync.Mutex
+	conns map[string]int
+}
+
+func (c *presenceCount) add(device string) {
+	c.mu.Lock()
+	if c.conns == nil {
+		c.conns = make(map[string]int)
+	}
+	c.conns[device]++
+	first := c.conns[device] == 1
+	c.mu.Unlock()
+	if first && c.p != nil {
+		c.p.Online(device)
+	}
+}
+
+func (c *presenceCount) connected(device string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conns[device] > 0
+}
+
+func (c *presenceCount) remove(device, reason string) {
+	c.mu.Lock()
+	c.conns[device]--
+	last := c.conns[device] <= 0
+	if last {
+		delete(c.conns, device)
+	}
+	c.mu.Unlock()
+	if last && c.p != nil {
+		c.p.Offline(device, reason)
+	}
 }
 
 // OnPacketRead answers publishes to topics starting with '$' (reserved for
@@ -225,11 +323,9 @@ func (h *authHook) log(key, msg string, args ...any) {
 // many there were.
 func (h *authHook) disconnect(device string) int {
 	n := 0
-	h.ids.Range(func(k, v any) bool {
-		if v.(string) == device {
-			cl := k.(*mqtt.Client)
-			h.broker.server.DisconnectClient(cl, packets.ErrNotAuthorized)
-			h.ids.Delete(cl)
+	h.clients.Range(func(k, v any) bool {
+		if v.(*clientState).device == device {
+			h.broker.server.DisconnectClient(k.(*mqtt.Client), packets.ErrNotAuthorized)
 			n++
 		}
 		return true

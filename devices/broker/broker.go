@@ -57,6 +57,10 @@ type Broker struct {
 	// certificate authenticates the device named by its common name.
 	TLSAddr   string
 	TLSConfig *tls.Config
+	// Presence, when set, is told when a device's first connection starts
+	// and its last one ends: the device it authenticated as, or the devices
+	// an anonymous client published for.
+	Presence Presence
 	// MaxConnections caps connected clients; 0 means no limit.
 	MaxConnections int
 	// DeviceRate limits each device to this many publishes per second on
@@ -143,6 +147,7 @@ func (b *Broker) Open() error {
 		burst = max(1, b.DeviceRate)
 	}
 	b.auth = &authHook{broker: b, limiter: rateLimiter{rate: b.DeviceRate, burst: burst}, throttle: devices.Throttle{Interval: time.Minute}}
+	b.auth.presence.p = b.Presence
 	if err := b.server.AddHook(b.auth, nil); err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}
@@ -196,6 +201,12 @@ func (b *Broker) DisconnectDevice(device string) int {
 		return 0
 	}
 	return b.auth.disconnect(device)
+}
+
+// DeviceConnected reports whether device has a live connection (known only
+// with Presence set).
+func (b *Broker) DeviceConnected(device string) bool {
+	return b.auth != nil && b.auth.presence.connected(device)
 }
 
 // URL returns the broker's address as an MQTT URL (tcp://host:port).

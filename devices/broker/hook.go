@@ -93,6 +93,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		b.Stats.Denied(self)
 		return pk, h.refuse(cl, pk, device, "", packets.ErrNotAuthorized, "publish to "+pk.TopicName+" needs the device's credentials")
 	}
+	if self == "" {
+		b.auth.published(cl, device)
+	}
 	if !b.auth.limiter.allow(device, time.Now()) {
 		return pk, h.refuse(cl, pk, device, devices.ReasonRateLimited, packets.ErrMessageRateTooHigh, "device over its message rate")
 	}
