@@ -80,3 +80,30 @@ func (s *Server) handleClearRetention(c *fiber.Ctx) error {
 	}
 	return s.retentionBody(c, id)
 }
+
+// EventLister lists a device's status events, newest first;
+// store.MessageService implements it.
+type EventLister interface {
+	StatusEvents(ctx context.Context, device string, limit int) ([]devices.StatusEvent, error)
+}
+
+// handleEvents serves GET /api/v1/devices/{id}/events?limit=: the status
+// changes the hub observed (connections, silence), newest first.
+func (s *Server) handleEvents(c *fiber.Ctx) error {
+	if s.Events == nil {
+		return fiber.NewError(fiber.StatusNotImplemented, "events are not available")
+	}
+	id, err := deviceParam(c)
+	if err != nil {
+		return err
+	}
+	limit, err := intParam("limit", c.Query("limit"), 100, 1, 1000)
+	if err != nil {
+		return err
+	}
+	evs, err := s.Events.StatusEvents(c.UserContext(), id, int(limit))
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"device": id, "events": evs})
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -49,6 +50,8 @@ type Server struct {
 	Feed *devices.Feed
 	// Deleter removes devices and messages; nil disables the DELETE routes.
 	Deleter devices.DataDeleter
+	// Events lists devices' status events; nil disables that route.
+	Events EventLister
 	// Retention reads and sets per-device retention; nil disables those routes.
 	Retention RetentionService
 	// Stats are ingestion counters shown by /api/v1/stats. Optional.
@@ -85,6 +88,9 @@ type Server struct {
 	Logger *slog.Logger
 
 	auth   authState
+
+	wsResyncs atomic.Int64 // clients caught up from the database after falling behind
+	wsSlow    atomic.Int64 // clients disconnected for not reading
 	app    *fiber.App
 	ln     net.Listener
 	ctx    context.Context
@@ -184,6 +190,7 @@ func (s *Server) routes() {
 	api.Get("/devices/:id/series", s.handleSeries)
 	api.Delete("/devices/:id", s.handleDeleteDevice)
 	api.Delete("/devices/:id/messages", s.handleDeleteMessages)
+	api.Get("/devices/:id/events", s.handleEvents)
 	api.Get("/devices/:id/retention", s.handleGetRetention)
 	api.Put("/devices/:id/retention", s.handleSetRetention)
 	api.Delete("/devices/:id/retention", s.handleClearRetention)
@@ -250,6 +257,11 @@ func (s *Server) URL() string {
 	}
 	return "http://" + s.ListenAddr()
 }
+
+// WSDrops returns how many times a WebSocket client fell behind the live
+// feed and was caught up from the database, and how many clients were
+// disconnected for being too slow.
+func (s *Server) WSDrops() (resyncs, slow int64) { return s.wsResyncs.Load(), s.wsSlow.Load() }
 
 // WSClients returns the number of open WebSocket connections.
 func (s *Server) WSClients() int {

@@ -222,7 +222,9 @@ func (st *wsStream) run(ctx context.Context) (int, string) {
 		for len(resyncs) > 0 && now.Sub(resyncs[0]) > resyncWindow {
 			resyncs = resyncs[1:]
 		}
+		st.s.wsResyncs.Add(1)
 		if len(resyncs) > maxResyncs {
+			st.s.wsSlow.Add(1)
 			return websocket.ClosePolicyViolation, "client too slow: fell behind the live feed repeatedly"
 		}
 		if err := st.writeControl("resync"); err != nil {
@@ -237,6 +239,9 @@ func (st *wsStream) closeFor(ctx context.Context, err error) (int, string) {
 		return websocket.CloseGoingAway, "server shutting down"
 	case ctx.Err() != nil:
 		return 0, "" // the client left
+	case isTimeout(err):
+		st.s.wsSlow.Add(1) // did not read for WSWriteTimeout
+		return 0, ""
 	default:
 		st.s.Logger.Debug("websocket ended", "error", err)
 		return websocket.CloseInternalServerErr, "stream error"
@@ -255,7 +260,16 @@ func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 			}
 			for i := range batch {
 				m := &batch[i]
-				if m.Seq <= st.last || (st.opts.device != "" && m.Device != st.opts.device) {
+				if st.opts.device != "" && m.Device != st.opts.device {
+					continue
+				}
+				if m.Seq == 0 { // a status event: not a stored message, no seq
+					if err := st.writeStatus(m); err != nil {
+						return err
+					}
+					continue
+				}
+				if m.Seq <= st.last {
 					continue
 				}
 				if err := st.writeMessage(m); err != nil {
@@ -304,6 +318,22 @@ func (st *wsStream) flush() error {
 	return st.write(st.buf)
 }
 
+// writeStatus sends a status event (devices.StatusEvent.FeedMessage) as
+// {"type":"status","device":..,"at":..,"status":..,"reason":..}.
+func (st *wsStream) writeStatus(m *devices.Message) error {
+	if err := st.flush(); err != nil {
+		return err
+	}
+	b := append(st.buf[:0], `{"type":"status","device":`...)
+	b = strconv.AppendQuote(b, m.Device)
+	b = append(b, `,"at":`...)
+	b = strconv.AppendInt(b, m.Received, 10)
+	b = append(b, ',')
+	b = append(b, m.Payload[1:]...) // the payload object's members
+	st.buf = b
+	return st.write(b)
+}
+
 func (st *wsStream) writeControl(typ string) error {
 	b := append(st.buf[:0], `{"type":"`...)
 	b = append(b, typ...)
@@ -317,4 +347,9 @@ func (st *wsStream) writeControl(typ string) error {
 func (st *wsStream) write(b []byte) error {
 	st.conn.SetWriteDeadline(time.Now().Add(st.s.WSWriteTimeout))
 	return st.conn.WriteMessage(websocket.TextMessage, b)
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -16,10 +16,31 @@ type Activity struct {
 	StatusAt int64
 }
 
-// StatusTopicPrefix starts the topic of the status messages the hub itself
-// stores ("$telehub/status/kitchen"): '$' topics belong to the server, so no
-// device can publish one.
-const StatusTopicPrefix = "$telehub/status/"
+// StatusEvent is a change of a device's status that the hub observed (as
+// opposed to a status message the device sent).
+type StatusEvent struct {
+	Device string `json:"device"`
+	Status string `json:"status"` // "online" or "offline"
+	Reason string `json:"reason"` // connected, disconnected, connection lost, inactive, active
+	At     int64  `json:"at"`     // Unix ms
+}
+
+// FeedMessage returns ev as the Feed carries it to WebSocket clients: a
+// status message with no sequence number (it is not one of the device's
+// messages), topic "$telehub/status/{device}" and payload
+// {"status":..,"reason":..}.
+func (ev StatusEvent) FeedMessage() Message {
+	payload, _ := json.Marshal(struct {
+		Status string `json:"status"`
+		Reason string `json:"reason"`
+	}{ev.Status, ev.Reason})
+	return Message{Device: ev.Device, Topic: "$telehub/status/" + ev.Device, Kind: KindStatus, TS: ev.At, Received: ev.At, Payload: payload}
+}
+
+// StatusRecorder stores status events; store.Writer implements it.
+type StatusRecorder interface {
+	SetStatus(ctx context.Context, ev StatusEvent) error
+}
 
 // Presence keeps devices' online/offline status from what the hub sees,
 // besides what devices say themselves (their status topic and last will):
@@ -29,14 +50,13 @@ const StatusTopicPrefix = "$telehub/status/"
 //   - with Timeout set, a device silent for that long turns offline
 //     ("inactive"), and back online when it publishes again.
 //
-// Each change is stored as a status message (Kind status, topic
-// StatusTopicPrefix+id, payload {"status":..,"reason":..,"source":"hub"}), so
-// it updates the device's status, appears in its history and reaches
-// WebSocket clients like any message. Build it, then Run it in a goroutine
-// until its context ends.
+// Each change is recorded as a StatusEvent: it sets the device's status and
+// is kept in the device's event log (not among its messages, which are what
+// the device sent). Build it, then Run it in a goroutine until its context
+// ends.
 type Presence struct {
-	// Writer stores the status messages. Required.
-	Writer MessageWriter
+	// Recorder stores the events. Required.
+	Recorder StatusRecorder
 	// Devices lists the devices' activity, for the inactivity sweep. Required with Timeout.
 	Devices func() []Activity
 	// Lookup returns one device's activity (ok false for an unknown
@@ -132,7 +152,7 @@ func (p *Presence) lastEmitted(device string) string {
 	return p.emitted[device]
 }
 
-// store writes one status message, unless the device already has that
+// store records one status change, unless the device already has that
 // status and this Presence stored it last: the status may have changed
 // through the device's own messages (a last will), and a change of ours may
 // still be on its way to the database.
@@ -145,15 +165,10 @@ func (p *Presence) store(ctx context.Context, ev presenceEvent) {
 	}
 	p.emitted[ev.device] = ev.status
 	p.mu.Unlock()
-	payload, _ := json.Marshal(map[string]string{"status": ev.status, "reason": ev.reason, "source": "hub"})
-	now := time.Now().UnixMilli()
-	msg := &Pending{Message: Message{
-		Device: ev.device, Topic: StatusTopicPrefix + ev.device, Kind: KindStatus,
-		TS: now, Received: now, Payload: payload,
-	}}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := p.Writer.Write(wctx, msg); err != nil {
+	e := StatusEvent{Device: ev.device, Status: ev.status, Reason: ev.reason, At: time.Now().UnixMilli()}
+	if err := p.Recorder.SetStatus(wctx, e); err != nil {
 		p.Logger.Warn("status change not stored", "device", ev.device, "status", ev.status, "error", err)
 	}
 }

@@ -106,7 +106,8 @@ func (w *Writer) loadOverrides(ctx context.Context) error {
 }
 
 // retain runs on the write loop. Time-based: for each device, the messages
-// with ts before its cutoff go, with the rollups of those hours. The cutoff
+// with ts before its cutoff go, with the rollups of those hours and the
+// status events before it. The cutoff
 // is rounded down to a whole hour, so that no rollup bucket is ever cut in
 // two (nothing to rebuild), and a device is looked at again only when its
 // cutoff has moved on. Size-based: while the database uses more than
@@ -170,6 +171,9 @@ func (w *Writer) retain(now time.Time) (RetentionResult, error) {
 			if _, err := step(`DELETE FROM rollups WHERE device_id = ? AND metric = ? AND res IN (?, ?) AND bucket < ?`, d.id, metric, rollupMinute, rollupHour, cutoff); err != nil {
 				return res, err
 			}
+		}
+		if _, err := step(`DELETE FROM device_events WHERE device_id = ? AND at < ?`, d.id, cutoff); err != nil {
+			return res, err
 		}
 		d.trimmedTo = cutoff
 		if deleted > 0 {

@@ -82,6 +82,9 @@ type Writer struct {
 	// RetentionInterval is how often retention and MaxDBSize are applied.
 	// Default DefaultRetentionInterval.
 	RetentionInterval time.Duration
+	// OnStatus receives each status event recorded by SetStatus, after it
+	// is stored (for the live feed). Optional.
+	OnStatus func(devices.StatusEvent)
 	// Observe, when set, is told the size and duration of every commit
 	// that stored messages (metrics). It runs on the write loop: keep it cheap.
 	Observe func(rows int, d time.Duration)
@@ -780,9 +783,7 @@ func (d *devState) apply(m *devices.Message) {
 		dv.FirstSeen = m.Received
 	}
 	dv.MessageCount++
-	if !strings.HasPrefix(m.Topic, devices.StatusTopicPrefix) { // the hub's own status notes are not the device's doing
-		dv.LastSeen = max(dv.LastSeen, m.Received)
-	}
+	dv.LastSeen = max(dv.LastSeen, m.Received)
 	dv.LastSeq = m.Seq
 	if m.Kind == devices.KindStatus {
 		dv.Status = statusText(m.Payload)
@@ -941,6 +942,9 @@ func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
 		}
 	}
 	if _, err := w.conn.ExecContext(ctx, `DELETE FROM rollups WHERE device_id = ?`, d.id); err != nil {
+		return describe(err)
+	}
+	if _, err := w.conn.ExecContext(ctx, `DELETE FROM device_events WHERE device_id = ?`, d.id); err != nil {
 		return describe(err)
 	}
 	if _, err := w.conn.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, d.id); err != nil {

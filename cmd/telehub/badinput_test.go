@@ -130,4 +130,10 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("/metrics lacks %q", line)
 		}
 	}
+	for _, name := range []string{"telehub_ready 1", "telehub_database_bytes ", "telehub_devices_connected ", "telehub_devices ",
+		"telehub_websocket_resyncs_total ", "telehub_websocket_slow_disconnects_total ", `telehub_refused_total{reason="mqtt_bad_credentials"} `, "telehub_ingest_queue_length "} {
+		if !strings.Contains(string(body), "\n"+name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
 }

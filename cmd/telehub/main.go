@@ -126,6 +126,7 @@ func (m *Main) Run() error {
 	m.Writer.QueueSize = cfg.QueueSize
 	m.Writer.Stats = m.Stats
 	m.Writer.OnCommit = m.Feed.Publish
+	m.Writer.OnStatus = func(ev devices.StatusEvent) { m.Feed.Publish([]devices.Message{ev.FeedMessage()}) }
 	m.Writer.Observe = m.observeCommit
 	m.Writer.Logger = m.Logger.With("component", "writer")
 	m.Writer.Retention, _ = devices.ParseRetention(cfg.Retention) // checked by Validate
@@ -141,7 +142,7 @@ func (m *Main) Run() error {
 		return err
 	}
 
-	m.Presence = &devices.Presence{Writer: m.Writer, Devices: m.Writer.Activity, Lookup: m.Writer.ActivityOf,
+	m.Presence = &devices.Presence{Recorder: m.Writer, Devices: m.Writer.Activity, Lookup: m.Writer.ActivityOf,
 		Timeout: cfg.DeviceTimeout, Logger: m.Logger.With("component", "presence")}
 	if cfg.MQTTURL == "" {
 		m.Broker = broker.New(m.Writer)
@@ -191,6 +192,7 @@ func (m *Main) Run() error {
 	m.HTTP.Stats = m.Stats
 	m.HTTP.Deleter = m.Writer
 	m.HTTP.Retention = m.Writer
+	m.HTTP.Events = m.Messages
 	m.HTTP.Ready = m.Ready
 	m.HTTP.Metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 	m.HTTP.WSQueue = cfg.WSQueue

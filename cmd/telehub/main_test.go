@@ -116,12 +116,17 @@ type frame struct {
 	Kind    string          `json:"kind"`
 	Topic   string          `json:"topic"`
 	Payload json.RawMessage `json:"payload"`
+	// status frames
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+	At     int64  `json:"at"`
 }
 
 type wsClient struct {
-	conn   *websocket.Conn
-	frames chan frame
-	closed chan error // the error that ended the read loop
+	statuses []frame // status frames seen by collect
+	conn     *websocket.Conn
+	frames   chan frame
+	closed   chan error // the error that ended the read loop
 }
 
 func dialWS(tb testing.TB, base, query string) *wsClient {
@@ -154,7 +159,9 @@ func dialWS(tb testing.TB, base, query string) *wsClient {
 }
 
 // collect reads message frames until n arrived, checking that sequence
-// numbers strictly increase and that exactly one replay_end comes.
+// numbers strictly increase and that exactly one replay_end comes. Status
+// frames (the hub's notes of devices going online or offline) are kept in
+// c.statuses.
 func (c *wsClient) collect(tb testing.TB, n int, d time.Duration) []frame {
 	tb.Helper()
 	var msgs []frame
@@ -176,6 +183,8 @@ func (c *wsClient) collect(tb testing.TB, n int, d time.Duration) []frame {
 				}
 				last = f.Seq
 				msgs = append(msgs, f)
+			case "status":
+				c.statuses = append(c.statuses, f)
 			default:
 				tb.Fatalf("unexpected frame type %q", f.Type)
 			}
@@ -187,6 +196,23 @@ func (c *wsClient) collect(tb testing.TB, n int, d time.Duration) []frame {
 		tb.Fatalf("replay_end frames=%d, want 1", replayEnds)
 	}
 	return msgs
+}
+
+// drainStatuses moves the status frames that arrived into c.statuses.
+func (c *wsClient) drainStatuses() {
+	for {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				return
+			}
+			if f.Type == "status" {
+				c.statuses = append(c.statuses, f)
+			}
+		default:
+			return
+		}
+	}
 }
 
 func getJSON(tb testing.TB, url string, v any) int {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telehub/telehub/devices"
@@ -17,13 +19,19 @@ var (
 	descSeq      = prometheus.NewDesc("telehub_last_seq", "Highest committed sequence number.", nil, nil)
 	descClients  = prometheus.NewDesc("telehub_mqtt_clients", "Clients connected to the embedded broker.", nil, nil)
 	descWS       = prometheus.NewDesc("telehub_websocket_clients", "Open WebSocket connections.", nil, nil)
+	descResyncs  = prometheus.NewDesc("telehub_websocket_resyncs_total", "Times a WebSocket client fell behind the live feed and was caught up from the database.", nil, nil)
+	descWSSlow   = prometheus.NewDesc("telehub_websocket_slow_disconnects_total", "WebSocket clients disconnected for not keeping up.", nil, nil)
+	descDevices  = prometheus.NewDesc("telehub_devices", "Devices known to the hub.", nil, nil)
+	descConnDev  = prometheus.NewDesc("telehub_devices_connected", "Devices with a live connection to the embedded broker.", nil, nil)
+	descDBBytes  = prometheus.NewDesc("telehub_database_bytes", "Size of the database file and its WAL.", nil, nil)
+	descReady    = prometheus.NewDesc("telehub_ready", "1 when the hub can take and store messages (as /readyz), else 0.", nil, nil)
 )
 
 // hubCollector exports the hub's counters, read when Prometheus scrapes.
 type hubCollector struct{ m *Main }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS} {
+	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descReady} {
 		ch <- d
 	}
 }
@@ -49,7 +57,26 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	if m.Broker != nil {
 		ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(m.Broker.Clients()))
 	}
+	if m.Broker != nil {
+		ch <- prometheus.MustNewConstMetric(descConnDev, prometheus.GaugeValue, float64(m.Broker.ConnectedDevices()))
+	}
 	if m.HTTP != nil {
 		ch <- prometheus.MustNewConstMetric(descWS, prometheus.GaugeValue, float64(m.HTTP.WSClients()))
+		resyncs, slow := m.HTTP.WSDrops()
+		ch <- prometheus.MustNewConstMetric(descResyncs, prometheus.CounterValue, float64(resyncs))
+		ch <- prometheus.MustNewConstMetric(descWSSlow, prometheus.CounterValue, float64(slow))
 	}
+	ch <- prometheus.MustNewConstMetric(descDevices, prometheus.GaugeValue, float64(len(m.Writer.Activity())))
+	var size int64
+	for _, suffix := range []string{"", "-wal"} {
+		if fi, err := os.Stat(m.Config.DB + suffix); err == nil {
+			size += fi.Size()
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(size))
+	ready := 1.0
+	if m.Ready() != nil {
+		ready = 0
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
 }

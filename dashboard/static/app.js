@@ -163,13 +163,14 @@
   // delivered once: live frames arrive in seq order; a replay may come in ts
   // order, so until its end the feed remembers which seqs it delivered.
   class LiveFeed {
-    constructor({ device, since, onMessages, onState }) {
+    constructor({ device, since, onMessages, onState, onStatus }) {
       this.device = device;
       this.seq = since;          // every message up to seq was delivered
       this.seen = new Set();     // seqs above seq delivered during a replay
       this.replaying = true;
       this.onMessages = onMessages;
       this.onState = onState;
+      this.onStatus = onStatus;
       this.attempt = 0;
       this.stopped = false;
       this.connect();
@@ -195,6 +196,7 @@
         let f;
         try { f = JSON.parse(ev.data); } catch (_) { return; }
         if (f.type === 'messages' || f.type === 'message') this.deliver(f.type === 'messages' ? f.messages : [f]);
+        else if (f.type === 'status') { if (this.onStatus) this.onStatus(f); }
         else if (f.type === 'replay_end') {
           let top = Math.max(this.seq, f.seq);
           for (const s of this.seen) top = Math.max(top, s);
@@ -631,6 +633,7 @@
         this.feed = new LiveFeed({
           device: this.id, since,
           onMessages: (ms) => this.onMessages(ms),
+          onStatus: (ev) => { this.status = ev.status; this.renderHeader(); },
           onState: (state, delay) => {
             if (state === 'live') conn.set('live', 'live');
             else if (state === 'reconnecting') conn.set('reconnecting', 'reconnecting' + (delay ? ' in ' + Math.ceil(delay / 1000) + ' s' : ''));

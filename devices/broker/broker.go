@@ -203,6 +203,17 @@ func (b *Broker) DisconnectDevice(device string) int {
 	return b.auth.disconnect(device)
 }
 
+// ConnectedDevices returns how many devices have a live connection (known
+// only with Presence set).
+func (b *Broker) ConnectedDevices() int {
+	if b.auth == nil {
+		return 0
+	}
+	b.auth.presence.mu.Lock()
+	defer b.auth.presence.mu.Unlock()
+	return len(b.auth.presence.conns)
+}
+
 // DeviceConnected reports whether device has a live connection (known only
 // with Presence set).
 func (b *Broker) DeviceConnected(device string) bool {

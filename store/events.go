@@ -1,0 +1,74 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// SetStatus implements devices.StatusRecorder: on the write loop, it sets
+// the device's status (creating the device if the hub never stored a
+// message of it) and appends the event to its log, then hands it to
+// OnStatus.
+func (w *Writer) SetStatus(ctx context.Context, ev devices.StatusEvent) error {
+	if err := devices.ValidateDeviceID(ev.Device); err != nil {
+		return err
+	}
+	return w.run(ctx, func() (err error) {
+		tx, err := w.conn.BeginTx(ctx, nil)
+		if err != nil {
+			return describe(err)
+		}
+		defer tx.Rollback()
+		d, created, err := w.device(ctx, tx, ev.Device, ev.At)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil && created { // the row was rolled back
+				w.mu.Lock()
+				delete(w.devs, ev.Device)
+				w.mu.Unlock()
+			}
+		}()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO device_events (device_id, at, status, reason) VALUES (?, ?, ?, ?)`, d.id, ev.At, ev.Status, ev.Reason); err != nil {
+			return describe(err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET status = ?, status_at = ? WHERE id = ?`, ev.Status, ev.At, d.id); err != nil {
+			return describe(err)
+		}
+		if err := tx.Commit(); err != nil {
+			return describe(err)
+		}
+		w.mu.Lock()
+		d.dev.Status, d.dev.StatusAt = ev.Status, ev.At
+		w.mu.Unlock()
+		if w.OnStatus != nil {
+			w.OnStatus(ev)
+		}
+		return nil
+	})
+}
+
+// StatusEvents returns a device's latest status events, newest first.
+func (s *MessageService) StatusEvents(ctx context.Context, device string, limit int) ([]devices.StatusEvent, error) {
+	var id int64
+	if err := s.db.read.QueryRowContext(ctx, `SELECT id FROM devices WHERE name = ?`, device).Scan(&id); err != nil {
+		return nil, fmt.Errorf("device %q: %w", device, devices.ErrNotFound)
+	}
+	rows, err := s.db.read.QueryContext(ctx, `SELECT at, status, reason FROM device_events WHERE device_id = ? ORDER BY at DESC, id DESC LIMIT ?`, id, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []devices.StatusEvent{}
+	for rows.Next() {
+		ev := devices.StatusEvent{Device: device}
+		if err := rows.Scan(&ev.At, &ev.Status, &ev.Reason); err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
