@@ -87,15 +87,15 @@ type Server struct {
 	// Logger defaults to slog.Default() with component=dashboard.
 	Logger *slog.Logger
 
-	auth   authState
+	auth authState
 
 	wsResyncs atomic.Int64 // clients caught up from the database after falling behind
 	wsSlow    atomic.Int64 // clients disconnected for not reading
-	app    *fiber.App
-	ln     net.Listener
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the Serve goroutine
+	app       *fiber.App
+	ln        net.Listener
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // the Serve goroutine
 
 	// WebSocket handlers run on connections hijacked from the HTTP server,
 	// which does not wait for them; Close does, through this count.
