@@ -52,6 +52,7 @@ type Config struct {
 	HTTPTLSCert     string
 	HTTPTLSKey      string
 	MaxConnections  int
+	MQTTClientQueue int
 	DeviceRate      float64
 	DeviceBurst     int
 	WSMaxClients    int
@@ -150,6 +151,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	str(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate (chain): serve HTTPS instead of HTTP on --http")
 	str(&c.HTTPTLSKey, "http-tls-key", "", "PEM private key for --http-tls-cert")
 	num(&c.MaxConnections, "max-connections", 10000, "most MQTT clients connected at once; 0 for no limit")
+	num(&c.MQTTClientQueue, "mqtt-client-queue", broker.DefaultClientWritesPending, "packets queued per MQTT client (8 bytes each, allocated at connect); a subscriber further behind misses forwards (counted)")
 	float(&c.DeviceRate, "device-rate", 0, "most publishes per second per device, on average (token bucket); 0 for no limit")
 	num(&c.DeviceBurst, "device-burst", 0, "publishes a device may send at once above --device-rate; default: one second's worth")
 	num(&c.WSMaxClients, "ws-max-clients", dashboard.DefaultWSMaxClients, "most WebSocket clients at once; more get 503")
@@ -190,6 +192,8 @@ func (c Config) Validate() error {
 		return errors.New("--ws-queue must be positive")
 	case c.Demo < 0 || c.Demo > 10000:
 		return errors.New("--demo must be between 0 and 10000")
+	case c.MQTTClientQueue < 16:
+		return errors.New("--mqtt-client-queue must be at least 16")
 	case c.MaxConnections < 0 || c.DeviceRate < 0 || c.DeviceBurst < 0 || c.WSMaxClients < 0 || c.DeviceTimeout < 0:
 		return errors.New("--max-connections, --device-rate, --device-burst, --ws-max-clients and --device-timeout must not be negative")
 	case (c.MQTTTLSCert == "") != (c.MQTTTLSKey == ""):

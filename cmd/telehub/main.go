@@ -155,6 +155,7 @@ func (m *Main) Run() error {
 		m.Broker.Auth = m.Creds
 		m.Broker.RequireAuth = cfg.DeviceAuth
 		m.Broker.MaxConnections = cfg.MaxConnections
+		m.Broker.ClientWritesPending = cfg.MQTTClientQueue
 		m.Broker.DeviceRate, m.Broker.DeviceBurst = cfg.DeviceRate, cfg.DeviceBurst
 		if cfg.MQTTTLSCert != "" {
 			if m.Broker.TLSConfig, err = mqttTLSConfig(cfg); err != nil {

@@ -24,6 +24,7 @@ var (
 	descDevices  = prometheus.NewDesc("telehub_devices", "Devices known to the hub.", nil, nil)
 	descConnDev  = prometheus.NewDesc("telehub_devices_connected", "Devices with a live connection to the embedded broker.", nil, nil)
 	descDBBytes  = prometheus.NewDesc("telehub_database_bytes", "Size of the database file and its WAL.", nil, nil)
+	descFwdDrop  = prometheus.NewDesc("telehub_mqtt_forward_dropped_total", "Messages not forwarded to an MQTT subscriber whose write queue was full (they are stored all the same).", nil, nil)
 	descReady    = prometheus.NewDesc("telehub_ready", "1 when the hub can take and store messages (as /readyz), else 0.", nil, nil)
 )
 
@@ -31,7 +32,7 @@ var (
 type hubCollector struct{ m *Main }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descReady} {
+	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descFwdDrop, descReady} {
 		ch <- d
 	}
 }
@@ -59,6 +60,7 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if m.Broker != nil {
 		ch <- prometheus.MustNewConstMetric(descConnDev, prometheus.GaugeValue, float64(m.Broker.ConnectedDevices()))
+		ch <- prometheus.MustNewConstMetric(descFwdDrop, prometheus.CounterValue, float64(m.Broker.ForwardDropped()))
 	}
 	if m.HTTP != nil {
 		ch <- prometheus.MustNewConstMetric(descWS, prometheus.GaugeValue, float64(m.HTTP.WSClients()))

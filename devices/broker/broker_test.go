@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,5 +389,36 @@ func TestBroker_LastWill(t *testing.T) {
 	rows, _ := rawQuery(t, db, `SELECT m.payload FROM messages m ORDER BY seq`)
 	if len(rows) != 2 || rows[1] != "offline" {
 		t.Fatalf("stored payloads %v, want [online offline]", rows)
+	}
+}
+
+// TestBroker_ForwardBurst: an MQTT subscriber (an integration such as
+// Node-RED) receives every message of a burst as large as the client write
+// queue (DefaultClientWritesPending), although that queue is kept small.
+func TestBroker_ForwardBurst(t *testing.T) {
+	_, w := MustStore(t)
+	b := MustOpen(t, w)
+	var got atomic.Int64
+	sub := MustConnect(t, b, "integration")
+	if tok := sub.Subscribe("devices/+/telemetry", 1, func(paho.Client, paho.Message) { got.Add(1) }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	const n = broker.DefaultClientWritesPending - 48
+	pub := MustConnect(t, b, "gateway")
+	toks := make([]paho.Token, n)
+	for i := range toks {
+		toks[i] = pub.Publish(fmt.Sprintf("devices/d%d/telemetry", i%50), 1, false, `{"x":1}`)
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for got.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got.Load() != n {
+		t.Fatalf("subscriber received %d of %d", got.Load(), n)
 	}
 }
