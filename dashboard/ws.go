@@ -190,7 +190,11 @@ func (st *wsStream) run(ctx context.Context) (int, string) {
 	st.last = st.opts.since
 	first := true
 	for {
-		sub, err := st.s.Feed.Subscribe(st.s.WSQueue)
+		subscribe := st.s.Feed.Subscribe
+		if st.opts.device != "" {
+			subscribe = func(buf int) (*devices.Subscription, error) { return st.s.Feed.SubscribeDevice(st.opts.device, buf) }
+		}
+		sub, err := subscribe(st.s.WSQueue)
 		if err != nil {
 			return websocket.CloseGoingAway, "server shutting down"
 		}

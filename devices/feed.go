@@ -12,18 +12,23 @@ var ErrLagged = errors.New("subscriber fell behind")
 // Feed fans committed messages out to live subscribers (WebSocket clients).
 // Publish never blocks: a subscriber whose buffer is full is dropped with
 // ErrLagged, so a slow reader can never stall ingestion or other readers.
+// A subscriber of one device (SubscribeDevice) receives only that device's
+// messages and is not woken for the others: a thousand dashboards each
+// following one device cost a batch no more than the devices in it.
 // The zero value is ready to use.
 type Feed struct {
 	mu     sync.Mutex
-	subs   map[*Subscription]struct{}
+	subs   map[*Subscription]struct{}            // every device
+	bydev  map[string]map[*Subscription]struct{} // one device each
 	closed bool
 }
 
 // Subscription receives batches of committed messages in sequence order.
 type Subscription struct {
-	feed *Feed
-	c    chan []Message
-	err  error // set before c is closed; guarded by feed.mu
+	feed   *Feed
+	device string // "" for every device
+	c      chan []Message
+	err    error // set before c is closed; guarded by feed.mu
 }
 
 // Subscribe registers a subscriber that buffers up to buf batches. It returns
@@ -42,7 +47,28 @@ func (f *Feed) Subscribe(buf int) (*Subscription, error) {
 	return s, nil
 }
 
-// Publish hands batch to every subscriber. batch must not be modified
+// SubscribeDevice is Subscribe for the messages of one device only.
+func (f *Feed) SubscribeDevice(device string, buf int) (*Subscription, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	if f.bydev == nil {
+		f.bydev = make(map[string]map[*Subscription]struct{})
+	}
+	set := f.bydev[device]
+	if set == nil {
+		set = make(map[*Subscription]struct{})
+		f.bydev[device] = set
+	}
+	s := &Subscription{feed: f, device: device, c: make(chan []Message, max(buf, 1))}
+	set[s] = struct{}{}
+	return s, nil
+}
+
+// Publish hands batch to every subscriber, and to each device subscriber
+// the part of batch that is its device's. batch must not be modified
 // afterwards: subscribers share it.
 func (f *Feed) Publish(batch []Message) {
 	if len(batch) == 0 {
@@ -51,11 +77,44 @@ func (f *Feed) Publish(batch []Message) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for s := range f.subs {
-		select {
-		case s.c <- batch:
-		default:
-			f.dropLocked(s, ErrLagged)
+		f.sendLocked(s, batch)
+	}
+	if len(f.bydev) == 0 {
+		return
+	}
+	if len(batch) == 1 || sameDevice(batch) {
+		for s := range f.bydev[batch[0].Device] {
+			f.sendLocked(s, batch)
 		}
+		return
+	}
+	parts := map[string][]Message{}
+	for i := range batch {
+		if _, ok := f.bydev[batch[i].Device]; ok {
+			parts[batch[i].Device] = append(parts[batch[i].Device], batch[i])
+		}
+	}
+	for device, part := range parts {
+		for s := range f.bydev[device] {
+			f.sendLocked(s, part)
+		}
+	}
+}
+
+func sameDevice(batch []Message) bool {
+	for i := 1; i < len(batch); i++ {
+		if batch[i].Device != batch[0].Device {
+			return false
+		}
+	}
+	return true
+}
+
+func (f *Feed) sendLocked(s *Subscription, batch []Message) {
+	select {
+	case s.c <- batch:
+	default:
+		f.dropLocked(s, ErrLagged)
 	}
 }
 
@@ -63,7 +122,11 @@ func (f *Feed) Publish(batch []Message) {
 func (f *Feed) Len() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.subs)
+	n := len(f.subs)
+	for _, set := range f.bydev {
+		n += len(set)
+	}
+	return n
 }
 
 // Close ends every subscription with ErrClosed and refuses new ones.
@@ -74,13 +137,25 @@ func (f *Feed) Close() {
 	for s := range f.subs {
 		f.dropLocked(s, ErrClosed)
 	}
+	for _, set := range f.bydev {
+		for s := range set {
+			f.dropLocked(s, ErrClosed)
+		}
+	}
 }
 
 func (f *Feed) dropLocked(s *Subscription, err error) {
-	if _, ok := f.subs[s]; !ok {
+	set := f.subs
+	if s.device != "" {
+		set = f.bydev[s.device]
+	}
+	if _, ok := set[s]; !ok {
 		return
 	}
-	delete(f.subs, s)
+	delete(set, s)
+	if s.device != "" && len(set) == 0 {
+		delete(f.bydev, s.device)
+	}
 	s.err = err
 	close(s.c)
 }

@@ -50,6 +50,37 @@ func TestFeed(t *testing.T) {
 			t.Fatalf("Len=%d, want 1", f.Len())
 		}
 	})
+	t.Run("Device", func(t *testing.T) {
+		var f devices.Feed
+		a, _ := f.SubscribeDevice("a", 4)
+		a2, _ := f.SubscribeDevice("a", 4)
+		b, _ := f.SubscribeDevice("b", 1)
+		all, _ := f.Subscribe(4)
+		f.Publish([]devices.Message{{Seq: 1, Device: "a"}, {Seq: 2, Device: "c"}, {Seq: 3, Device: "a"}})
+		f.Publish([]devices.Message{{Seq: 4, Device: "c"}})
+		for _, s := range []*devices.Subscription{a, a2} {
+			if got := <-s.C(); len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 || len(s.C()) != 0 {
+				t.Fatalf("device a got %v (+%d batches), want seq 1 and 3 only", got, len(s.C()))
+			}
+		}
+		if len(b.C()) != 0 || len(all.C()) != 2 || f.Len() != 4 {
+			t.Fatalf("b has %d batches, all %d, Len %d; want 0, 2, 4", len(b.C()), len(all.C()), f.Len())
+		}
+		f.Publish([]devices.Message{{Seq: 5, Device: "b"}})
+		f.Publish([]devices.Message{{Seq: 6, Device: "b"}}) // b's buffer of 1 is full
+		<-b.C()
+		if _, ok := <-b.C(); ok || !errors.Is(b.Err(), devices.ErrLagged) {
+			t.Fatalf("b: Err=%v, want ErrLagged", b.Err())
+		}
+		a.Close()
+		f.Close()
+		if _, ok := <-a2.C(); ok {
+			<-a2.C()
+		}
+		if !errors.Is(a2.Err(), devices.ErrClosed) || a.Err() != nil || f.Len() != 0 {
+			t.Fatalf("a2 Err=%v, a Err=%v, Len %d", a2.Err(), a.Err(), f.Len())
+		}
+	})
 	t.Run("ErrClosed", func(t *testing.T) {
 		var f devices.Feed
 		s, _ := f.Subscribe(1)

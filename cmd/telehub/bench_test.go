@@ -6,11 +6,14 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/fasthttp/websocket"
 
 	"github.com/telehub/telehub/store/storetest"
 )
@@ -225,4 +228,75 @@ func BenchmarkIngestLatency(b *testing.B) {
 	b.ReportMetric(percentile(in, 0.99), "in-p99-ms")
 	b.ReportMetric(percentile(through, 0.50), "through-p50-ms")
 	b.ReportMetric(percentile(through, 0.99), "through-p99-ms")
+}
+
+// BenchmarkIngestWithDashboards measures what WebSocket clients cost
+// ingestion: 1,000 devices publish half of b.N messages as fast as they can
+// with no dashboard connected, then the other half with 1,000 dashboards
+// connected (each following one device, as the device view does) and 10
+// clients that stream every device and never read. It reports both rates,
+// their ratio, and how many of the stalled clients were disconnected. The
+// dashboards read in this process, so their CPU is counted against the hub.
+//
+//	go test -run '^$' -bench IngestWithDashboards -benchtime 200000x ./cmd/telehub
+func BenchmarkIngestWithDashboards(b *testing.B) {
+	m := MustRunMain(b, func(c *Config) { c.WSWriteTimeout = 2 * time.Second; c.WSMaxClients = 2000 })
+	clients := fleet(b, m, benchDevices())
+	per := max((b.N/2+len(clients)-1)/len(clients), 1)
+	total := float64(per * len(clients))
+
+	b.ResetTimer()
+	_, alone := drive(b, clients, per, 0)
+	b.StopTimer()
+
+	ws := "ws" + strings.TrimPrefix(m.HTTP.URL(), "http") + "/api/v1/ws?batch=1"
+	var readers sync.WaitGroup
+	var frames atomic.Int64
+	var conns []*websocket.Conn
+	for i := 0; i < 1000; i++ {
+		c, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("%s&device=dev-%d", ws, i%len(clients)), nil)
+		if err != nil {
+			b.Fatalf("dashboard %d: %v", i, err)
+		}
+		conns = append(conns, c)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+				frames.Add(1)
+			}
+		}()
+	}
+	var stalled []*websocket.Conn
+	for i := 0; i < 10; i++ {
+		c, _, err := websocket.DefaultDialer.Dial(ws, nil)
+		if err != nil {
+			b.Fatalf("stalled client %d: %v", i, err)
+		}
+		stalled = append(stalled, c) // never read
+	}
+	b.Cleanup(func() {
+		for _, c := range append(conns, stalled...) {
+			c.Close()
+		}
+		readers.Wait()
+	})
+	b.StartTimer()
+	_, with := drive(b, clients, per, 0)
+	b.StopTimer()
+	// Stalled clients are cut off within --ws-write-timeout or after
+	// falling behind repeatedly.
+	deadline := time.Now().Add(10 * time.Second)
+	for m.HTTP.WSClients() > 1000 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, slow := m.HTTP.WSDrops()
+	b.ReportMetric(total/alone.Seconds(), "msgs/s-alone")
+	b.ReportMetric(total/with.Seconds(), "msgs/s-dashboards")
+	b.ReportMetric(alone.Seconds()/with.Seconds(), "ratio")
+	b.ReportMetric(float64(slow), "slow-disconnected")
+	b.ReportMetric(float64(frames.Load()), "dashboard-frames")
 }
