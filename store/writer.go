@@ -120,6 +120,7 @@ type Writer struct {
 	lastErr  atomic.Pointer[string]
 	commitNs atomic.Int64 // duration of the latest commit
 	commits  atomic.Int64 // transactions that stored messages
+	failures atomic.Int64 // failed commit attempts
 }
 
 type devState struct {
@@ -378,6 +379,9 @@ func (d *devState) snapshot() *devices.Device {
 	return &c
 }
 
+// CommitFailures returns how many commit attempts failed (each is retried).
+func (w *Writer) CommitFailures() int64 { return w.failures.Load() }
+
 // Healthy reports whether the latest commit succeeded, and the latest error.
 func (w *Writer) Healthy() (bool, string) {
 	if !w.failing.Load() {
@@ -588,6 +592,7 @@ func (w *Writer) commitRetrying(b *batch) bool {
 			return true
 		}
 		failures++
+		w.failures.Add(1)
 		msg := err.Error()
 		w.lastErr.Store(&msg)
 		w.failing.Store(true)

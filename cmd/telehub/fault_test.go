@@ -2,18 +2,26 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telehub/telehub/store"
 )
 
 // requireFaultTests skips the slow fault tests unless TELEHUB_FAULT_TESTS is
@@ -146,4 +154,141 @@ func TestFault_10kConnections(t *testing.T) {
 	if perConn > 48*1024 {
 		t.Fatalf("%.1f KiB per idle connection, want under 48", perConn/1024)
 	}
+}
+
+// TestFault_DiskFull: the database lives on a small tmpfs that fills up
+// while a device publishes QoS 1. The hub stops acknowledging (the device
+// keeps its messages), reports not ready and counts the failures; when the
+// file system grows it recovers by itself, and every acknowledged message
+// is stored in a database that passes integrity_check.
+func TestFault_DiskFull(t *testing.T) {
+	requireFaultTests(t)
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("TELEHUB_REQUIRE_TOOLS") != "" {
+			t.Fatalf("mount tmpfs: %v %s (needs root, as in .ci/run)", err, out)
+		}
+		t.Skipf("mount tmpfs: %v %s; run as root to simulate a full disk", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	dbPath := filepath.Join(dir, "telehub.db")
+	m := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(m.Broker.URL()).SetClientID("filler").
+		SetAutoReconnect(false).SetWriteTimeout(time.Minute))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(0)
+	pad := strings.Repeat("x", 2000)
+	var mu sync.Mutex
+	acked := map[int]bool{}
+	var lastAck atomic.Int64
+	lastAck.Store(time.Now().UnixNano())
+	stop := make(chan struct{})
+	published := make(chan int, 1)
+	go func() { // keeps 20 messages in flight, as a device would
+		window := make(chan struct{}, 20)
+		i := 0
+		defer func() { published <- i }()
+		for ; ; i++ {
+			select {
+			case <-stop:
+				return
+			case window <- struct{}{}:
+			}
+			n := i
+			tok := c.Publish("devices/filler/telemetry", 1, false, fmt.Sprintf(`{"n":%d,"pad":"%s"}`, n, pad))
+			go func() {
+				defer func() { <-window }()
+				if tok.WaitTimeout(2*time.Minute) && tok.Error() == nil {
+					mu.Lock()
+					acked[n] = true
+					mu.Unlock()
+					lastAck.Store(time.Now().UnixNano())
+				}
+			}()
+		}
+	}()
+
+	// The disk fills: acknowledgements stop, /readyz says why.
+	checkFor(t, 60*time.Second, func() error {
+		if time.Since(time.Unix(0, lastAck.Load())) < 2*time.Second || m.Ready() == nil {
+			return fmt.Errorf("still acknowledging")
+		}
+		return nil
+	})
+	mu.Lock()
+	ackedFull := len(acked)
+	mu.Unlock()
+	resp, err := http.Get(m.HTTP.URL() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "full") {
+		t.Fatalf("/readyz %d %s; want 503 naming the full disk", resp.StatusCode, body)
+	}
+	if m.Writer.CommitFailures() == 0 {
+		t.Fatal("no commit failure counted")
+	}
+
+	// Space returns: the hub recovers by itself.
+	fullAt := time.Now()
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
+		t.Fatalf("grow tmpfs: %v %s", err, out)
+	}
+	checkFor(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if m.Ready() != nil || len(acked) < ackedFull+200 {
+			return fmt.Errorf("not recovered: %d acknowledged, ready: %v", len(acked), m.Ready())
+		}
+		return nil
+	})
+	recovered := time.Since(fullAt)
+	close(stop)
+	sent := <-published
+	time.Sleep(500 * time.Millisecond) // the last acknowledgements
+	mu.Lock()
+	ackedAll := maps.Clone(acked)
+	mu.Unlock()
+	failures := m.Writer.CommitFailures()
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	db := store.NewDB(dbPath)
+	if err := db.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.IntegrityCheck(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.ReadDB().Query(`SELECT payload FROM messages`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[int]bool{}
+	for rows.Next() {
+		var p []byte
+		rows.Scan(&p)
+		var v struct{ N int }
+		json.Unmarshal(p, &v)
+		stored[v.N] = true
+	}
+	rows.Close()
+	missing := 0
+	for n := range ackedAll {
+		if !stored[n] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d acknowledged messages missing", missing)
+	}
+	t.Logf("disk full after %d acknowledged; %d published, %d acknowledged, %d stored, 0 lost; %d failed commit attempts; recovered %v after space returned",
+		ackedFull, sent, len(ackedAll), len(stored), failures, recovered.Round(time.Millisecond))
 }
