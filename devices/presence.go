@@ -168,7 +168,7 @@ func (p *Presence) store(ctx context.Context, ev presenceEvent) {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	e := StatusEvent{Device: ev.device, Status: ev.status, Reason: ev.reason, At: time.Now().UnixMilli()}
-	if err := p.Recorder.SetStatus(wctx, e); err != nil {
+	if err := p.Recorder.SetStatus(wctx, e); err != nil && ctx.Err() == nil {
 		p.Logger.Warn("status change not stored", "device", ev.device, "status", ev.status, "error", err)
 	}
 }

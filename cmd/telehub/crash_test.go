@@ -41,6 +41,28 @@ func startHubProcess(tb testing.TB, args ...string) *hubProcess {
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), "TELEHUB_TEST_CHILD=1", "TELEHUB_TEST_ARGS="+strings.Join(args, " "))
+	return startHub(tb, cmd)
+}
+
+// startHubBinary runs a telehub binary (see buildHub) with args.
+func startHubBinary(tb testing.TB, exe string, args ...string) *hubProcess {
+	tb.Helper()
+	return startHub(tb, exec.Command(exe, args...))
+}
+
+// buildHub builds cmd/telehub without the race detector, so that the
+// process measured is the one users run.
+func buildHub(tb testing.TB) string {
+	tb.Helper()
+	exe := filepath.Join(tb.TempDir(), "telehub")
+	if out, err := exec.Command("go", "build", "-o", exe, ".").CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return exe
+}
+
+func startHub(tb testing.TB, cmd *exec.Cmd) *hubProcess {
+	tb.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		tb.Fatal(err)

@@ -78,12 +78,12 @@ func mqttConnectRaw(addr, id string) (net.Conn, error) {
 }
 
 // TestFault_10kConnections: 10,000 devices connect within seconds to a hub
-// in its own process. All connect, the hub keeps answering and storing,
+// in its own process, built as users build it (without -race). All connect, the hub keeps answering and storing,
 // and the resident memory per idle connection is reported.
 func TestFault_10kConnections(t *testing.T) {
 	requireFaultTests(t)
 	const n = 10_000
-	h := startHubProcess(t, "--db", t.TempDir()+"/telehub.db", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0",
+	h := startHubBinary(t, buildHub(t), "--db", t.TempDir()+"/telehub.db", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0",
 		"--max-connections", "20000")
 	pid := h.cmd.Process.Pid
 	time.Sleep(500 * time.Millisecond) // let the heap settle
