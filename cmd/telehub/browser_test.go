@@ -14,6 +14,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telehub/telehub/simulator"
 )
 
 // browser is a headless Chromium tab that records every console error and
@@ -29,7 +31,7 @@ type browser struct {
 
 // newBrowser starts Debian's chromium, or skips (fails under
 // TELEHUB_REQUIRE_TOOLS) where it is missing.
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t testing.TB) *browser {
 	t.Helper()
 	exe := requireTool(t, "chromium", "apt-get install chromium")
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -92,7 +94,7 @@ func (b *browser) checkNoErrors(t *testing.T) {
 }
 
 // run runs the actions, each within 30 seconds.
-func (b *browser) run(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
+func (b *browser) run(t testing.TB, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	for _, a := range actions {
 		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
@@ -366,4 +368,62 @@ func TestBrowser_Login(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("page errors: %v", errs)
 	}
+}
+
+// frameStats measures, inside the page, the intervals between animation
+// frames for d (and long tasks, where Chromium reports them).
+const frameStats = `new Promise((resolve) => {
+  const gaps = []; let long = 0; let last = performance.now();
+  try { new PerformanceObserver((l) => { long += l.getEntries().length; }).observe({ type: 'longtask', buffered: false }); } catch (_) {}
+  const end = last + %d;
+  function tick(now) {
+    gaps.push(now - last); last = now;
+    if (now < end) requestAnimationFrame(tick);
+    else { gaps.sort((a, b) => a - b); resolve({ p50: gaps[Math.floor(gaps.length * 0.5)], p99: gaps[Math.floor(gaps.length * 0.99)], max: gaps[gaps.length - 1], frames: gaps.length, long }); }
+  }
+  requestAnimationFrame(tick);
+})`
+
+type frames struct {
+	P50, P99, Max float64
+	Frames, Long  int
+}
+
+// BenchmarkBrowser_Smooth: 100 simulated devices publish 10 messages a
+// second each while headless Chromium shows the device list, then one
+// device's view with live charts; it reports animation frame intervals
+// (p50, p99, worst) and long tasks (over 50 ms) on each page. Headless
+// Chromium shares the two cores with the hub and the devices.
+//
+//	go test -run '^$' -bench Browser_Smooth -benchtime 1x ./cmd/telehub
+func BenchmarkBrowser_Smooth(b *testing.B) {
+	m := MustRunMain(b)
+	cfg := simulator.NewConfig()
+	cfg.Broker, cfg.Devices, cfg.Rate, cfg.QoS, cfg.Duration = m.Broker.URL(), 100, 10, 1, 2*time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); simulator.Run(ctx, cfg) }()
+	b.Cleanup(func() { cancel(); <-done })
+	waitStored(b, m, 2000)
+
+	br := newBrowser(b)
+	measure := func(name string) frames {
+		ctx, cancel := context.WithTimeout(br.ctx, 30*time.Second)
+		defer cancel()
+		f, err := chromedp.Run(ctx, chromedp.Evaluate[frames](fmt.Sprintf(frameStats, 5000), chromedp.EvalAwaitPromise))
+		if err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		return f
+	}
+	br.run(b, chromedp.Navigate(m.HTTP.URL()+"/"), chromedp.WaitVisible(chromedp.CSS(`tr[data-device="sim-0100"]`)))
+	list := measure("list")
+	br.run(b, chromedp.Navigate(m.HTTP.URL()+"/#/device/sim-0001?w=5m"), chromedp.WaitVisible(chromedp.CSS(`section.chart canvas`)))
+	view := measure("device view")
+	b.ReportMetric(list.P99, "list-frame-p99-ms")
+	b.ReportMetric(float64(list.Long), "list-long-tasks")
+	b.ReportMetric(view.P50, "view-frame-p50-ms")
+	b.ReportMetric(view.P99, "view-frame-p99-ms")
+	b.ReportMetric(view.Max, "view-frame-max-ms")
+	b.ReportMetric(float64(view.Long), "view-long-tasks")
 }
