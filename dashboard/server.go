@@ -50,6 +50,8 @@ type Server struct {
 	Feed *devices.Feed
 	// Deleter removes devices and messages; nil disables the DELETE routes.
 	Deleter devices.DataDeleter
+	// Backup writes database copies for POST /api/v1/backup; nil disables it.
+	Backup Backuper
 	// Events lists devices' status events; nil disables that route.
 	Events EventLister
 	// Retention reads and sets per-device retention; nil disables those routes.
@@ -199,6 +201,7 @@ func (s *Server) routes() {
 	api.Get("/metrics/keys", s.handleKeys)
 	api.Get("/export", s.handleExport)
 	api.Get("/stats", s.handleStats)
+	api.Post("/backup", s.handleBackup)
 	api.Get("/openapi.json", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(openAPI)

@@ -194,6 +194,7 @@ func (m *Main) Run() error {
 	m.HTTP.Deleter = m.Writer
 	m.HTTP.Retention = m.Writer
 	m.HTTP.Events = m.Messages
+	m.HTTP.Backup = m.DB
 	m.HTTP.Ready = m.Ready
 	m.HTTP.Metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 	m.HTTP.WSQueue = cfg.WSQueue
