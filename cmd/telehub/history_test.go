@@ -330,3 +330,66 @@ func TestHistory_Retention(t *testing.T) {
 		}
 	}
 }
+
+// TestHistory_ClockSkew: a device whose clock is a year ahead and one a year
+// behind. Each message keeps both its device time (ts) and the hub's receive
+// time; history by ts places the readings where the device said, the live
+// feed and replay go by arrival (seq), and latest values follow ts.
+func TestHistory_ClockSkew(t *testing.T) {
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "skewed")
+	now := time.Now()
+	year := 365 * 24 * time.Hour
+	for i, dev := range []string{"ahead", "behind"} {
+		off := year
+		if i == 1 {
+			off = -year
+		}
+		for k := 0; k < 3; k++ {
+			ts := now.Add(off).Add(time.Duration(k) * time.Second).UnixMilli()
+			if tok := c.Publish("devices/"+dev+"/telemetry", 1, false, fmt.Sprintf(`{"v":%d,"ts":%d}`, k, ts)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Fatal(tok.Error())
+			}
+		}
+	}
+	ws := dialWS(t, m.HTTP.URL(), "since=0")
+	got := ws.collect(t, 6, 10*time.Second) // by arrival, whatever the clocks say
+	if got[0].Device != "ahead" || got[5].Device != "behind" {
+		t.Fatalf("replay order %v", got)
+	}
+	for _, dev := range []string{"ahead", "behind"} {
+		var page struct {
+			Messages []struct {
+				TS       int64 `json:"ts"`
+				Received int64 `json:"received"`
+			} `json:"messages"`
+		}
+		// By device time: the year-shifted window finds them, "now" does not.
+		shifted := now.Add(year)
+		if dev == "behind" {
+			shifted = now.Add(-year)
+		}
+		url := fmt.Sprintf("%s/api/v1/devices/%s/messages?from=%d&to=%d", m.HTTP.URL(), dev, shifted.Add(-time.Minute).UnixMilli(), shifted.Add(time.Minute).UnixMilli())
+		getJSON(t, url, &page)
+		if len(page.Messages) != 3 {
+			t.Fatalf("%s: %d messages in its own time window, want 3", dev, len(page.Messages))
+		}
+		for _, msg := range page.Messages {
+			if d := msg.Received - now.UnixMilli(); d < -60_000 || d > 60_000 {
+				t.Fatalf("%s: received %d is not the hub's time", dev, msg.Received)
+			}
+		}
+		url = fmt.Sprintf("%s/api/v1/devices/%s/messages?from=%d&to=%d", m.HTTP.URL(), dev, now.Add(-time.Hour).UnixMilli(), now.Add(time.Hour).UnixMilli())
+		getJSON(t, url, &page)
+		if len(page.Messages) != 0 {
+			t.Fatalf("%s: %d messages by device time in the last hour, want 0", dev, len(page.Messages))
+		}
+		var latest struct {
+			Latest map[string]struct{ V float64 } `json:"latest"`
+		}
+		getJSON(t, m.HTTP.URL()+"/api/v1/devices/"+dev+"/latest", &latest)
+		if latest.Latest["v"].V != 2 {
+			t.Fatalf("%s: latest v=%v, want 2", dev, latest.Latest["v"].V)
+		}
+	}
+}
