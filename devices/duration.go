@@ -21,7 +21,7 @@ func ParseRetention(s string) (time.Duration, error) {
 	}{{"d", 24 * time.Hour}, {"w", 7 * 24 * time.Hour}} {
 		if num, ok := strings.CutSuffix(s, u.suffix); ok {
 			n, err := strconv.ParseFloat(num, 64)
-			if err != nil || n < 0 || n > 100*365 {
+			if err != nil || !(n >= 0 && n <= 100*365) { // also refuses NaN
 				break
 			}
 			return time.Duration(n * float64(u.d)), nil

@@ -169,3 +169,16 @@ func TestParseRetention(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRetention: no panic; an accepted value is never negative.
+func FuzzParseRetention(f *testing.F) {
+	for _, s := range []string{"0", "30d", "2w", "36h", "1.5d", "-1d", "1e400d", "NaNd", "9999999999999999999h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := devices.ParseRetention(s)
+		if err == nil && d < 0 {
+			t.Fatalf("%q: negative %v accepted", s, d)
+		}
+	})
+}

@@ -99,3 +99,15 @@ func TestBackup_API(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzParseSize: no panic; an accepted size is never negative.
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"0", "10GB", "500 mb", "1.5TB", "-1", "1e30TB", "NaN", "kb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := parseSize(s); err == nil && n < 0 {
+			t.Fatalf("%q: negative %d accepted", s, n)
+		}
+	})
+}

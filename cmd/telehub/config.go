@@ -274,7 +274,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseFloat(s, 64)
-	if err != nil || n < 0 {
+	if err != nil || !(n >= 0 && n*float64(mult) <= 1<<60) { // also refuses NaN and absurd sizes
 		return 0, fmt.Errorf("want a size such as 500MB or 10GB, got %q", s)
 	}
 	return int64(n * float64(mult)), nil
