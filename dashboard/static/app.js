@@ -349,6 +349,7 @@
       this.desc = params.get('desc') === '1';
       this.prev = new Map(); // id -> {count, t} of the previous poll, for rates
       this.rates = new Map();
+      this.rows = new Map(); // id -> {tr, key} of the rendered rows
       this.devices = [];
       document.title = 'Devices · Telehub';
 
@@ -441,16 +442,35 @@
         const c = x < y ? -1 : x > y ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
         return this.desc ? -c : c;
       });
-      this.tbody.replaceChildren(...list.map((d) => {
-        const values = Object.entries(d.latest || {}).slice(0, 6).map(([k, l]) => h('span', null, h('b', { text: k + ' ' }), fmtValue(l.v)));
-        return h('tr', { 'data-device': d.id },
-          h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id })),
-          h('td', null, statusEl(statusOf(d.status, d.last_seen))),
-          h('td', { class: 'num' }, agoEl(d.last_seen)),
-          h('td', { class: 'num' }, fmtRate(this.rates.get(d.id))),
-          h('td', { class: 'num hide-narrow', text: d.message_count.toLocaleString() }),
-          h('td', { class: 'hide-narrow' }, h('div', { class: 'values' }, values)));
-      }));
+      // Rows are kept per device and only their changed cells rewritten, so
+      // a refresh of a large fleet does not rebuild the table.
+      const keep = new Set();
+      list.forEach((d, i) => {
+        keep.add(d.id);
+        let r = this.rows.get(d.id);
+        if (!r) {
+          r = { tr: h('tr', { 'data-device': d.id }), key: '' };
+          this.rows.set(d.id, r);
+        }
+        const state = statusOf(d.status, d.last_seen);
+        const rate = fmtRate(this.rates.get(d.id));
+        const key = [state, d.last_seen, rate, d.message_count, JSON.stringify(d.latest || {})].join('|');
+        if (r.key !== key) {
+          r.key = key;
+          const values = Object.entries(d.latest || {}).slice(0, 6).map(([k, l]) => h('span', null, h('b', { text: k + ' ' }), fmtValue(l.v)));
+          r.tr.replaceChildren(
+            h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id })),
+            h('td', null, statusEl(state)),
+            h('td', { class: 'num' }, agoEl(d.last_seen)),
+            h('td', { class: 'num', text: rate }),
+            h('td', { class: 'num hide-narrow', text: d.message_count.toLocaleString() }),
+            h('td', { class: 'hide-narrow' }, h('div', { class: 'values' }, values)));
+        }
+        if (this.tbody.children[i] !== r.tr) this.tbody.insertBefore(r.tr, this.tbody.children[i] || null);
+      });
+      for (const [id, r] of this.rows) {
+        if (!keep.has(id)) { r.tr.remove(); this.rows.delete(id); }
+      }
       const n = this.devices.length;
       this.summary.textContent = n ? (this.more ? 'first ' + n.toLocaleString() + ' devices; type a prefix to narrow' : n.toLocaleString() + (n === 1 ? ' device' : ' devices')) : '';
       this.table.hidden = n === 0;
