@@ -62,6 +62,8 @@ type Config struct {
 	Verify bool
 	// HubURL is the hub's HTTP base URL. Default http://127.0.0.1:8080.
 	HubURL string
+	// HubToken is an API token (read scope is enough) for hubs that require one.
+	HubToken string
 	// Status receives a live one-line status every second; nil for none.
 	Status io.Writer
 	// Scheme is the topic scheme. Default devices.DefaultScheme().

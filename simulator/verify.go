@@ -65,7 +65,7 @@ func newVerifier(ctx context.Context, f *fleet) (*verifier, error) {
 	var stats struct {
 		LastSeq int64 `json:"last_seq"`
 	}
-	if err := getJSON(ctx, base.String()+"/api/v1/stats", &stats); err != nil {
+	if err := getJSON(ctx, base.String()+"/api/v1/stats", f.cfg.HubToken, &stats); err != nil {
 		return nil, fmt.Errorf("--verify: ask the hub at %s: %w", base, err)
 	}
 	v := &verifier{
@@ -82,10 +82,13 @@ func newVerifier(ctx context.Context, f *fleet) (*verifier, error) {
 	return v, nil
 }
 
-func getJSON(ctx context.Context, u string, dst any) error {
+func getJSON(ctx context.Context, u, token string, dst any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -104,7 +107,11 @@ func (v *verifier) dial(ctx context.Context, since int64) (*websocket.Conn, erro
 		scheme = "wss"
 	}
 	u := fmt.Sprintf("%s://%s%s/api/v1/ws?since=%d&batch=1", scheme, v.base.Host, v.base.Path, since)
-	conn, _, err := websocket.DefaultDialer.DialContext(ctx, u, nil)
+	var h http.Header
+	if v.f.cfg.HubToken != "" {
+		h = http.Header{"Authorization": {"Bearer " + v.f.cfg.HubToken}}
+	}
+	conn, _, err := websocket.DefaultDialer.DialContext(ctx, u, h)
 	if err != nil {
 		return nil, fmt.Errorf("websocket %s: %w", u, err)
 	}

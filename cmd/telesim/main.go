@@ -118,6 +118,7 @@ func addFleetFlags(fs *flag.FlagSet, cfg *simulator.Config) (jsonOut *bool, qos 
 	fs.BoolVar(&cfg.Retain, "retain", false, "publish telemetry retained")
 	fs.BoolVar(&cfg.Verify, "verify", false, "check what the hub stored and pushed live (needs --hub)")
 	fs.StringVar(&cfg.HubURL, "hub", cfg.HubURL, "the hub's HTTP URL, for --verify")
+	fs.StringVar(&cfg.HubToken, "hub-token", os.Getenv("TELEHUB_API_TOKEN"), "API token for --verify when the hub requires one (read scope is enough; env TELEHUB_API_TOKEN)")
 	jsonOut = fs.Bool("json", false, "print the report as JSON")
 	return jsonOut, qos
 }
