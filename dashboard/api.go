@@ -170,13 +170,20 @@ func (s *Server) handleListMessages(c *fiber.Ctx) error {
 	default:
 		return invalid("order", "want asc or desc, got %q", o)
 	}
+	switch t := c.Query("time", "ts"); t {
+	case "ts":
+	case "received":
+		f.ByReceived = true
+	default:
+		return invalid("time", "want ts or received, got %q", t)
+	}
 	if v := c.Query("cursor"); v != "" {
 		cur, err := decodeCursor(v)
 		if err != nil || cur.Name != "" || cur.Seq == 0 {
 			return invalid("cursor", "not a message listing cursor")
 		}
-		if cur.Desc != f.Desc {
-			return invalid("cursor", "was issued for the other order")
+		if cur.Desc != f.Desc || cur.Received != f.ByReceived {
+			return invalid("cursor", "was issued for another order or time")
 		}
 		f.After = cur.position()
 	}
@@ -201,7 +208,7 @@ func (s *Server) handleListMessages(c *fiber.Ctx) error {
 	b = append(b, `],"more":`...)
 	if more {
 		last := msgs[len(msgs)-1]
-		next := nextURL(c, cursor{Desc: f.Desc, TS: last.TS, Seq: int64(last.Seq)})
+		next := nextURL(c, cursor{Desc: f.Desc, TS: last.TS, Seq: int64(last.Seq), Received: f.ByReceived})
 		c.Set(fiber.HeaderLink, "<"+next+`>; rel="next"`)
 		b = append(b, `true,"next":`...)
 		nb, _ := json.Marshal(next)

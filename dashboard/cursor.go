@@ -14,6 +14,8 @@ type cursor struct {
 	TS   int64  `json:"t,omitempty"`
 	Seq  int64  `json:"s,omitempty"`
 	Name string `json:"n,omitempty"` // device listings: the last device id
+	// Received marks a listing by receive time (time=received).
+	Received bool `json:"r,omitempty"`
 }
 
 func (c cursor) encode() string {

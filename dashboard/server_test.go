@@ -138,6 +138,7 @@ func TestServer_Problems(t *testing.T) {
 		{"/api/v1/devices/kitchen/messages?from=yesterday", 400, `"from"`},
 		{"/api/v1/devices/kitchen/messages?from=20&to=10", 400, `"from"`},
 		{"/api/v1/devices/kitchen/messages?order=sideways", 400, `"order"`},
+		{"/api/v1/devices/kitchen/messages?time=device", 400, `"time"`},
 		{"/api/v1/devices/bad%20id/messages", 400, `"id"`},
 		{"/api/v1/devices/nosuch/messages", 404, "nosuch"},
 		{"/api/v1/devices/nosuch", 404, "nosuch"},

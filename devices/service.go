@@ -39,6 +39,9 @@ type MessageFilter struct {
 	// requested order (keyset pagination): the TS and Seq of the last
 	// message of the previous page.
 	After *Position
+	// ByReceived makes From and To bound the receive time instead, and
+	// orders by arrival (Seq); After then needs only its Seq.
+	ByReceived bool
 }
 
 // Position is a message's place in TS order, ties broken by Seq.

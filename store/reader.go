@@ -112,8 +112,84 @@ func (s *MessageService) ListMessages(ctx context.Context, f devices.MessageFilt
 			return nil, err
 		}
 	}
+	if f.ByReceived {
+		return s.listByReceived(ctx, f, deviceID)
+	}
 	q, args := messagesQuery(f, deviceID)
 	return s.query(ctx, q, args, f.Limit)
+}
+
+// receivedSlack widens the sequence range found for a receive-time window:
+// seq follows received only to within the time a message waits between the
+// broker and the writer's queue.
+const receivedSlack = 5000 // ms
+
+// listByReceived lists a device's messages by arrival. Receive times grow
+// with seq, so the window becomes a seq range found by binary search on the
+// primary key (a few dozen point reads), and the range is read in seq order
+// through the primary key, filtered to the device and the exact window. The
+// cost grows with all the messages received in the window, not only the
+// device's: it suits "what arrived lately", not years at a time.
+func (s *MessageService) listByReceived(ctx context.Context, f devices.MessageFilter, deviceID int64) ([]devices.Message, error) {
+	where := []string{`+m.device_id = ?`}
+	args := []any{deviceID}
+	if f.From != 0 {
+		lo, err := s.firstSeqReceived(ctx, f.From-receivedSlack)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, `m.seq >= ?`, `m.received >= ?`)
+		args = append(args, lo, f.From)
+	}
+	if f.To != 0 {
+		hi, err := s.firstSeqReceived(ctx, f.To+receivedSlack+1)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, `m.seq < ?`, `m.received <= ?`)
+		args = append(args, hi, f.To)
+	}
+	dir := ` ASC`
+	if f.Desc {
+		dir = ` DESC`
+	}
+	if f.After != nil {
+		if f.Desc {
+			where = append(where, `m.seq < ?`)
+		} else {
+			where = append(where, `m.seq > ?`)
+		}
+		args = append(args, int64(f.After.Seq))
+	}
+	q := `SELECT ` + messageCols + ` FROM messages m JOIN devices d ON d.id = m.device_id WHERE ` +
+		strings.Join(where, ` AND `) + ` ORDER BY m.seq` + dir + ` LIMIT ?`
+	return s.query(ctx, q, append(args, f.Limit), f.Limit)
+}
+
+// firstSeqReceived returns the lowest seq whose message was received at or
+// after ms (one past the highest seq when there is none).
+func (s *MessageService) firstSeqReceived(ctx context.Context, ms int64) (int64, error) {
+	var lo, hi sql.NullInt64
+	if err := s.db.read.QueryRowContext(ctx, `SELECT min(seq), max(seq) FROM messages`).Scan(&lo, &hi); err != nil {
+		return 0, err
+	}
+	a, b := lo.Int64, hi.Int64+1 // the answer is in [a, b]
+	for a < b {
+		mid := a + (b-a)/2
+		var seq, received int64
+		err := s.db.read.QueryRowContext(ctx, `SELECT seq, received FROM messages WHERE seq >= ? ORDER BY seq LIMIT 1`, mid).Scan(&seq, &received)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			b = mid
+		case err != nil:
+			return 0, err
+		case received >= ms:
+			b = mid
+		default:
+			a = seq + 1
+		}
+	}
+	return a, nil
 }
 
 func (s *MessageService) query(ctx context.Context, q string, args []any, limit int) ([]devices.Message, error) {

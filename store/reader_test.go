@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -237,5 +238,51 @@ func TestMessageService_Replay(t *testing.T) {
 				t.Fatalf("replayed %d, want %d", len(got), len(want))
 			}
 		})
+	}
+}
+
+// TestMessageService_ByReceived: a receive-time window selects exactly the
+// messages received in it, in arrival order, with keyset pages, whatever
+// their device time.
+func TestMessageService_ByReceived(t *testing.T) {
+	db := MustOpenDB(t)
+	w := MustOpenWriter(t, db)
+	var in []devices.Message
+	for i := 0; i < 3000; i++ { // received every 10 ms; ts scrambled, as with broken clocks
+		dev := []string{"a", "b", "c"}[i%3]
+		p := []byte(fmt.Sprintf(`{"i":%d}`, i))
+		in = append(in, devices.Message{Device: dev, Topic: "devices/" + dev + "/telemetry", Kind: devices.KindTelemetry,
+			TS: int64((i*7919)%3000) * 1000, Received: 1_000_000 + int64(i)*10, Payload: p})
+	}
+	writeAll(t, w, in)
+	s := store.NewMessageService(db)
+	ctx := context.Background()
+	from, to := int64(1_000_000+1000*10), int64(1_000_000+2000*10) // i in [1000, 2000]
+	var got []devices.Message
+	f := devices.MessageFilter{Device: "b", From: from, To: to, Limit: 100, Desc: true, ByReceived: true}
+	for {
+		page, err := s.ListMessages(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, page...)
+		if len(page) < f.Limit {
+			break
+		}
+		f.After = &devices.Position{Seq: page[len(page)-1].Seq}
+	}
+	var want []int64
+	for i := 2000; i >= 1000; i-- {
+		if i%3 == 1 {
+			want = append(want, 1_000_000+int64(i)*10)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d messages, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].Received != want[i] || got[i].Device != "b" || (i > 0 && got[i].Seq >= got[i-1].Seq) {
+			t.Fatalf("message %d: %+v, want received %d in seq order", i, got[i], want[i])
+		}
 	}
 }

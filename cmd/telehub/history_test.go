@@ -334,7 +334,8 @@ func TestHistory_Retention(t *testing.T) {
 // TestHistory_ClockSkew: a device whose clock is a year ahead and one a year
 // behind. Each message keeps both its device time (ts) and the hub's receive
 // time; history by ts places the readings where the device said, the live
-// feed and replay go by arrival (seq), and latest values follow ts.
+// feed, replay and time=received listings go by arrival, and latest values
+// follow ts.
 func TestHistory_ClockSkew(t *testing.T) {
 	m := MustRunMain(t)
 	c := mqttConnect(t, m.Broker.URL(), "skewed")
@@ -383,6 +384,10 @@ func TestHistory_ClockSkew(t *testing.T) {
 		getJSON(t, url, &page)
 		if len(page.Messages) != 0 {
 			t.Fatalf("%s: %d messages by device time in the last hour, want 0", dev, len(page.Messages))
+		}
+		getJSON(t, url+"&time=received", &page) // by arrival: all three
+		if len(page.Messages) != 3 {
+			t.Fatalf("%s: %d messages received in the last hour, want 3", dev, len(page.Messages))
 		}
 		var latest struct {
 			Latest map[string]struct{ V float64 } `json:"latest"`
