@@ -507,6 +507,7 @@
       this.charts = new Map();
       this.log = [];           // newest first
       this.logSeqs = new Set();
+      this.reloadedFor = new Set(); // metrics that made the view reload
       this.arrivals = [];      // receive times of the last messages, for the rate
       this.loadGen = 0;
       document.title = id + ' · Telehub';
@@ -744,7 +745,10 @@
             if (this.win === 'custom' && (ts < this.from || ts > this.to)) continue;
             c.points.add(ts, x);
             c.dirty = true;
-          } else if (!this.metrics.includes(k)) unknown = true;
+          } else if (!this.metrics.includes(k) && !this.reloadedFor.has(k)) {
+            this.reloadedFor.add(k); // once per metric, whatever its history
+            unknown = true;
+          }
         }
       }
       this.addToLog(ms);
