@@ -795,7 +795,8 @@
       this.logBody.replaceChildren(...this.log.map((m) => h('tr', { 'data-seq': m.seq },
         h('td', { class: 'num', text: m.seq }),
         h('td', { class: 'num', text: new Date(m.received).toLocaleTimeString(), title: new Date(m.received).toISOString() }),
-        h('td', { class: 'num hide-narrow', text: m.ts === m.received ? '' : new Date(m.ts).toLocaleString() }),
+        h('td', { class: 'num hide-narrow' + (Math.abs(m.ts - m.received) > 60000 ? ' skew' : ''), title: Math.abs(m.ts - m.received) > 60000 ? 'the device clock is off by more than a minute' : null,
+          text: new Date(m.ts).toDateString() === new Date(m.received).toDateString() ? new Date(m.ts).toLocaleTimeString() : new Date(m.ts).toLocaleString() }),
         h('td', { class: 'payload', text: (m.kind === 'status' ? 'status ' : '') + (m.encoding === 'json' ? JSON.stringify(m.payload) : m.payload + ' (base64)') + (m.flags ? ' [' + m.flags.join(', ') + ']' : '') }))));
     }
 
