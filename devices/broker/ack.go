@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -25,18 +26,19 @@ type acker struct {
 }
 
 type ackItem struct {
-	cl *mqtt.Client
-	pk packets.Packet
+	cl    *mqtt.Client
+	pk    packets.Packet
+	after []packets.Packet // refusals of later publishes, sent right after pk's PUBACK
 }
 
 func newAcker(b *Broker) *acker {
 	return &acker{b: b, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// add queues the PUBACK of pk to cl. It never blocks.
-func (a *acker) add(cl *mqtt.Client, pk packets.Packet) {
+// add queues the PUBACK of pk to cl, followed by after. It never blocks.
+func (a *acker) add(cl *mqtt.Client, pk packets.Packet, after []packets.Packet) {
 	a.mu.Lock()
-	a.q = append(a.q, ackItem{cl, pk})
+	a.q = append(a.q, ackItem{cl, pk, after})
 	a.mu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
@@ -82,7 +84,11 @@ func (a *acker) flush(items []ackItem) []ackItem {
 		}
 		// PUBACK with reason code 0 and no properties: 4 bytes in MQTT 3.1.1
 		// and 5 alike ([MQTT-3.4.2-1]; v5 3.4.2.1 lets a success code be omitted).
-		byClient[it.cl] = append(b, packets.Puback<<4, 2, byte(it.pk.PacketID>>8), byte(it.pk.PacketID))
+		b = append(b, packets.Puback<<4, 2, byte(it.pk.PacketID>>8), byte(it.pk.PacketID))
+		for _, ack := range it.after {
+			b = appendAck(b, it.cl, ack)
+		}
+		byClient[it.cl] = b
 	}
 	for _, cl := range order {
 		a.write(cl, byClient[cl])
@@ -114,4 +120,20 @@ func (a *acker) write(cl *mqtt.Client, b []byte) {
 		a.b.Logger.Warn("puback write failed; disconnecting client", "client", cl.ID, "error", err)
 		cl.Stop(err)
 	}
+}
+
+// appendAck encodes a PUBACK or PUBREC for cl's protocol version.
+func appendAck(b []byte, cl *mqtt.Client, ack packets.Packet) []byte {
+	ack.ProtocolVersion = cl.Properties.ProtocolVersion
+	var buf bytes.Buffer
+	var err error
+	if ack.FixedHeader.Type == packets.Pubrec {
+		err = ack.PubrecEncode(&buf)
+	} else {
+		err = ack.PubackEncode(&buf)
+	}
+	if err != nil {
+		return b
+	}
+	return append(b, buf.Bytes()...)
 }

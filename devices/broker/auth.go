@@ -62,6 +62,81 @@ func (h *authHook) Provides(b byte) bool {
 type clientState struct {
 	device string              // the device it authenticated as, or ""
 	seen   map[string]struct{} // devices it published for, for presence (bounded)
+
+	mu   sync.Mutex  // guards last: the client's goroutine sets it, the writer's dispatch settles it
+	last *pendingAck // the client's latest QoS 1 publish still waiting for its commit
+}
+
+// pendingAck is a QoS 1 publish waiting for its commit, and the refusals
+// (negative or discarding acknowledgements) of publishes that came after it:
+// PUBACKs must leave in the order the publishes came [MQTT-4.6.0-2], so those
+// go out right after its own PUBACK.
+type pendingAck struct {
+	done  bool
+	after []packets.Packet
+}
+
+// track records a QoS 1 publish of cl being queued for commit.
+func (h *authHook) track(cl *mqtt.Client) *pendingAck {
+	st := h.state(cl)
+	if st == nil {
+		return nil
+	}
+	pa := &pendingAck{}
+	st.mu.Lock()
+	st.last = pa
+	st.mu.Unlock()
+	return pa
+}
+
+// settle marks pa committed (or failed) and returns the refusals to send
+// after its PUBACK.
+func (h *authHook) settle(cl *mqtt.Client, pa *pendingAck) []packets.Packet {
+	st := h.state(cl)
+	if st == nil || pa == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	pa.done = true
+	if st.last == pa {
+		st.last = nil
+	}
+	after := pa.after
+	pa.after = nil
+	return after
+}
+
+// deferAck queues ack behind cl's QoS 1 publishes still waiting for their
+// commit and reports true, or reports false when none waits: the caller
+// then sends it at once.
+func (h *authHook) deferAck(cl *mqtt.Client, ack packets.Packet) bool {
+	st := h.state(cl)
+	if st == nil {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.last == nil || st.last.done {
+		return false
+	}
+	st.last.after = append(st.last.after, ack)
+	return true
+}
+
+// refusalAck is the acknowledgement of a refused QoS 1 or 2 publish: on MQTT
+// 5 with the reason code, on 3.1.1 a plain one (the publish is discarded,
+// [MQTT-3.3.5-2]).
+func refusalAck(cl *mqtt.Client, pk packets.Packet, code packets.Code, reason string) packets.Packet {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		ack.ReasonCode = code.Code
+		ack.Properties.ReasonString = reason
+	}
+	return ack
 }
 
 // maxDevicesPerConnection bounds the devices one (gateway) connection is
@@ -192,21 +267,17 @@ func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) (device stri
 	return device, true, nil
 }
 
-// OnACLCheck allows an authenticated device its own topics only; anonymous
-// clients (where allowed) everything.
+// OnACLCheck allows an authenticated device to subscribe to its own command
+// topics only; anonymous clients (where allowed) everything. Publishes are
+// checked in the ingest hook's OnPublish (publishAllowed), which sees the
+// topic after alias resolution and keeps the order of acknowledgements.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	device := h.device(cl)
 	if device == "" {
 		return !h.broker.RequireAuth
 	}
 	if write {
-		if h.mayPublish(device, topic) {
-			return true
-		}
-		h.broker.Stats.Received()
-		h.broker.Stats.Denied(device)
-		h.log("not_authorized|"+device, "publish refused: not the device's topic", "device", device, "topic", topic)
-		return false
+		return true
 	}
 	if h.maySubscribe(device, topic) {
 		return true
@@ -300,15 +371,10 @@ func (h *authHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	h.broker.Stats.Rejected(devices.ReasonReservedTopic)
 	h.log("reserved|"+cl.ID, "publish refused: reserved topic", "client", cl.ID, "topic", pk.TopicName)
 	if pk.FixedHeader.Qos > 0 {
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
-		if pk.FixedHeader.Qos == 2 {
-			ack.FixedHeader.Type = packets.Pubrec
+		ack := refusalAck(cl, pk, packets.ErrNotAuthorized, "topics starting with $ are reserved for the broker")
+		if !h.deferAck(cl, ack) {
+			cl.WritePacket(ack)
 		}
-		if cl.Properties.ProtocolVersion == 5 {
-			ack.ReasonCode = packets.ErrNotAuthorized.Code
-			ack.Properties.ReasonString = "topics starting with $ are reserved for the broker"
-		}
-		cl.WritePacket(ack)
 	}
 	return pk, nil // mochi drops it: not a valid publish topic
 }

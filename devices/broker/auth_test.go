@@ -2,7 +2,9 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,5 +244,39 @@ func waitFor(tb testing.TB, what string, f func() bool) {
 			tb.Fatalf("timed out waiting: %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestBroker_AckOrder: acknowledgements leave in the order the publishes
+// came [MQTT-4.6.0-2], refusals included: a refused publish that follows
+// publishes still waiting for their commit is answered after their PUBACKs.
+func TestBroker_AckOrder(t *testing.T) {
+	gw := &gateWriter{c: make(chan *devices.Pending, 10)}
+	b := MustOpen(t, gw, func(b *broker.Broker) { b.MaxPayload = 100 })
+	c := dialV5(t, b.ListenAddr())
+	send := func(id uint16, topic, payload string) {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 5,
+			TopicName: topic, Payload: []byte(payload), PacketID: id}
+		c.send(t, &pk, pk.PublishEncode)
+	}
+	send(1, "devices/a/telemetry", `{"x":1}`)
+	p1 := <-gw.c                                             // waiting for its commit
+	send(2, "devices/a/telemetry", strings.Repeat("x", 200)) // too large: refused
+	send(3, "$SYS/x", "1")                                   // reserved: refused
+	send(4, "devices/a/telemetry", `{"x":4}`)
+	p4 := <-gw.c
+	c.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := c.r.Peek(1); err == nil {
+		t.Fatal("an acknowledgement left before the first publish was committed")
+	}
+	p1.Done(&p1.Message, nil)
+	p4.Done(&p4.Message, nil)
+	var got []string
+	for i := 0; i < 4; i++ {
+		ack := c.read(t)
+		got = append(got, fmt.Sprintf("%d:%#x", ack.PacketID, ack.ReasonCode))
+	}
+	if want := "1:0x0 2:0x97 3:0x87 4:0x0"; strings.Join(got, " ") != want {
+		t.Fatalf("acknowledgements %v, want %s", got, want)
 	}
 }

@@ -70,6 +70,18 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	b := h.broker
 	self := b.auth.device(cl) // "" for an anonymous client
+	if self != "" && !b.auth.mayPublish(self, pk.TopicName) {
+		b.Stats.Received()
+		b.Stats.Denied(self)
+		h.logRefusal(self+"|"+pk.TopicName, devices.ReasonNotAuthorized, "not the device's topic")
+		if cl.Properties.ProtocolVersion < 5 {
+			// MQTT 3.1.1 cannot say "no"; closing the connection tells the
+			// device more than a silent positive acknowledgement would.
+			cl.Stop(packets.ErrNotAuthorized)
+			return pk, packets.ErrRejectPacket
+		}
+		return pk, h.refuseAck(cl, pk, packets.ErrNotAuthorized, "not the device's topic")
+	}
 	var device string
 	var kind devices.Kind
 	var ours bool
@@ -137,9 +149,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 
 	case 1:
+		pa := b.auth.track(cl)
 		p.Done = func(m *devices.Message, err error) {
+			after := h.broker.auth.settle(cl, pa)
 			if err == nil {
-				h.broker.acks.add(cl, pk)
+				h.broker.acks.add(cl, pk, after)
 			}
 		}
 		if err := b.Writer.Write(h.ctx, p); err != nil {
@@ -166,12 +180,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 }
 
-// refuse counts and logs a refused publish and returns what mochi should do
-// with it. MQTT 5 clients get a PUBACK with reason code; MQTT 3.1.1 has no
-// negative PUBACK, so the publish is acknowledged and discarded, the choice
-// [MQTT-3.3.5-2] allows, rather than closing the connection and making the
-// device resend the same message forever.
-//
+// refuse counts and logs a refused publish and answers it (refuseAck).
 // reason "" means the caller counted the refusal already.
 func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, device string, reason devices.Reason, code packets.Code, detail string) error {
 	if reason != "" {
@@ -180,7 +189,24 @@ func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, device string, reason 
 		reason = devices.ReasonNotAuthorized
 	}
 	h.logRefusal(device+"|"+pk.TopicName, reason, detail)
-	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
+	return h.refuseAck(cl, pk, code, detail)
+}
+
+// refuseAck answers a refused publish and returns what mochi should do with
+// it. MQTT 5 clients get a PUBACK (PUBREC) with the reason code; MQTT 3.1.1
+// has no negative acknowledgement, so the publish is acknowledged and
+// discarded, the choice [MQTT-3.3.5-2] allows, rather than closing the
+// connection and making the device resend the same message forever. When
+// earlier QoS 1 publishes of the client still wait for their commit, the
+// answer waits behind their PUBACKs, keeping the order [MQTT-4.6.0-2].
+func (h *hook) refuseAck(cl *mqtt.Client, pk packets.Packet, code packets.Code, detail string) error {
+	if pk.FixedHeader.Qos == 0 {
+		return packets.CodeSuccessIgnore
+	}
+	if h.broker.auth.deferAck(cl, refusalAck(cl, pk, code, detail)) {
+		return packets.ErrRejectPacket // sent later, by the acker
+	}
+	if cl.Properties.ProtocolVersion == 5 {
 		return packets.Code{Code: code.Code, Reason: detail}
 	}
 	return packets.CodeSuccessIgnore
