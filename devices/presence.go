@@ -70,10 +70,11 @@ type Presence struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
-	once    sync.Once
-	events  chan presenceEvent
-	mu      sync.Mutex
-	emitted map[string]string // last status this Presence stored, by device
+	once      sync.Once
+	restarted []string // set before Run
+	events    chan presenceEvent
+	mu        sync.Mutex
+	emitted   map[string]string // last status this Presence stored, by device
 }
 
 type presenceEvent struct {
@@ -98,6 +99,11 @@ func (p *Presence) init() {
 // Online records that device connected. It never blocks.
 func (p *Presence) Online(device string) { p.enqueue(device, "online", "connected") }
 
+// Restarted records, for devices the hub had seen connected before it
+// stopped, that those connections are gone. Call it before Run, which
+// records these first, before any connection event.
+func (p *Presence) Restarted(devs []string) { p.restarted = devs }
+
 // Offline records that device's connection ended, for reason. It never blocks.
 func (p *Presence) Offline(device, reason string) { p.enqueue(device, "offline", reason) }
 
@@ -120,6 +126,13 @@ func (p *Presence) Run(ctx context.Context) {
 		defer t.Stop()
 		sweep = t.C
 	}
+	for _, d := range p.restarted {
+		if ctx.Err() != nil {
+			return
+		}
+		p.store(ctx, presenceEvent{d, "offline", "hub restarted"})
+	}
+	p.restarted = nil
 	for {
 		select {
 		case <-ctx.Done():

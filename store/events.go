@@ -72,3 +72,25 @@ func (s *MessageService) StatusEvents(ctx context.Context, device string, limit 
 	}
 	return out, rows.Err()
 }
+
+// StaleOnline returns the devices whose status is "online" because the hub
+// saw them connect (their latest status event set it), for a hub that just
+// started: none of those connections survived the restart.
+func (s *MessageService) StaleOnline(ctx context.Context) ([]string, error) {
+	rows, err := s.db.read.QueryContext(ctx, `SELECT d.name FROM devices d
+		WHERE d.status = 'online' AND EXISTS (
+			SELECT 1 FROM device_events e WHERE e.device_id = d.id AND e.at = d.status_at AND e.status = 'online')`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		out = append(out, name)
+	}
+	return out, rows.Err()
+}

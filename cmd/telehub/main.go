@@ -148,6 +148,13 @@ func (m *Main) Run() error {
 		m.Broker = broker.New(m.Writer)
 		m.Broker.Presence = m.Presence
 		m.Presence.Connected = m.Broker.DeviceConnected
+		// Connections the hub saw before it stopped are gone: those devices
+		// are offline until they connect again.
+		stale, err := m.Messages.StaleOnline(context.Background())
+		if err != nil {
+			return err
+		}
+		m.Presence.Restarted(stale)
 		m.Broker.Addr = cfg.MQTTAddr
 		m.Broker.Scheme = scheme
 		m.Broker.MaxPayload = cfg.MaxPayload

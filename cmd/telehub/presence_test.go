@@ -92,3 +92,24 @@ func TestPresence(t *testing.T) {
 	write()
 	waitStatus(t, m, "remote", "online")
 }
+
+// TestPresence_Restart: a device the hub saw connected is offline after the
+// hub restarts ("hub restarted"), until it connects again.
+func TestPresence_Restart(t *testing.T) {
+	dbPath := t.TempDir() + "/telehub.db"
+	m := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+	c := mqttConnect(t, m.Broker.URL(), "valve-conn")
+	publishN(t, c, "valve", 1)
+	waitStatus(t, m, "valve", "online")
+	m.Close(context.Background()) // the device's connection goes with it, unrecorded
+	m2 := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+	waitStatus(t, m2, "valve", "offline")
+	var log struct{ Events []devices.StatusEvent }
+	getJSON(t, m2.HTTP.URL()+"/api/v1/devices/valve/events", &log)
+	if len(log.Events) == 0 || log.Events[0].Reason != "hub restarted" {
+		t.Fatalf("events %+v", log.Events)
+	}
+	c2 := mqttConnect(t, m2.Broker.URL(), "valve-conn-2")
+	publishN(t, c2, "valve", 1)
+	waitStatus(t, m2, "valve", "online")
+}
