@@ -223,6 +223,14 @@ func TestBroker_MaxConnections(t *testing.T) {
 	_, w := MustStore(t)
 	var stats devices.Stats
 	b := MustOpen(t, w, func(b *broker.Broker) { b.MaxConnections, b.Stats = 2, &stats })
+	// A device that left its session behind (clean session off) does not
+	// hold a connection.
+	away := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("away").SetCleanSession(false).SetAutoReconnect(false))
+	if tok := away.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	away.Disconnect(0)
+	waitFor(t, "the away client disconnected", func() bool { return b.Clients() == 0 })
 	MustConnect(t, b, "a")
 	MustConnect(t, b, "b")
 	// Version pinned: paho otherwise retries a refused connection as MQTT 3.1.

@@ -269,7 +269,9 @@ func (b *Broker) Clients() int {
 	if b.server == nil {
 		return 0
 	}
-	return b.server.Clients.Len() - 1 // less the inline client
+	// Not Clients.Len: that also counts the sessions kept for devices that
+	// are away (clean session off).
+	return int(atomic.LoadInt64(&b.server.Info.ClientsConnected))
 }
 
 // Drain stops taking publishes: from now on QoS 1 and 2 publishes are not
