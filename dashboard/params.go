@@ -4,23 +4,30 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/telehub/telehub/devices"
 )
 
 func errorf(sentinel error, format string, args ...any) error {
 	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
 }
 
-// ParseTime reads a time parameter: Unix milliseconds or RFC 3339. It returns
+// ParseTime reads a time parameter: Unix milliseconds or RFC 3339, between
+// the years -10000 and 10000 (devices.MinTime, devices.MaxTime). It returns
 // Unix ms.
 func ParseTime(v string) (int64, error) {
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return n, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
+	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("want Unix milliseconds or RFC 3339, got %q", v)
+		t, perr := time.Parse(time.RFC3339Nano, v)
+		if perr != nil {
+			return 0, fmt.Errorf("want Unix milliseconds or RFC 3339, got %q", v)
+		}
+		n, err = t.UnixMilli(), nil
 	}
-	return t.UnixMilli(), nil
+	if !devices.ValidTime(n) {
+		return 0, fmt.Errorf("want a time between the years -10000 and 10000, got %q", v)
+	}
+	return n, nil
 }
 
 // intParam reads an integer query parameter in [lo, hi], or def when absent.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ type memStore struct {
 	feed *devices.Feed
 	// listErr, when set, is returned by ListMessages.
 	listErr error
+	// seriesPanic makes Series panic, as a handler bug would.
+	seriesPanic atomic.Bool
 	// replayGate, when set, holds the first Replay until it is closed.
 	replayGate chan struct{}
 	gateOnce   sync.Once
@@ -67,6 +70,10 @@ func (s *memStore) ListMessages(ctx context.Context, f devices.MessageFilter) ([
 }
 
 func (s *memStore) Series(ctx context.Context, q devices.SeriesQuery) (*devices.Series, error) {
+	if s.seriesPanic.Load() {
+		var m map[string]int
+		m["boom"]++ // assignment to a nil map
+	}
 	if _, err := s.FindDevice(ctx, q.Device); err != nil {
 		return nil, err
 	}
@@ -131,6 +138,11 @@ func TestServer_Problems(t *testing.T) {
 		{"/api/v1/devices/kitchen/series?metrics=t&counts=yes", 400, `"counts"`},
 		{"/api/v1/devices/kitchen/series?metrics=t&from=20&to=10", 400, `"from"`},
 		{"/api/v1/devices/nosuch/series?metrics=t", 404, "nosuch"},
+		// Extreme bounds once overflowed to an interval of 0 and panicked.
+		{"/api/v1/devices/kitchen/series?metrics=t&from=-9223372036768375808&to=9223372036854775807&max_points=2", 400, `"to"`},
+		{"/api/v1/devices/kitchen/series?metrics=t&from=-9223372036768375808&to=0&max_points=2", 400, `"from"`},
+		{"/api/v1/devices/kitchen/messages?from=-9223372036854775808", 400, `"from"`},
+		{"/api/v1/devices/kitchen/messages?to=10000-01-02T00:00:00Z", 400, `"to"`},
 		{"/api/v1/devices/kitchen/messages?limit=0", 400, `"limit"`},
 		{"/api/v1/devices/kitchen/messages?limit=10001", 400, `"limit"`},
 		{"/api/v1/devices/kitchen/messages?limit=-5", 400, `"limit"`},
@@ -166,6 +178,42 @@ func TestServer_Problems(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the widest range at two points is served", func(t *testing.T) {
+		for _, mp := range []string{"1", "2", "3", "100000"} {
+			resp, err := http.Get(s.URL() + "/api/v1/devices/kitchen/series?metrics=t&from=-377736739200000&to=253402300800000&max_points=" + mp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct {
+				Interval int64 `json:"interval_ms"`
+			}
+			json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || body.Interval <= 0 {
+				t.Fatalf("max_points=%s: status=%d interval_ms=%d, want 200 and a positive interval", mp, resp.StatusCode, body.Interval)
+			}
+		}
+	})
+	t.Run("a panicking handler answers 500 and the server lives on", func(t *testing.T) {
+		st.seriesPanic.Store(true)
+		resp, err := http.Get(s.URL() + "/api/v1/devices/kitchen/series?metrics=t")
+		st.seriesPanic.Store(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 500 {
+			t.Fatalf("status=%d, want 500", resp.StatusCode)
+		}
+		resp, err = http.Get(s.URL() + "/api/v1/devices/kitchen/series?metrics=t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("after the panic: status=%d, want 200", resp.StatusCode)
+		}
+	})
 	t.Run("internal error hides details", func(t *testing.T) {
 		st.listErr = errors.New("disk I/O error at /secret/path")
 		defer func() { st.listErr = nil }()

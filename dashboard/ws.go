@@ -3,7 +3,9 @@ package dashboard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -127,6 +129,11 @@ func (s *Server) serveWS(conn *websocket.Conn) {
 	s.wsN++
 	s.wsMu.Unlock()
 	defer func() {
+		// The connection was hijacked from the HTTP server, past Fiber's
+		// recover middleware: a bug here must close this client only.
+		if e := recover(); e != nil {
+			s.Logger.Error("websocket handler panicked", "panic", fmt.Sprint(e), "stack", string(debug.Stack()))
+		}
 		s.wsMu.Lock()
 		if s.wsN--; s.wsN == 0 && s.wsIdle != nil {
 			close(s.wsIdle)

@@ -102,14 +102,14 @@ func parseTS(raw json.RawMessage) (int64, bool) {
 		if err != nil {
 			return 0, false
 		}
-		return t.UnixMilli(), true
+		return t.UnixMilli(), ValidTime(t.UnixMilli())
 	}
 	raw = bytes.TrimSpace(raw)
 	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
-		return n, true
+		return n, ValidTime(n)
 	}
 	f, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil || math.IsNaN(f) || f >= math.MaxInt64 || f <= math.MinInt64 {
+	if err != nil || math.IsNaN(f) || f > float64(MaxTime) || f < float64(MinTime) {
 		return 0, false
 	}
 	return int64(f), true

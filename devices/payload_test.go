@@ -27,6 +27,8 @@ func TestDecodePayload(t *testing.T) {
 		{name: "ts rfc3339", in: `{"temp":1,"ts":"2023-11-14T22:13:20.5Z"}`, ts: 1700000000500, values: map[string]string{"temp": "1"}},
 		{name: "ts bad", in: `{"temp":1,"ts":"yesterday"}`, ts: recv, values: map[string]string{"temp": "1"}, flags: devices.FlagBadTS},
 		{name: "ts huge", in: `{"temp":1,"ts":1e300}`, ts: recv, values: map[string]string{"temp": "1"}, flags: devices.FlagBadTS},
+		{name: "ts past the year 10000", in: `{"temp":1,"ts":9223372036854775807}`, ts: recv, values: map[string]string{"temp": "1"}, flags: devices.FlagBadTS},
+		{name: "ts before the year -10000", in: `{"temp":1,"ts":-400000000000000}`, ts: recv, values: map[string]string{"temp": "1"}, flags: devices.FlagBadTS},
 		{name: "thingsboard", in: `{"ts":1700000000000,"values":{"temp":21.5,"on":true}}`, ts: 1700000000000, values: map[string]string{"temp": "21.5", "on": "true"}},
 		{name: "thingsboard no ts", in: `{"values":{"temp":2}}`, ts: recv, values: map[string]string{"temp": "2"}},
 		{name: "values with other keys is plain", in: `{"values":{"a":1},"b":2}`, ts: recv, values: map[string]string{"values": `{"a":1}`, "b": "2"}},
