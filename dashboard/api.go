@@ -2,7 +2,6 @@ package dashboard
 
 import (
 	"encoding/json"
-	"math"
 	"net/url"
 	"sort"
 	"strings"
@@ -155,9 +154,6 @@ func (s *Server) handleListMessages(c *fiber.Ctx) error {
 	f := devices.MessageFilter{Device: id, Desc: true}
 	if f.From, f.To, err = timeRange(c); err != nil {
 		return err
-	}
-	if f.From == 0 && c.Query("from") != "" {
-		f.From = math.MinInt64 + 1 // "from=0" means the epoch, not unbounded
 	}
 	limit, err := intParam("limit", c.Query("limit"), DefaultMessageLimit, 1, MaxMessageLimit)
 	if err != nil {

@@ -101,7 +101,7 @@ func (s *Server) export(ctx context.Context, bw *bufio.Writer, o exportOptions) 
 	}
 	n := 0
 	emit := func(m *devices.Message) error {
-		if (o.from != 0 && m.TS < o.from) || (o.to != 0 && m.TS > o.to) {
+		if m.TS < o.from || m.TS > o.to {
 			return nil
 		}
 		if cw != nil {

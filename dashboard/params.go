@@ -46,10 +46,12 @@ func intParam(name, v string, def, lo, hi int64) (int64, error) {
 }
 
 // timeRange reads the optional from and to parameters (Unix ms or RFC 3339)
-// and checks that from is not after to. Zero means absent.
+// and checks that from is not after to. An absent bound is devices.MinTime
+// or MaxTime; 0 is the epoch.
 func timeRange(c interface {
 	Query(string, ...string) string
 }) (from, to int64, err error) {
+	from, to = devices.AllTime()
 	for _, p := range []struct {
 		name string
 		dst  *int64
@@ -62,7 +64,7 @@ func timeRange(c interface {
 			*p.dst = t
 		}
 	}
-	if from != 0 && to != 0 && from > to {
+	if from > to {
 		return 0, 0, invalid("from", "is after \"to\"")
 	}
 	return from, to, nil

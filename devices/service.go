@@ -28,8 +28,9 @@ type MessageWriter interface {
 type MessageFilter struct {
 	// Device limits the result to one device; "" means all devices.
 	Device string
-	// From and To bound the message timestamp TS, Unix ms, inclusive. Zero
-	// means unbounded.
+	// From and To bound the message timestamp TS, Unix ms, inclusive; 0 is
+	// the epoch like any other time. MinTime and MaxTime leave that side
+	// unbounded (AllTime sets both).
 	From, To int64
 	// Limit caps the number of messages returned; it must be positive.
 	Limit int

@@ -12,3 +12,7 @@ const (
 
 // ValidTime reports whether ms lies within [MinTime, MaxTime].
 func ValidTime(ms int64) bool { return ms >= MinTime && ms <= MaxTime }
+
+// AllTime returns the bounds that leave a time range unbounded on both
+// sides: MinTime and MaxTime.
+func AllTime() (from, to int64) { return MinTime, MaxTime }

@@ -101,7 +101,7 @@ func BenchmarkHistory(b *testing.B) {
 	day := int64(86_400_000)
 	b.Run("last100", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if msgs, err := s.ListMessages(ctx, devices.MessageFilter{Device: "hot", Limit: 100, Desc: true}); err != nil || len(msgs) != 100 {
+			if msgs, err := s.ListMessages(ctx, devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Device: "hot", Limit: 100, Desc: true}); err != nil || len(msgs) != 100 {
 				b.Fatal(err, len(msgs))
 			}
 		}

@@ -100,7 +100,7 @@ func (s *MessageService) ListMessages(ctx context.Context, f devices.MessageFilt
 	if f.Limit <= 0 || f.Limit > MaxListLimit {
 		return nil, fmt.Errorf("%w: limit must be 1..%d", devices.ErrInvalid, MaxListLimit)
 	}
-	if f.From != 0 && f.To != 0 && f.From > f.To {
+	if f.From > f.To {
 		return nil, fmt.Errorf("%w: from is after to", devices.ErrInvalid)
 	}
 	var deviceID int64
@@ -133,7 +133,7 @@ const receivedSlack = 5000 // ms
 func (s *MessageService) listByReceived(ctx context.Context, f devices.MessageFilter, deviceID int64) ([]devices.Message, error) {
 	where := []string{`+m.device_id = ?`}
 	args := []any{deviceID}
-	if f.From != 0 {
+	if f.From > devices.MinTime {
 		lo, err := s.firstSeqReceived(ctx, f.From-receivedSlack)
 		if err != nil {
 			return nil, err
@@ -141,7 +141,7 @@ func (s *MessageService) listByReceived(ctx context.Context, f devices.MessageFi
 		where = append(where, `m.seq >= ?`, `m.received >= ?`)
 		args = append(args, lo, f.From)
 	}
-	if f.To != 0 {
+	if f.To < devices.MaxTime {
 		hi, err := s.firstSeqReceived(ctx, f.To+receivedSlack+1)
 		if err != nil {
 			return nil, err
@@ -227,17 +227,17 @@ func messagesQuery(f devices.MessageFilter, deviceID int64) (string, []any) {
 		// The cursor's ts is the tighter bound on the side the page starts
 		// from: folding it in makes SQLite seek to the cursor instead of
 		// reading from "from" again on every page (quadratic over a scan).
-		if f.Desc && (to == 0 || f.After.TS < to) {
+		if f.Desc && f.After.TS < to {
 			to = f.After.TS
-		} else if !f.Desc && (from == 0 || f.After.TS > from) {
+		} else if !f.Desc && f.After.TS > from {
 			from = f.After.TS
 		}
 	}
-	if from != 0 {
+	if from > devices.MinTime {
 		where = append(where, `m.ts >= ?`)
 		args = append(args, from)
 	}
-	if to != 0 {
+	if to < devices.MaxTime {
 		where = append(where, `m.ts <= ?`)
 		args = append(args, to)
 	}

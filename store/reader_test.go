@@ -25,7 +25,7 @@ func TestMessageService_ListMessages(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("NewestFirstByTS", func(t *testing.T) {
-		got, err := s.ListMessages(ctx, devices.MessageFilter{Device: "a", Limit: 5, Desc: true})
+		got, err := s.ListMessages(ctx, devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Device: "a", Limit: 5, Desc: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +47,7 @@ func TestMessageService_ListMessages(t *testing.T) {
 	t.Run("Pages", func(t *testing.T) {
 		for _, desc := range []bool{true, false} {
 			var all []devices.Message
-			f := devices.MessageFilter{Device: "a", Limit: 4, Desc: desc}
+			f := devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Device: "a", Limit: 4, Desc: desc}
 			for {
 				page, err := s.ListMessages(ctx, f)
 				if err != nil {
@@ -60,7 +60,7 @@ func TestMessageService_ListMessages(t *testing.T) {
 				last := page[len(page)-1]
 				f.After = &devices.Position{TS: last.TS, Seq: last.Seq}
 			}
-			whole, _ := s.ListMessages(ctx, devices.MessageFilter{Device: "a", Limit: 100, Desc: desc})
+			whole, _ := s.ListMessages(ctx, devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Device: "a", Limit: 100, Desc: desc})
 			if len(all) != 15 || len(whole) != 15 {
 				t.Fatalf("desc=%v: pages gave %d, one query %d, want 15", desc, len(all), len(whole))
 			}
@@ -72,7 +72,7 @@ func TestMessageService_ListMessages(t *testing.T) {
 		}
 	})
 	t.Run("ErrNotFound", func(t *testing.T) {
-		if _, err := s.ListMessages(ctx, devices.MessageFilter{Device: "zzz", Limit: 1}); !errors.Is(err, devices.ErrNotFound) {
+		if _, err := s.ListMessages(ctx, devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Device: "zzz", Limit: 1}); !errors.Is(err, devices.ErrNotFound) {
 			t.Fatalf("err=%v, want ErrNotFound", err)
 		}
 		if _, err := s.FindDevice(ctx, "zzz"); !errors.Is(err, devices.ErrNotFound) {
@@ -111,7 +111,7 @@ func TestMessageService_PagesWithTies(t *testing.T) {
 	s := store.NewMessageService(db)
 	for _, desc := range []bool{true, false} {
 		seen := map[devices.Seq]bool{}
-		f := devices.MessageFilter{Device: "t", Limit: 3, Desc: desc}
+		f := devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Device: "t", Limit: 3, Desc: desc}
 		for {
 			page, err := s.ListMessages(context.Background(), f)
 			if err != nil {
@@ -151,9 +151,9 @@ func TestQueryPlans(t *testing.T) {
 		f    devices.MessageFilter
 		dev  int64
 	}{
-		{"history newest", devices.MessageFilter{Limit: 10, Desc: true}, 1},
+		{"history newest", devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Limit: 10, Desc: true}, 1},
 		{"history range", devices.MessageFilter{From: 5, To: 9, Limit: 10}, 1},
-		{"history next page", devices.MessageFilter{Limit: 10, Desc: true, After: &devices.Position{TS: 7, Seq: 3}}, 1},
+		{"history next page", devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Limit: 10, Desc: true, After: &devices.Position{TS: 7, Seq: 3}}, 1},
 	} {
 		q, args := store.MessagesQuery(tt.f, tt.dev)
 		queries = append(queries, query{tt.name, q, args})

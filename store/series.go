@@ -20,7 +20,7 @@ const MaxSeriesScan = 5_000_000
 // whole minutes reads the rollups (seriesRollup); raw points and other
 // intervals read the messages (seriesRaw).
 func (s *MessageService) Series(ctx context.Context, q devices.SeriesQuery) (*devices.Series, error) {
-	if len(q.Metrics) == 0 || q.Limit <= 0 || q.Interval < 0 || (q.From != 0 && q.To != 0 && q.From > q.To) {
+	if len(q.Metrics) == 0 || q.Limit <= 0 || q.Interval < 0 || q.From > q.To {
 		return nil, fmt.Errorf("%w: series needs metrics, a positive limit and from <= to", devices.ErrInvalid)
 	}
 	switch {
@@ -43,13 +43,8 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 	} else if err != nil {
 		return nil, err
 	}
-	lo, hi := int64(math.MinInt64/2), int64(math.MaxInt64/2) // [lo, hi)
-	if q.From != 0 {
-		lo = floorDiv(q.From, res) * res
-	}
-	if q.To != 0 {
-		hi = (floorDiv(q.To, res) + 1) * res
-	}
+	// [lo, hi): q's bounds lie within devices.MinTime..MaxTime, far from overflow.
+	lo, hi := floorDiv(q.From, res)*res, (floorDiv(q.To, res)+1)*res
 	buckets := make(map[string]map[int64]*devices.Bucket, len(q.Metrics))
 	for _, m := range q.Metrics {
 		buckets[m] = map[int64]*devices.Bucket{}
@@ -206,7 +201,7 @@ scan:
 			}
 			_, values, _ := devices.DecodePayload(m.Payload, m.Received)
 			for _, v := range values {
-				if !want[v.Name] || (q.From != 0 && v.TS < q.From) || (q.To != 0 && v.TS > q.To) {
+				if !want[v.Name] || v.TS < q.From || v.TS > q.To {
 					continue
 				}
 				x, ok := devices.NumericValue(v.Value)

@@ -75,7 +75,7 @@ func TestMessageService_Series(t *testing.T) {
 		if _, err := s.Series(ctx, devices.SeriesQuery{Device: "nope", Metrics: []string{"t"}, Limit: 1}); !errors.Is(err, devices.ErrNotFound) {
 			t.Fatalf("err=%v, want ErrNotFound", err)
 		}
-		if _, err := s.Series(ctx, devices.SeriesQuery{Device: "s", Limit: 1}); !errors.Is(err, devices.ErrInvalid) {
+		if _, err := s.Series(ctx, devices.SeriesQuery{From: devices.MinTime, To: devices.MaxTime, Device: "s", Limit: 1}); !errors.Is(err, devices.ErrInvalid) {
 			t.Fatalf("err=%v, want ErrInvalid", err)
 		}
 	})

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -852,23 +851,28 @@ const latestRebuildRows = 1000
 
 type deleteOp struct {
 	device   string
-	from, to int64 // ts bounds, inclusive; 0 = unbounded
+	from, to int64 // ts bounds, inclusive (devices.MinTime, MaxTime: unbounded)
 	all      bool  // the device itself goes too
 }
 
-// DeleteMessages deletes a device's messages with from <= ts <= to (0 means
-// unbounded) and returns how many went. The device's count drops
+// DeleteMessages deletes a device's messages with from <= ts <= to
+// (devices.MinTime and MaxTime leave a side unbounded) and returns how many
+// went. The device's count drops
 // accordingly and its latest values are rebuilt from its newest remaining
 // messages; first and last seen stay as observed. It returns ErrNotFound
 // for an unknown device.
 func (w *Writer) DeleteMessages(ctx context.Context, device string, from, to int64) (int64, error) {
+	if from > to {
+		return 0, fmt.Errorf("%w: from is after to", devices.ErrInvalid)
+	}
 	return w.delete(ctx, deleteOp{device: device, from: from, to: to})
 }
 
 // DeleteDevice deletes a device and all its messages. A later message from
 // it creates it anew.
 func (w *Writer) DeleteDevice(ctx context.Context, device string) (int64, error) {
-	return w.delete(ctx, deleteOp{device: device, all: true})
+	from, to := devices.AllTime()
+	return w.delete(ctx, deleteOp{device: device, from: from, to: to, all: true})
 }
 
 func (w *Writer) delete(ctx context.Context, op deleteOp) (int64, error) {
@@ -899,11 +903,11 @@ func (w *Writer) deleteMessages(op deleteOp) (int64, error) {
 	ctx := context.Background()
 	q := `DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE device_id = ?`
 	args := []any{d.id}
-	if op.from != 0 {
+	if op.from > devices.MinTime {
 		q += ` AND ts >= ?`
 		args = append(args, op.from)
 	}
-	if op.to != 0 {
+	if op.to < devices.MaxTime {
 		q += ` AND ts <= ?`
 		args = append(args, op.to)
 	}
@@ -927,13 +931,7 @@ func (w *Writer) deleteMessages(op deleteOp) (int64, error) {
 	if op.all {
 		return total, w.dropDevice(ctx, d)
 	}
-	lo, hi := int64(math.MinInt64/2), int64(math.MaxInt64/2)
-	if op.from != 0 {
-		lo = floorDiv(op.from, rollupHour) * rollupHour
-	}
-	if op.to != 0 {
-		hi = (floorDiv(op.to, rollupHour) + 1) * rollupHour
-	}
+	lo, hi := floorDiv(max(op.from, devices.MinTime), rollupHour)*rollupHour, (floorDiv(min(op.to, devices.MaxTime), rollupHour)+1)*rollupHour
 	if err := w.rebuildRollups(ctx, d.id, lo, hi); err != nil {
 		return total, err
 	}

@@ -398,3 +398,52 @@ func TestHistory_ClockSkew(t *testing.T) {
 		}
 	}
 }
+
+// TestHistory_EpochBounds: 0 is the epoch like any other time. Before,
+// time=received&from=0 overflowed to an empty list, and DELETE with
+// to=1970-01-01T00:00:00Z (0, then read as "unbounded") deleted every
+// message of the device.
+func TestHistory_EpochBounds(t *testing.T) {
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "epoch")
+	for _, ts := range []int64{-5000, 0, 5000} {
+		if tok := c.Publish("devices/epoch/telemetry", 1, false, fmt.Sprintf(`{"v":1,"ts":%d}`, ts)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	var page struct {
+		Messages []struct {
+			TS int64 `json:"ts"`
+		} `json:"messages"`
+	}
+	base := m.HTTP.URL() + "/api/v1/devices/epoch/messages"
+	for _, tt := range []struct {
+		query string
+		want  int
+	}{
+		{"time=received&from=0", 3},
+		{"from=0", 2},
+		{"to=0", 2},
+		{"from=0&to=0", 1},
+		{"to=1970-01-01T00:00:00Z", 2},
+	} {
+		if code := getJSON(t, base+"?"+tt.query, &page); code != 200 || len(page.Messages) != tt.want {
+			t.Fatalf("%s: status %d, %d messages, want %d", tt.query, code, len(page.Messages), tt.want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodDelete, base+"?to=1970-01-01T00:00:00Z", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var del struct{ Deleted int64 }
+	json.NewDecoder(resp.Body).Decode(&del)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || del.Deleted != 2 {
+		t.Fatalf("DELETE to=epoch: status %d, deleted %d, want 2", resp.StatusCode, del.Deleted)
+	}
+	getJSON(t, base, &page)
+	if len(page.Messages) != 1 || page.Messages[0].TS != 5000 {
+		t.Fatalf("left %+v, want only the message at ts 5000", page.Messages)
+	}
+}
