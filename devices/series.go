@@ -100,6 +100,23 @@ func NumericValue(raw json.RawMessage) (float64, bool) {
 	}
 }
 
+// SaturatingAdd returns a + b for finite a and b, held to
+// ±math.MaxFloat64 where the sum would overflow: a bucket's sum stays
+// finite, so +Inf and -Inf can never meet and make NaN (which SQL stores
+// as NULL). Readings are finite already (NumericValue).
+func SaturatingAdd(a, b float64) float64 {
+	s := a + b
+	switch {
+	case s > math.MaxFloat64:
+		return math.MaxFloat64
+	case s < -math.MaxFloat64:
+		return -math.MaxFloat64
+	case math.IsNaN(s):
+		return 0
+	}
+	return s
+}
+
 // Bucket accumulates the values of one interval.
 type Bucket struct {
 	Count           int64
@@ -114,7 +131,7 @@ func (b *Bucket) Add(v float64, ts int64) {
 		b.Min, b.Max, b.First, b.Last, b.FirstTS, b.LastTS = v, v, v, v, ts, ts
 	}
 	b.Count++
-	b.Sum += v
+	b.Sum = SaturatingAdd(b.Sum, v)
 	b.Min, b.Max = math.Min(b.Min, v), math.Max(b.Max, v)
 	if ts < b.FirstTS {
 		b.First, b.FirstTS = v, ts
@@ -154,7 +171,7 @@ func (b *Bucket) Merge(o Bucket) {
 		return
 	}
 	b.Count += o.Count
-	b.Sum += o.Sum
+	b.Sum = SaturatingAdd(b.Sum, o.Sum)
 	b.Min, b.Max = math.Min(b.Min, o.Min), math.Max(b.Max, o.Max)
 	if o.FirstTS < b.FirstTS {
 		b.First, b.FirstTS = o.First, o.FirstTS

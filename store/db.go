@@ -209,6 +209,21 @@ func describe(err error) error {
 	return err
 }
 
+// rowError reports whether err is about the row written (a constraint, a
+// type or size limit) rather than the database as a whole (full, busy,
+// unreadable): writing the other rows alone can then succeed.
+func rowError(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_RANGE:
+		return true
+	}
+	return false
+}
+
 // migrate applies each embedded migration not yet recorded, in name order,
 // each in its own transaction.
 func (db *DB) migrate() error {

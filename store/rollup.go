@@ -21,6 +21,12 @@ const rollupChunk = 2000
 // Writer.RollupInterval when that many buckets changed.
 const rollupMaxDeltas = 50_000
 
+// rollupDeltaCap bounds the buckets held in memory while writing them keeps
+// failing (a full disk): past it, committed batches are no longer folded in
+// and the cursor stays, so they are read back from the database once
+// writing works again. About 100 bytes a bucket.
+const rollupDeltaCap = 4 * rollupMaxDeltas
+
 type rollupKey struct {
 	device int64
 	metric string
@@ -47,7 +53,9 @@ const upsertRollup = `INSERT INTO rollups (device_id, metric, res, bucket, count
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (device_id, metric, res, bucket) DO UPDATE SET
 	count = count + excluded.count,
-	sum = sum + excluded.sum,
+	-- held finite like devices.SaturatingAdd; NaN (Inf + -Inf in a row saved
+	-- before sums were held finite) is NULL in SQLite and becomes 0.
+	sum = coalesce(max(-1.7976931348623157e308, min(1.7976931348623157e308, sum + excluded.sum)), 0),
 	min = min(min, excluded.min),
 	max = max(max, excluded.max),
 	first = CASE WHEN excluded.first_ts < first_ts THEN excluded.first ELSE first END,
@@ -58,7 +66,7 @@ ON CONFLICT (device_id, metric, res, bucket) DO UPDATE SET
 // foldCommitted adds a just-committed batch, if it continues the cursor.
 func (w *Writer) foldCommitted(msgs []devices.Message, ids []int64) {
 	r := &w.roll
-	if len(msgs) == 0 || int64(msgs[0].Seq) != r.cursor+1 {
+	if len(msgs) == 0 || int64(msgs[0].Seq) != r.cursor+1 || len(r.deltas) >= rollupDeltaCap {
 		return // behind: catchUp reads these back
 	}
 	for i := range msgs {
@@ -71,8 +79,8 @@ func (w *Writer) foldCommitted(msgs []devices.Message, ids []int64) {
 // from the database. It reports whether the cursor has reached LastSeq.
 func (w *Writer) catchUp(ctx context.Context) (bool, error) {
 	r := &w.roll
-	if devices.Seq(r.cursor) >= w.LastSeq() {
-		return true, nil
+	if devices.Seq(r.cursor) >= w.LastSeq() || len(r.deltas) >= rollupDeltaCap {
+		return true, nil // caught up, or full until the deltas are written
 	}
 	rows, err := w.conn.QueryContext(ctx, `SELECT seq, device_id, ts, received, kind, flags, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?`, r.cursor, rollupChunk)
 	if err != nil {
@@ -103,31 +111,81 @@ func (w *Writer) catchUp(ctx context.Context) (bool, error) {
 	return devices.Seq(r.cursor) >= w.LastSeq(), nil
 }
 
-// flushRollups writes the deltas and the watermark in one transaction.
+// flushRollups writes the deltas and the watermark in one transaction. When
+// that fails on a row, it writes them again one bucket at a time and leaves
+// out the buckets that fail (logged and counted in RollupBucketsDropped):
+// one bad bucket must not stop every other rollup from reaching the
+// database.
 func (w *Writer) flushRollups(ctx context.Context) error {
 	r := &w.roll
 	r.lastFlush = time.Now()
 	if r.cursor == r.saved {
 		return nil
 	}
-	tx, err := w.conn.BeginTx(ctx, nil)
+	err := w.writeRollupsTx(ctx, func(tx *sql.Tx) error { return writeRollups(ctx, tx, r.deltas) })
+	if err != nil && rowError(err) {
+		w.Logger.Warn("rollup flush failed; writing bucket by bucket", "buckets", len(r.deltas), "error", err)
+		err = w.writeRollupsTx(ctx, func(tx *sql.Tx) error { return w.writeRollupsIsolated(ctx, tx, r.deltas) })
+	}
 	if err != nil {
-		return describe(err)
-	}
-	defer tx.Rollback()
-	if err := writeRollups(ctx, tx, r.deltas); err != nil {
 		return err
-	}
-	if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "rollup_seq", r.cursor); err != nil {
-		return describe(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return describe(err)
 	}
 	r.saved = r.cursor
 	clear(r.deltas)
 	return nil
 }
+
+// writeRollupsTx runs write and then saves the watermark, in one transaction.
+func (w *Writer) writeRollupsTx(ctx context.Context, write func(*sql.Tx) error) error {
+	r := &w.roll
+	tx, err := w.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return describe(err)
+	}
+	defer tx.Rollback()
+	if err := write(tx); err != nil {
+		return err
+	}
+	if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "rollup_seq", r.cursor); err != nil {
+		return describe(err)
+	}
+	return describe(tx.Commit())
+}
+
+// writeRollupsIsolated upserts each bucket in its own savepoint and drops
+// the ones that fail.
+func (w *Writer) writeRollupsIsolated(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bucket) error {
+	stmt, err := tx.PrepareContext(ctx, upsertRollup)
+	if err != nil {
+		return describe(err)
+	}
+	defer stmt.Close()
+	dropped := 0
+	for k, b := range acc {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT bucket`); err != nil {
+			return describe(err)
+		}
+		if _, err := stmt.ExecContext(ctx, k.device, k.metric, k.res, k.bucket, b.Count, b.Sum, b.Min, b.Max, b.FirstTS, b.First, b.LastTS, b.Last); err != nil {
+			if !rowError(err) {
+				return describe(err)
+			}
+			dropped++
+			w.Logger.Error("rollup bucket left out", "device_id", k.device, "metric", k.metric, "res_ms", k.res, "bucket", k.bucket, "error", err)
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO bucket`); err != nil {
+				return describe(err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE bucket`); err != nil {
+			return describe(err)
+		}
+	}
+	w.rollupDropped.Add(int64(dropped))
+	return nil
+}
+
+// RollupBucketsDropped returns how many rollup buckets could not be written
+// and were left out (their series are then computed from what remains).
+func (w *Writer) RollupBucketsDropped() int64 { return w.rollupDropped.Load() }
 
 // maintainRollups runs once a tick (and at shutdown): it catches up a
 // little and writes the deltas when they are due.

@@ -149,3 +149,76 @@ func TestRollups(t *testing.T) {
 		}
 	})
 }
+
+// TestRollups_ExtremeValues: two readings of 1e308 then two of -1e308 in one
+// bucket once made its sum Inf + -Inf = NaN, stored as NULL, so every later
+// rollup flush failed on the NOT NULL constraint, also after a restart, and
+// deleting another device's messages answered 500. Aggregates stay finite,
+// and rollups keep reaching the database.
+func TestRollups_ExtremeValues(t *testing.T) {
+	db := MustOpenDB(t)
+	w := store.NewWriter(db)
+	w.RollupInterval = 20 * time.Millisecond
+	w.FlushInterval = 20 * time.Millisecond
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Close(context.Background()) }()
+	base := int64(1_764_460_800_000)
+	mk := func(device string, v string, i int64) devices.Message {
+		payload := []byte(`{"v":` + v + `}`)
+		ts, values, flags := devices.DecodePayload(payload, base+i)
+		return devices.Message{Device: device, Topic: "t", Kind: devices.KindTelemetry, TS: ts, Received: base + i, QoS: 1, Flags: flags, Payload: payload, Values: values}
+	}
+	// Two flushes: +Inf saved by the first, -Inf added by the second's upsert.
+	writeAll(t, w, []devices.Message{mk("huge", "1e308", 0), mk("huge", "1e308", 1)})
+	rollupsCaughtUp(t, db, w)
+	writeAll(t, w, []devices.Message{mk("huge", "-1e308", 2), mk("huge", "-1e308", 3)})
+	rollupsCaughtUp(t, db, w)
+	writeAll(t, w, []devices.Message{mk("other", "1", 10), mk("other", "2", 11)})
+	rollupsCaughtUp(t, db, w)
+	if _, err := w.DeleteMessages(context.Background(), "other", devices.MinTime, base+10); err != nil {
+		t.Fatalf("deleting another device's messages: %v", err)
+	}
+	s := store.NewMessageService(db)
+	for _, interval := range []int64{60_000, 1000} { // from rollups, and raw
+		got, err := s.Series(context.Background(), devices.SeriesQuery{Device: "huge", Metrics: []string{"v"}, From: base, To: base + 59_999, Interval: interval, Agg: devices.AggSum, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range got.Points["v"] {
+			if math.IsNaN(p.V) || math.IsInf(p.V, 0) {
+				t.Fatalf("interval %d: sum %v, want a finite value", interval, p.V)
+			}
+		}
+	}
+}
+
+// TestRollups_BadBucketIsolated: a bucket that cannot be written (here a
+// trigger refuses one device's rows) is left out and counted; every other
+// bucket and the watermark still reach the database.
+func TestRollups_BadBucketIsolated(t *testing.T) {
+	db := MustOpenDB(t)
+	w := store.NewWriter(db)
+	w.RollupInterval = 20 * time.Millisecond
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Close(context.Background()) }()
+	writeAll(t, w, []devices.Message{msg("good", 1), msg("bad", 2)})
+	rollupsCaughtUp(t, db, w)
+	raw := rawDB(t, db.Path)
+	if _, err := raw.Exec(`CREATE TRIGGER refuse_bad BEFORE INSERT ON rollups WHEN NEW.device_id = (SELECT id FROM devices WHERE name = 'bad') BEGIN SELECT RAISE(ABORT, 'bad bucket'); END`); err != nil {
+		t.Fatal(err)
+	}
+	writeAll(t, w, []devices.Message{msg("good", 3), msg("bad", 4), msg("bad", 100_000)}) // a new bucket for "bad"
+	rollupsCaughtUp(t, db, w)
+	if n := w.RollupBucketsDropped(); n == 0 {
+		t.Fatalf("RollupBucketsDropped=%d, want some", n)
+	}
+	var count int64
+	raw.QueryRow(`SELECT sum(count) FROM rollups r JOIN devices d ON d.id = r.device_id WHERE d.name = 'good' AND res = 60000`).Scan(&count)
+	if count != 4 { // two readings (n, temp) in each of two messages
+		t.Fatalf("good device's minute rollups count %d readings, want 4", count)
+	}
+}

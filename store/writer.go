@@ -120,6 +120,8 @@ type Writer struct {
 	commitNs atomic.Int64 // duration of the latest commit
 	commits  atomic.Int64 // transactions that stored messages
 	failures atomic.Int64 // failed commit attempts
+
+	rollupDropped atomic.Int64 // rollup buckets that could not be written
 }
 
 type devState struct {

@@ -26,6 +26,7 @@ var (
 	descDBBytes  = prometheus.NewDesc("telehub_database_bytes", "Size of the database file and its WAL.", nil, nil)
 	descFwdDrop  = prometheus.NewDesc("telehub_mqtt_forward_dropped_total", "Messages not forwarded to an MQTT subscriber whose write queue was full (they are stored all the same).", nil, nil)
 	descFailures = prometheus.NewDesc("telehub_commit_failures_total", "Commit attempts that failed (disk full, read-only, I/O error); each is retried and nothing is acknowledged meanwhile.", nil, nil)
+	descRollDrop = prometheus.NewDesc("telehub_rollup_buckets_dropped_total", "Rollup buckets that could not be written and were left out.", nil, nil)
 	descReady    = prometheus.NewDesc("telehub_ready", "1 when the hub can take and store messages (as /readyz), else 0.", nil, nil)
 )
 
@@ -33,7 +34,7 @@ var (
 type hubCollector struct{ m *Main }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descFwdDrop, descFailures, descReady} {
+	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descFwdDrop, descFailures, descRollDrop, descReady} {
 		ch <- d
 	}
 }
@@ -78,6 +79,7 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(size))
 	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(m.Writer.CommitFailures()))
+	ch <- prometheus.MustNewConstMetric(descRollDrop, prometheus.CounterValue, float64(m.Writer.RollupBucketsDropped()))
 	ready := 1.0
 	if m.Ready() != nil {
 		ready = 0
