@@ -20,4 +20,24 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrForbidden means the credential is valid but does not allow the action.
 	ErrForbidden = errors.New("forbidden")
+	// ErrTooManyMetrics means a message would give its device more metric
+	// names than the store keeps per device.
+	ErrTooManyMetrics = errors.New("too many metric names for the device")
+	// ErrMetricName means a metric name is longer than the store accepts.
+	ErrMetricName = errors.New("metric name too long")
 )
+
+// RefusalReason returns the Reason a writer's refusal of a message is
+// counted under: ReasonTooManyMetrics, ReasonMetricName, ReasonQueueFull, or
+// ReasonShuttingDown for anything else (the writer is closing).
+func RefusalReason(err error) Reason {
+	switch {
+	case errors.Is(err, ErrTooManyMetrics):
+		return ReasonTooManyMetrics
+	case errors.Is(err, ErrMetricName):
+		return ReasonMetricName
+	case errors.Is(err, ErrQueueFull):
+		return ReasonQueueFull
+	}
+	return ReasonShuttingDown
+}

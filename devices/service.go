@@ -15,6 +15,9 @@ type Pending struct {
 }
 
 // MessageWriter stores messages durably, in the order it accepts them.
+// Both methods refuse, before queueing, a message whose metric names break
+// the store's limits: ErrMetricName for a name that is too long,
+// ErrTooManyMetrics for names that would take the device past its cap.
 type MessageWriter interface {
 	// Write queues p, waiting while the queue is full (back-pressure) until
 	// ctx is done. It returns ErrClosed once the writer is closing.

@@ -27,11 +27,18 @@ const (
 	// ReasonReservedTopic: a client published to a topic starting with '$'
 	// ($SYS and the like), which belong to the broker.
 	ReasonReservedTopic Reason = "reserved_topic"
+	// ReasonTooManyMetrics: the message would give its device more metric
+	// names than the hub keeps per device (store.Writer.MaxMetrics).
+	ReasonTooManyMetrics Reason = "too_many_metrics"
+	// ReasonMetricName: a metric name is longer than the hub accepts
+	// (store.Writer.MaxMetricName).
+	ReasonMetricName Reason = "metric_name_too_long"
 )
 
-// Reasons lists every Reason, for exporting counters.
-var Reasons = []Reason{ReasonTooLarge, ReasonInvalidTopic, ReasonQueueFull, ReasonStoreError, ReasonShuttingDown,
-	ReasonNotAuthorized, ReasonRateLimited, ReasonReservedTopic}
+// Reasons lists every Reason, for exporting counters. Stats sizes its
+// counters from it, so adding one here is all it takes.
+var Reasons = [...]Reason{ReasonTooLarge, ReasonInvalidTopic, ReasonQueueFull, ReasonStoreError, ReasonShuttingDown,
+	ReasonNotAuthorized, ReasonRateLimited, ReasonReservedTopic, ReasonTooManyMetrics, ReasonMetricName}
 
 // Refusal names why a connection or request was turned away.
 type Refusal string
@@ -55,7 +62,7 @@ const (
 )
 
 // Refusals lists every Refusal, for exporting counters.
-var Refusals = []Refusal{RefusedBadCredentials, RefusedTooManyConnections, RefusedSubscribe,
+var Refusals = [...]Refusal{RefusedBadCredentials, RefusedTooManyConnections, RefusedSubscribe,
 	RefusedHTTPUnauthorized, RefusedHTTPForbidden, RefusedWSOrigin, RefusedWSTooMany}
 
 // maxDeniedDevices bounds the per-device count of unauthorised publishes, so
@@ -68,8 +75,8 @@ type Stats struct {
 	received atomic.Int64
 	stored   atomic.Int64
 	flagged  atomic.Int64
-	rejected [8]atomic.Int64 // indexed like Reasons
-	refused  [7]atomic.Int64 // indexed like Refusals
+	rejected [len(Reasons)]atomic.Int64  // indexed like Reasons
+	refused  [len(Refusals)]atomic.Int64 // indexed like Refusals
 
 	mu     sync.Mutex
 	denied map[string]int64 // unauthorised publishes by authenticated device

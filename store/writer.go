@@ -21,6 +21,13 @@ const (
 	DefaultQueueSize      = 16384
 	DefaultFlushInterval  = time.Second
 	DefaultRollupInterval = 5 * time.Second
+	// DefaultMaxMetrics is how many metric names one device may have.
+	DefaultMaxMetrics = 1000
+	// DefaultMaxMetricName is the longest metric name accepted, in bytes.
+	DefaultMaxMetricName = 128
+	// maxLatestValue is the longest value kept among a device's latest
+	// values, in bytes of JSON; longer ones stay in their message only.
+	maxLatestValue = 1024
 	// DefaultRetentionInterval is how often retention runs.
 	DefaultRetentionInterval = time.Minute
 )
@@ -34,6 +41,10 @@ const rowsPerInsert = 64
 // fleet of thousands of devices never adds more than a few milliseconds to
 // any one batch.
 const devicesPerFlush = 128
+
+// summaryBytesPerFlush caps the latest-values JSON one commit saves, so that
+// devices with many metrics spread over several commits too.
+const summaryBytesPerFlush = 256 << 10
 
 // Writer is the only goroutine that writes messages. It takes Pending
 // messages from a bounded queue and commits them in groups: as soon as one
@@ -70,6 +81,15 @@ type Writer struct {
 	OnCommit func([]devices.Message)
 	// Stats counts stored messages. Optional.
 	Stats *devices.Stats
+	// MaxMetrics caps the metric names of one device: a message that would
+	// add names past it is refused (devices.ErrTooManyMetrics), so that one
+	// device cannot grow the hub's memory, its latest values and its
+	// rollups without bound. Default DefaultMaxMetrics.
+	MaxMetrics int
+	// MaxMetricName caps the length of a metric name, in bytes; a message
+	// with a longer one is refused (devices.ErrMetricName). Default
+	// DefaultMaxMetricName.
+	MaxMetricName int
 	// Retention deletes messages whose ts (the reading's time) is older than
 	// this, in whole hours, with their rollups; 0 keeps everything. Devices
 	// may override it (SetRetention).
@@ -109,6 +129,9 @@ type Writer struct {
 	mu   sync.RWMutex // guards devs for readers; only the write loop changes it
 	devs map[string]*devState
 
+	namesMu sync.Mutex
+	names   map[string]map[string]struct{} // metric names admitted per device (admit)
+
 	roll      rollups                  // write loop only
 	overrides map[string]time.Duration // per-device retention; write loop only
 
@@ -145,6 +168,8 @@ func NewWriter(db *DB) *Writer {
 		QueueSize:      DefaultQueueSize,
 		FlushInterval:  DefaultFlushInterval,
 		RollupInterval: DefaultRollupInterval,
+		MaxMetrics:     DefaultMaxMetrics,
+		MaxMetricName:  DefaultMaxMetricName,
 		Logger:         slog.Default().With("component", "writer"),
 	}
 }
@@ -170,6 +195,12 @@ func (w *Writer) Open() (err error) {
 	}
 	if w.RetentionInterval <= 0 {
 		w.RetentionInterval = DefaultRetentionInterval
+	}
+	if w.MaxMetrics <= 0 {
+		w.MaxMetrics = DefaultMaxMetrics
+	}
+	if w.MaxMetricName <= 0 {
+		w.MaxMetricName = DefaultMaxMetricName
 	}
 	if w.Logger == nil {
 		w.Logger = slog.Default().With("component", "writer")
@@ -281,7 +312,62 @@ func (w *Writer) load(ctx context.Context) error {
 		return err
 	}
 	rows.Close()
-	return w.fold(ctx, byID)
+	if err := w.fold(ctx, byID); err != nil {
+		return err
+	}
+	w.names = make(map[string]map[string]struct{}, len(w.devs))
+	for name, d := range w.devs {
+		set := make(map[string]struct{}, len(d.dev.Latest))
+		for k := range d.dev.Latest {
+			set[k] = struct{}{}
+		}
+		w.names[name] = set
+	}
+	return nil
+}
+
+// admit checks m's metric names against MaxMetricName and the device's
+// MaxMetrics, and records the new ones, before m is queued: the names of
+// messages still in the queue count already, so the cap holds exactly.
+func (w *Writer) admit(m *devices.Message) error {
+	if len(m.Values) == 0 {
+		return nil
+	}
+	for _, v := range m.Values {
+		if len(v.Name) > w.MaxMetricName {
+			return fmt.Errorf("%w: %d bytes, at most %d", devices.ErrMetricName, len(v.Name), w.MaxMetricName)
+		}
+	}
+	w.namesMu.Lock()
+	defer w.namesMu.Unlock()
+	set := w.names[m.Device]
+	fresh := 0
+	for _, v := range m.Values {
+		if _, ok := set[v.Name]; !ok {
+			fresh++ // a repeated new name counts twice; harmless and rare
+		}
+	}
+	if fresh == 0 {
+		return nil
+	}
+	if len(set)+fresh > w.MaxMetrics {
+		return fmt.Errorf("%w: device %q has %d, at most %d", devices.ErrTooManyMetrics, m.Device, len(set), w.MaxMetrics)
+	}
+	if set == nil {
+		set = make(map[string]struct{}, len(m.Values))
+		w.names[m.Device] = set
+	}
+	for _, v := range m.Values {
+		set[v.Name] = struct{}{}
+	}
+	return nil
+}
+
+// forgetNames drops a deleted device's admitted metric names.
+func (w *Writer) forgetNames(device string) {
+	w.namesMu.Lock()
+	delete(w.names, device)
+	w.namesMu.Unlock()
 }
 
 // fold applies the messages above meta.summary_seq to the device summaries.
@@ -413,6 +499,9 @@ func (w *Writer) Write(ctx context.Context, p *devices.Pending) error {
 	if w.closed.Load() {
 		return devices.ErrClosed
 	}
+	if err := w.admit(&p.Message); err != nil {
+		return err
+	}
 	select {
 	case w.q <- p:
 		return nil
@@ -427,6 +516,9 @@ func (w *Writer) Write(ctx context.Context, p *devices.Pending) error {
 func (w *Writer) TryWrite(p *devices.Pending) error {
 	if w.closed.Load() {
 		return devices.ErrClosed
+	}
+	if err := w.admit(&p.Message); err != nil {
+		return err
 	}
 	select {
 	case w.q <- p:
@@ -725,14 +817,19 @@ func (w *Writer) flushPart(ctx context.Context, tx *sql.Tx) (int, error) {
 	if w.round == nil {
 		return 0, nil
 	}
-	n := min(len(w.round), devicesPerFlush)
 	update := tx.StmtContext(ctx, w.update)
-	for _, d := range w.round[:n] {
+	n, bytes := 0, 0
+	for _, d := range w.round[:min(len(w.round), devicesPerFlush)] {
+		if bytes >= summaryBytesPerFlush {
+			break // devices with many metrics: the rest wait for the next commit
+		}
 		dv := &d.dev
 		latest, _ := json.Marshal(dv.Latest)
 		if _, err := update.ExecContext(ctx, dv.FirstSeen, dv.LastSeen, dv.MessageCount, dv.LastSeq, dv.Status, dv.StatusAt, string(latest), d.id); err != nil {
 			return 0, describe(err)
 		}
+		n++
+		bytes += len(latest)
 	}
 	if n == len(w.round) {
 		if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "summary_seq", w.roundSeq); err != nil {
@@ -796,7 +893,7 @@ func (d *devState) apply(m *devices.Message) {
 		dv.StatusAt = m.Received
 	}
 	for _, v := range m.Values {
-		if old, ok := dv.Latest[v.Name]; ok && old.TS > v.TS {
+		if old, ok := dv.Latest[v.Name]; ok && old.TS > v.TS || len(v.Value) > maxLatestValue {
 			continue
 		}
 		dv.Latest[v.Name] = devices.Latest{Value: v.Value, TS: v.TS, Seq: m.Seq}
@@ -958,6 +1055,7 @@ func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
 	w.mu.Lock()
 	delete(w.devs, d.name)
 	w.mu.Unlock()
+	w.forgetNames(d.name)
 	for i, r := range w.round {
 		if r == d {
 			w.round = append(w.round[:i:i], w.round[i+1:]...)
@@ -994,6 +1092,9 @@ func (w *Writer) rebuildAfterDelete(ctx context.Context, d *devState, deleted in
 		}
 		_, values, _ := devices.DecodePayload(m.Payload, m.Received)
 		for _, v := range values {
+			if len(v.Value) > maxLatestValue {
+				continue
+			}
 			if old, ok := latest[v.Name]; !ok || old.TS <= v.TS {
 				latest[v.Name] = devices.Latest{Value: v.Value, TS: v.TS, Seq: m.Seq}
 			}

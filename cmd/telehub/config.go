@@ -31,6 +31,8 @@ type Config struct {
 	TopicTelemetry  string
 	TopicStatus     string
 	MaxPayload      int
+	MaxMetrics      int
+	MaxMetricName   int
 	BatchMax        int
 	QueueSize       int
 	WSQueue         int
@@ -134,6 +136,8 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	str(&c.TopicTelemetry, "topic-telemetry", devices.DefaultTelemetryPattern, "telemetry topic pattern; {device} marks the device id level")
 	str(&c.TopicStatus, "topic-status", devices.DefaultStatusPattern, "status topic pattern; {device} marks the device id level; empty for none")
 	num(&c.MaxPayload, "max-payload", broker.DefaultMaxPayload, "largest payload stored, bytes; larger publishes are refused and counted")
+	num(&c.MaxMetrics, "max-metrics", store.DefaultMaxMetrics, "most metric names one device may have; a message that would add more is refused and counted")
+	num(&c.MaxMetricName, "max-metric-name", store.DefaultMaxMetricName, "longest metric name accepted, bytes; a message with a longer one is refused and counted")
 	num(&c.BatchMax, "batch-max", store.DefaultMaxBatch, "most messages committed in one transaction")
 	num(&c.QueueSize, "queue-size", store.DefaultQueueSize, "ingest queue capacity, messages; when full QoS 1 waits and QoS 0 is dropped and counted")
 	num(&c.WSQueue, "ws-queue", dashboard.DefaultWSQueue, "committed batches buffered per WebSocket client before it is resynchronised")
@@ -184,6 +188,8 @@ func (c Config) Validate() error {
 		return errors.New("--db is required")
 	case c.MaxPayload <= 0:
 		return errors.New("--max-payload must be positive")
+	case c.MaxMetrics <= 0 || c.MaxMetricName <= 0:
+		return errors.New("--max-metrics and --max-metric-name must be positive")
 	case c.BatchMax <= 0:
 		return errors.New("--batch-max must be positive")
 	case c.QueueSize <= 0:

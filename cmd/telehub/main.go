@@ -123,6 +123,8 @@ func (m *Main) Run() error {
 	}
 	m.Writer = store.NewWriter(m.DB)
 	m.Writer.MaxBatch = cfg.BatchMax
+	m.Writer.MaxMetrics = cfg.MaxMetrics
+	m.Writer.MaxMetricName = cfg.MaxMetricName
 	m.Writer.QueueSize = cfg.QueueSize
 	m.Writer.Stats = m.Stats
 	m.Writer.OnCommit = m.Feed.Publish

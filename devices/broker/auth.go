@@ -74,6 +74,7 @@ type clientState struct {
 type pendingAck struct {
 	done  bool
 	after []packets.Packet
+	prev  *pendingAck // the client's publish waiting before this one, until settled
 }
 
 // track records a QoS 1 publish of cl being queued for commit.
@@ -82,11 +83,36 @@ func (h *authHook) track(cl *mqtt.Client) *pendingAck {
 	if st == nil {
 		return nil
 	}
-	pa := &pendingAck{}
 	st.mu.Lock()
+	pa := &pendingAck{prev: st.last}
 	st.last = pa
 	st.mu.Unlock()
 	return pa
+}
+
+// untrack takes back pa, whose publish the writer refused to queue: the
+// client's latest pending publish is the one before it again, and the
+// refusals that waited behind pa wait behind that one, or are returned
+// to be sent now when none waits.
+func (h *authHook) untrack(cl *mqtt.Client, pa *pendingAck) []packets.Packet {
+	st := h.state(cl)
+	if st == nil || pa == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	pa.done = true
+	after := pa.after
+	pa.after = nil
+	if st.last == pa {
+		st.last = pa.prev
+	}
+	pa.prev = nil
+	if st.last != nil && !st.last.done {
+		st.last.after = append(st.last.after, after...)
+		return nil
+	}
+	return after
 }
 
 // settle marks pa committed (or failed) and returns the refusals to send
@@ -99,6 +125,7 @@ func (h *authHook) settle(cl *mqtt.Client, pa *pendingAck) []packets.Packet {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	pa.done = true
+	pa.prev = nil // settled in order: nothing before it still waits
 	if st.last == pa {
 		st.last = nil
 	}

@@ -3,7 +3,6 @@ package broker
 import (
 	"bytes"
 	"context"
-	"errors"
 	"sync/atomic"
 	"time"
 
@@ -136,10 +135,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	switch pk.FixedHeader.Qos {
 	case 0:
 		if err := b.Writer.TryWrite(p); err != nil {
-			reason := devices.ReasonQueueFull
-			if errors.Is(err, devices.ErrClosed) {
-				reason = devices.ReasonShuttingDown
-			}
+			reason := devices.RefusalReason(err)
 			b.Stats.Rejected(reason)
 			h.logRefusal(device, reason, err.Error())
 		}
@@ -154,7 +150,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			}
 		}
 		if err := b.Writer.Write(h.ctx, p); err != nil {
-			b.Stats.Rejected(devices.ReasonShuttingDown)
+			for _, ack := range b.auth.untrack(cl, pa) {
+				cl.WritePacket(ack)
+			}
+			return pk, h.refuseWrite(cl, pk, device, err)
 		}
 		return pk, packets.ErrRejectPacket
 
@@ -162,8 +161,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		done := make(chan error, 1)
 		p.Done = func(m *devices.Message, err error) { done <- err }
 		if err := b.Writer.Write(h.ctx, p); err != nil {
-			b.Stats.Rejected(devices.ReasonShuttingDown)
-			return pk, packets.ErrRejectPacket
+			return pk, h.refuseWrite(cl, pk, device, err)
 		}
 		select {
 		case err := <-done:
@@ -175,6 +173,22 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			return pk, packets.ErrRejectPacket
 		}
 	}
+}
+
+// refuseWrite answers a publish the writer would not queue. A message over
+// the store's metric limits is refused like any other (0x97 or 0x99 on MQTT
+// 5); when the writer is closing, the publish is not acknowledged, so that
+// the device sends it again to the next hub.
+func (h *hook) refuseWrite(cl *mqtt.Client, pk packets.Packet, device string, err error) error {
+	reason := devices.RefusalReason(err)
+	switch reason {
+	case devices.ReasonTooManyMetrics:
+		return h.refuse(cl, pk, device, reason, packets.ErrQuotaExceeded, err.Error())
+	case devices.ReasonMetricName:
+		return h.refuse(cl, pk, device, reason, packets.ErrPayloadFormatInvalid, err.Error())
+	}
+	h.broker.Stats.Rejected(reason)
+	return packets.ErrRejectPacket
 }
 
 // refuse counts and logs a refused publish and answers it (refuseAck).

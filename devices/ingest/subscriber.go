@@ -198,8 +198,9 @@ func (s *Subscriber) handle(_ paho.Client, m paho.Message) {
 	}}
 	if m.Qos() == 0 {
 		if err := s.Writer.TryWrite(p); err != nil {
-			s.Stats.Rejected(devices.ReasonQueueFull)
-			s.logRefusal(device, devices.ReasonQueueFull, err.Error())
+			reason := devices.RefusalReason(err)
+			s.Stats.Rejected(reason)
+			s.logRefusal(device, reason, err.Error())
 		}
 		return
 	}
@@ -209,7 +210,12 @@ func (s *Subscriber) handle(_ paho.Client, m paho.Message) {
 		}
 	}
 	if err := s.Writer.Write(s.ctx, p); err != nil {
-		s.Stats.Rejected(devices.ReasonShuttingDown)
+		switch reason := devices.RefusalReason(err); reason {
+		case devices.ReasonTooManyMetrics, devices.ReasonMetricName:
+			s.refuse(m, device, reason, err.Error()) // acknowledged: it would only come again
+		default:
+			s.Stats.Rejected(reason) // not acknowledged: the broker delivers it again
+		}
 	}
 }
 
