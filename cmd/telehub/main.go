@@ -165,6 +165,8 @@ func (m *Main) Run() error {
 		m.Broker.RequireAuth = cfg.DeviceAuth
 		m.Broker.MaxConnections = cfg.MaxConnections
 		m.Broker.ClientWritesPending = cfg.MQTTClientQueue
+		m.Broker.WriteTimeout = cfg.MQTTWriteTimeout
+		m.Broker.MaxKeepAlive = cfg.MQTTMaxKeepAlive
 		m.Broker.DeviceRate, m.Broker.DeviceBurst = cfg.DeviceRate, cfg.DeviceBurst
 		if cfg.MQTTTLSCert != "" {
 			if m.Broker.TLSConfig, err = mqttTLSConfig(cfg); err != nil {

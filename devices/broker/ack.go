@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -17,13 +16,24 @@ import (
 // that pile up while the flusher writes are sent together: each client's
 // acks of a round go out in one write, in order, instead of one system call
 // per message.
+//
+// The flusher never waits on one client. A client whose lock is held
+// (mochi is writing to it, perhaps blocked on a client that does not read)
+// gets a goroutine of its own that writes its acks, and those that follow,
+// in order, and ends when none are left; the connection's write deadline
+// (writeTimeoutConn) bounds how long that can take.
 type acker struct {
 	b    *Broker
 	mu   sync.Mutex
 	q    []ackItem
+	slow map[*mqtt.Client]*slowAcks // clients whose acks a goroutine of their own writes
+	wg   sync.WaitGroup             // those goroutines
 	wake chan struct{}
 	done chan struct{}
 }
+
+// slowAcks are the acks waiting for a slow client's goroutine.
+type slowAcks struct{ buf []byte }
 
 type ackItem struct {
 	cl    *mqtt.Client
@@ -32,7 +42,7 @@ type ackItem struct {
 }
 
 func newAcker(b *Broker) *acker {
-	return &acker{b: b, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &acker{b: b, slow: make(map[*mqtt.Client]*slowAcks), wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // add queues the PUBACK of pk to cl, followed by after. It never blocks.
@@ -55,6 +65,7 @@ func (a *acker) run(ctx context.Context) {
 		case <-a.wake:
 		case <-ctx.Done():
 			a.flush(a.swap(buf))
+			a.wg.Wait()
 			return
 		}
 		buf = a.flush(a.swap(buf))
@@ -104,18 +115,56 @@ func (a *acker) flush(items []ackItem) []ackItem {
 }
 
 // write sends raw packets to cl under the client's own lock, so they never
-// interleave with mochi's writes. The deadline keeps a device that stopped
-// reading from stalling everyone else's acks; it is disconnected instead.
+// interleave with mochi's writes, when the lock is free; otherwise it hands
+// them to the client's slow goroutine (writeSlow), behind what that one
+// still has to write.
 func (a *acker) write(cl *mqtt.Client, b []byte) {
 	if cl.Closed() || cl.Net.Conn == nil {
 		return // gone: it resends what was not acknowledged when it returns
 	}
-	cl.Lock()
-	conn := cl.Net.Conn
-	conn.SetWriteDeadline(time.Now().Add(a.b.AckTimeout))
-	_, err := conn.Write(b)
-	conn.SetWriteDeadline(time.Time{})
+	a.mu.Lock()
+	if s := a.slow[cl]; s != nil {
+		s.buf = append(s.buf, b...)
+		a.mu.Unlock()
+		return
+	}
+	if !cl.TryLock() {
+		a.slow[cl] = &slowAcks{buf: b}
+		a.wg.Add(1)
+		a.mu.Unlock()
+		go a.writeSlow(cl)
+		return
+	}
+	a.mu.Unlock()
+	_, err := cl.Net.Conn.Write(b)
 	cl.Unlock()
+	a.failed(cl, err)
+}
+
+// writeSlow writes cl's acks, waiting for its lock, until none are left.
+func (a *acker) writeSlow(cl *mqtt.Client) {
+	defer a.wg.Done()
+	for {
+		a.mu.Lock()
+		s := a.slow[cl]
+		b := s.buf
+		s.buf = nil
+		if len(b) == 0 || cl.Closed() {
+			delete(a.slow, cl)
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
+		cl.Lock()
+		_, err := cl.Net.Conn.Write(b)
+		cl.Unlock()
+		a.failed(cl, err)
+	}
+}
+
+// failed disconnects a client whose acks could not be written (its write
+// deadline passed, or the connection broke).
+func (a *acker) failed(cl *mqtt.Client, err error) {
 	if err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
 		a.b.Logger.Warn("puback write failed; disconnecting client", "client", cl.ID, "error", err)
 		cl.Stop(err)

@@ -201,9 +201,16 @@ func (h *authHook) published(cl *mqtt.Client, device string) {
 }
 
 // OnConnect enforces MaxConnections with the right CONNACK (server busy,
-// or server unavailable before MQTT 5) and counts the refusal.
+// or server unavailable before MQTT 5) and counts the refusal, and holds the
+// client's keep alive to MaxKeepAlive.
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.broker
+	if most := uint16(b.MaxKeepAlive / time.Second); cl.State.Keepalive == 0 || cl.State.Keepalive > most {
+		// A client with no keep alive would never be found dead, and what
+		// the broker writes to it would have no deadline but its own.
+		cl.State.Keepalive = most
+		cl.State.ServerKeepalive = true // sent in the CONNACK [MQTT-3.2.2-21]
+	}
 	if b.MaxConnections > 0 && b.Clients() >= b.MaxConnections {
 		b.Stats.Refused(devices.RefusedTooManyConnections)
 		h.log("too_many_connections", "connection refused: at the connection limit", "remote", cl.Net.Remote)

@@ -19,9 +19,12 @@ import (
 
 // Defaults for Broker fields.
 const (
-	DefaultAddr       = "127.0.0.1:1883"
-	DefaultMaxPayload = 256 << 10
-	DefaultAckTimeout = 5 * time.Second
+	DefaultAddr         = "127.0.0.1:1883"
+	DefaultMaxPayload   = 256 << 10
+	DefaultWriteTimeout = 5 * time.Second
+	// DefaultMaxKeepAlive is the keep alive a client gets when it asks for
+	// none (0) or a longer one.
+	DefaultMaxKeepAlive = 5 * time.Minute
 
 	// DefaultClientWritesPending bounds the packets queued for one client.
 	// mochi allocates the queue up front: its default of 8,192 costs 64 KiB
@@ -50,10 +53,16 @@ type Broker struct {
 	// MaxPayload plus 64 KiB (room for topic and properties) are not even
 	// read: the client is disconnected, as MQTT 5 prescribes (reason 0x95).
 	MaxPayload int
-	// AckTimeout bounds writing one PUBACK to a device; a device that does
-	// not read its socket for that long is disconnected so that it cannot
-	// stall acknowledgements to others. Default DefaultAckTimeout.
-	AckTimeout time.Duration
+	// WriteTimeout bounds every write to a client, the broker's own and the
+	// acknowledgements: a client that does not read its socket for that long
+	// is disconnected. Default DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// MaxKeepAlive is the longest keep alive a client may ask for; one that
+	// asks for none (0) or longer gets this, told in the CONNACK's Server
+	// Keep Alive on MQTT 5 [MQTT-3.1.2-21], and is disconnected after one
+	// and a half of it in silence [MQTT-3.1.2-24]. Default
+	// DefaultMaxKeepAlive.
+	MaxKeepAlive time.Duration
 	// Stats counts received and refused messages. Optional.
 	Stats *devices.Stats
 
@@ -94,26 +103,27 @@ type Broker struct {
 	acks   *acker
 	cancel context.CancelFunc // stops the acker
 	auth   *authHook
-	ln     *listeners.TCP
-	tlsLn  *listeners.TCP
+	ln     *listeners.Net
+	tlsLn  *listeners.Net
 	closed sync.Once
 }
 
 // New returns a Broker writing to w with every other field at its default.
 func New(w devices.MessageWriter) *Broker {
 	return &Broker{
-		Addr:       DefaultAddr,
-		Writer:     w,
-		Scheme:     devices.DefaultScheme(),
-		MaxPayload: DefaultMaxPayload,
-		AckTimeout: DefaultAckTimeout,
-		Logger:     slog.Default().With("component", "broker"),
+		Addr:         DefaultAddr,
+		Writer:       w,
+		Scheme:       devices.DefaultScheme(),
+		MaxPayload:   DefaultMaxPayload,
+		WriteTimeout: DefaultWriteTimeout,
+		MaxKeepAlive: DefaultMaxKeepAlive,
+		Logger:       slog.Default().With("component", "broker"),
 	}
 }
 
 // Open binds the listener (so "address in use" is an Open error) and starts
 // serving.
-func (b *Broker) Open() error {
+func (b *Broker) Open() (err error) {
 	if b.Writer == nil {
 		return errors.New("open broker: writer required")
 	}
@@ -126,8 +136,14 @@ func (b *Broker) Open() error {
 	if b.MaxPayload <= 0 {
 		b.MaxPayload = DefaultMaxPayload
 	}
-	if b.AckTimeout <= 0 {
-		b.AckTimeout = DefaultAckTimeout
+	if b.WriteTimeout <= 0 {
+		b.WriteTimeout = DefaultWriteTimeout
+	}
+	if b.MaxKeepAlive <= 0 {
+		b.MaxKeepAlive = DefaultMaxKeepAlive
+	}
+	if b.MaxKeepAlive > 65535*time.Second {
+		return errors.New("open broker: MaxKeepAlive is at most 65535 s")
 	}
 	if b.Stats == nil {
 		b.Stats = new(devices.Stats)
@@ -177,23 +193,41 @@ func (b *Broker) Open() error {
 	if err := b.server.AddHook(b.auth, nil); err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}
-	b.ln = listeners.NewTCP(listeners.Config{ID: "mqtt", Address: b.Addr})
-	if err := b.server.AddListener(b.ln); err != nil {
-		return fmt.Errorf("open broker: listen %s: %w", b.Addr, err)
+	if b.ln, err = b.listen("mqtt", b.Addr, nil); err != nil {
+		return err
 	}
 	if b.TLSAddr != "" {
 		if b.TLSConfig == nil || (len(b.TLSConfig.Certificates) == 0 && b.TLSConfig.GetCertificate == nil) {
 			return errors.New("open broker: TLS listener needs a certificate")
 		}
-		b.tlsLn = listeners.NewTCP(listeners.Config{ID: "mqtts", Address: b.TLSAddr, TLSConfig: b.TLSConfig})
-		if err := b.server.AddListener(b.tlsLn); err != nil {
-			return fmt.Errorf("open broker: listen %s: %w", b.TLSAddr, err)
+		if b.tlsLn, err = b.listen("mqtts", b.TLSAddr, b.TLSConfig); err != nil {
+			return err
 		}
 	}
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("open broker: %w", err)
 	}
 	return nil
+}
+
+// listen binds addr (so "address in use" is an Open error) and adds it to
+// mochi as a listener whose connections have a write deadline, with TLS
+// over it when cfg is set.
+func (b *Broker) listen(id, addr string, cfg *tls.Config) (*listeners.Net, error) {
+	raw, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("open broker: listen %s: %w", addr, err)
+	}
+	var ln net.Listener = writeTimeoutListener{Listener: raw, timeout: b.WriteTimeout}
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	l := listeners.NewNet(id, ln)
+	if err := b.server.AddListener(l); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("open broker: listen %s: %w", addr, err)
+	}
+	return l, nil
 }
 
 func (b *Broker) startAcker() {
