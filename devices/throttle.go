@@ -17,6 +17,9 @@ type Throttle struct {
 	last map[string]throttleEntry
 }
 
+// maxThrottleKey is the most of a key Throttle keeps.
+const maxThrottleKey = 256
+
 type throttleEntry struct {
 	at         time.Time
 	suppressed int
@@ -28,6 +31,9 @@ func (t *Throttle) Allow(key string, now time.Time) (ok bool, suppressed int) {
 	iv := t.Interval
 	if iv <= 0 {
 		iv = time.Minute
+	}
+	if len(key) > maxThrottleKey {
+		key = key[:maxThrottleKey] // keys may embed client input: topics are up to 64 KiB
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -51,7 +51,8 @@ const summaryBytesPerFlush = 256 << 10
 // commit is done it commits everything that arrived meanwhile (up to
 // MaxBatch), so batches are small at low load and grow with load, and no
 // timer is ever waited out. After each commit a dispatch goroutine calls
-// every Done callback in order (which writes the PUBACKs) and then OnCommit.
+// every Done callback in order (the broker's acker then writes the PUBACKs)
+// and then OnCommit.
 //
 // Device summaries (counts, last seen, latest values) live in memory, are
 // served from there, and are saved every FlushInterval in rounds of at most

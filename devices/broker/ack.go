@@ -15,7 +15,8 @@ import (
 // acks (add); one flusher goroutine writes them. Like group commit, acks
 // that pile up while the flusher writes are sent together: each client's
 // acks of a round go out in one write, in order, instead of one system call
-// per message.
+// per message. Refusals that waited behind a PUBACK (ackOrder) go out in the
+// same write, right after it.
 //
 // The flusher never waits on one client. A client whose lock is held
 // (mochi is writing to it, perhaps blocked on a client that does not read)
@@ -32,23 +33,32 @@ type acker struct {
 	done chan struct{}
 }
 
-// slowAcks are the acks waiting for a slow client's goroutine.
-type slowAcks struct{ buf []byte }
-
+// ackItem is one tracked publish of a client: its PUBACK (unless the commit
+// failed: then only what waited behind it goes out) and its place in the
+// client's ackOrder.
 type ackItem struct {
 	cl    *mqtt.Client
 	pk    packets.Packet
-	after []packets.Packet // refusals of later publishes, sent right after pk's PUBACK
+	order *ackOrder
+	pa    *pendingAck
+	ack   bool // write pk's PUBACK (false: its commit failed)
+}
+
+// slowAcks are the bytes waiting for a slow client's goroutine, and the
+// publishes to mark written once they are out.
+type slowAcks struct {
+	buf   []byte
+	items []ackItem
 }
 
 func newAcker(b *Broker) *acker {
 	return &acker{b: b, slow: make(map[*mqtt.Client]*slowAcks), wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// add queues the PUBACK of pk to cl, followed by after. It never blocks.
-func (a *acker) add(cl *mqtt.Client, pk packets.Packet, after []packets.Packet) {
+// add queues it. It never blocks.
+func (a *acker) add(it ackItem) {
 	a.mu.Lock()
-	a.q = append(a.q, ackItem{cl, pk, after})
+	a.q = append(a.q, it)
 	a.mu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
@@ -81,30 +91,40 @@ func (a *acker) swap(spare []ackItem) []ackItem {
 }
 
 // flush writes the acks of items grouped per client (keeping each client's
-// order), then forwards every message. It returns items for reuse.
+// order), then forwards every committed message. It returns items for reuse.
 func (a *acker) flush(items []ackItem) []ackItem {
 	if len(items) == 0 {
 		return items
 	}
-	byClient := make(map[*mqtt.Client][]byte, 16)
+	type batch struct {
+		buf   []byte
+		items []ackItem
+	}
+	byClient := make(map[*mqtt.Client]*batch, 16)
 	order := make([]*mqtt.Client, 0, 16)
 	for _, it := range items {
-		b, ok := byClient[it.cl]
-		if !ok {
+		bt := byClient[it.cl]
+		if bt == nil {
+			bt = &batch{}
+			byClient[it.cl] = bt
 			order = append(order, it.cl)
 		}
-		// PUBACK with reason code 0 and no properties: 4 bytes in MQTT 3.1.1
-		// and 5 alike ([MQTT-3.4.2-1]; v5 3.4.2.1 lets a success code be omitted).
-		b = append(b, packets.Puback<<4, 2, byte(it.pk.PacketID>>8), byte(it.pk.PacketID))
-		for _, ack := range it.after {
-			b = appendAck(b, it.cl, ack)
+		if it.ack {
+			// PUBACK with reason code 0 and no properties: 4 bytes in MQTT 3.1.1
+			// and 5 alike ([MQTT-3.4.2-1]; v5 3.4.2.1 lets a success code be omitted).
+			bt.buf = append(bt.buf, packets.Puback<<4, 2, byte(it.pk.PacketID>>8), byte(it.pk.PacketID))
 		}
-		byClient[it.cl] = b
+		bt.buf = appendAcks(bt.buf, it.cl, it.order.take(it.pa))
+		bt.items = append(bt.items, it)
 	}
 	for _, cl := range order {
-		a.write(cl, byClient[cl])
+		bt := byClient[cl]
+		a.write(cl, bt.buf, bt.items)
 	}
 	for _, it := range items {
+		if !it.ack {
+			continue
+		}
 		pk := it.pk
 		if err := a.b.server.Publish(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos); err != nil {
 			a.b.Logger.Debug("forward to subscribers failed", "topic", pk.TopicName, "error", err)
@@ -114,31 +134,28 @@ func (a *acker) flush(items []ackItem) []ackItem {
 	return items[:0]
 }
 
-// write sends raw packets to cl under the client's own lock, so they never
-// interleave with mochi's writes, when the lock is free; otherwise it hands
-// them to the client's slow goroutine (writeSlow), behind what that one
-// still has to write.
-func (a *acker) write(cl *mqtt.Client, b []byte) {
-	if cl.Closed() || cl.Net.Conn == nil {
-		return // gone: it resends what was not acknowledged when it returns
-	}
+// write sends b to cl under the client's own lock, so that it never
+// interleaves with mochi's writes, when the lock is free; otherwise it hands
+// it to the client's slow goroutine (writeSlow), behind what that one still
+// has to write.
+func (a *acker) write(cl *mqtt.Client, b []byte, items []ackItem) {
 	a.mu.Lock()
 	if s := a.slow[cl]; s != nil {
 		s.buf = append(s.buf, b...)
+		s.items = append(s.items, items...)
 		a.mu.Unlock()
 		return
 	}
 	if !cl.TryLock() {
-		a.slow[cl] = &slowAcks{buf: b}
+		a.slow[cl] = &slowAcks{buf: b, items: items}
 		a.wg.Add(1)
 		a.mu.Unlock()
 		go a.writeSlow(cl)
 		return
 	}
 	a.mu.Unlock()
-	_, err := cl.Net.Conn.Write(b)
+	a.writeLocked(cl, b, items)
 	cl.Unlock()
-	a.failed(cl, err)
 }
 
 // writeSlow writes cl's acks, waiting for its lock, until none are left.
@@ -147,42 +164,78 @@ func (a *acker) writeSlow(cl *mqtt.Client) {
 	for {
 		a.mu.Lock()
 		s := a.slow[cl]
-		b := s.buf
-		s.buf = nil
-		if len(b) == 0 || cl.Closed() {
+		b, items := s.buf, s.items
+		s.buf, s.items = nil, nil
+		if len(items) == 0 {
 			delete(a.slow, cl)
 			a.mu.Unlock()
 			return
 		}
 		a.mu.Unlock()
 		cl.Lock()
-		_, err := cl.Net.Conn.Write(b)
+		a.writeLocked(cl, b, items)
 		cl.Unlock()
-		a.failed(cl, err)
 	}
 }
 
-// failed disconnects a client whose acks could not be written (its write
-// deadline passed, or the connection broke).
-func (a *acker) failed(cl *mqtt.Client, err error) {
-	if err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
-		a.b.Logger.Warn("puback write failed; disconnecting client", "client", cl.ID, "error", err)
-		cl.Stop(err)
+// writeLocked writes b to cl, whose lock the caller holds, then marks the
+// items' publishes written, writing any refusal queued behind them during
+// the write first. A client that is gone is skipped: it resends what was
+// not acknowledged when it returns.
+func (a *acker) writeLocked(cl *mqtt.Client, b []byte, items []ackItem) {
+	gone := cl.Closed() || cl.Net.Conn == nil
+	write := func(b []byte) {
+		if gone || len(b) == 0 {
+			return
+		}
+		if _, err := cl.Net.Conn.Write(b); err != nil {
+			gone = true
+			if !errors.Is(err, mqtt.ErrConnectionClosed) {
+				a.b.Logger.Warn("puback write failed; disconnecting client", "client", cl.ID, "error", err)
+			}
+			cl.Stop(err)
+		}
+	}
+	write(b)
+	for _, it := range items {
+		for more := it.order.written(it.pa); more != nil; more = it.order.written(it.pa) {
+			write(appendAcks(nil, cl, more))
+		}
 	}
 }
 
-// appendAck encodes a PUBACK or PUBREC for cl's protocol version.
-func appendAck(b []byte, cl *mqtt.Client, ack packets.Packet) []byte {
+// appendAcks encodes PUBACKs and PUBRECs for cl's protocol version, within
+// what it accepts: no reason string where it asked for no problem
+// information [MQTT-3.1.2-29], none either where it would make the packet
+// larger than its Maximum Packet Size [MQTT-3.1.2-25].
+func appendAcks(b []byte, cl *mqtt.Client, acks []packets.Packet) []byte {
+	for _, ack := range acks {
+		b = append(b, encodeAck(cl, ack)...)
+	}
+	return b
+}
+
+func encodeAck(cl *mqtt.Client, ack packets.Packet) []byte {
 	ack.ProtocolVersion = cl.Properties.ProtocolVersion
-	var buf bytes.Buffer
-	var err error
-	if ack.FixedHeader.Type == packets.Pubrec {
-		err = ack.PubrecEncode(&buf)
-	} else {
-		err = ack.PubackEncode(&buf)
+	props := cl.Properties.Props
+	if props.RequestProblemInfoFlag && props.RequestProblemInfo == 0 {
+		ack.Properties.ReasonString = ""
 	}
-	if err != nil {
-		return b
+	for {
+		var buf bytes.Buffer
+		var err error
+		if ack.FixedHeader.Type == packets.Pubrec {
+			err = ack.PubrecEncode(&buf)
+		} else {
+			err = ack.PubackEncode(&buf)
+		}
+		if err != nil {
+			return nil
+		}
+		if props.MaximumPacketSize > 0 && uint32(buf.Len()) > props.MaximumPacketSize && ack.Properties.ReasonString != "" {
+			ack.Properties.ReasonString = ""
+			continue
+		}
+		return buf.Bytes()
 	}
-	return append(b, buf.Bytes()...)
 }

@@ -98,14 +98,19 @@ type Broker struct {
 	// Logger defaults to slog.Default() with component=broker.
 	Logger *slog.Logger
 
-	server *mqtt.Server
-	hook   *hook
-	acks   *acker
-	cancel context.CancelFunc // stops the acker
-	auth   *authHook
-	ln     *listeners.Net
-	tlsLn  *listeners.Net
-	closed sync.Once
+	server   *mqtt.Server
+	hook     *hook        // ingest: OnPublish, wills, '$' topics
+	auth     *authHook    // authentication and ACL
+	session  *sessionHook // presence, and the end of each registry entry
+	conns    registry     // every accepted connection's state
+	limiter  rateLimiter  // DeviceRate
+	throttle devices.Throttle
+	acks     *acker
+	cancel   context.CancelFunc // stops the acker and the registry sweep
+	wg       sync.WaitGroup     // the registry sweep
+	ln       *listeners.Net
+	tlsLn    *listeners.Net
+	closed   sync.Once
 }
 
 // New returns a Broker writing to w with every other field at its default.
@@ -157,7 +162,7 @@ func (b *Broker) Open() (err error) {
 	}
 	opts.InlineClient = true // forwarding committed QoS 1 messages uses Server.Publish
 	if opts.Logger == nil {
-		opts.Logger = slog.New(mochiHandler{b.Logger.Handler()}).With("lib", "mochi")
+		opts.Logger = slog.New(mochiHandler{Handler: b.Logger.Handler(), throttle: &devices.Throttle{Interval: time.Minute}}).With("lib", "mochi")
 	}
 	if opts.Capabilities == nil {
 		opts.Capabilities = mqtt.NewDefaultServerCapabilities()
@@ -173,14 +178,12 @@ func (b *Broker) Open() (err error) {
 		opts.ClientNetWriteBufferSize = DefaultClientBufferSize
 	}
 	opts.Capabilities.MaximumPacketSize = uint32(b.MaxPayload + 64<<10)
+	// A PUBACK that echoes the publish's user properties carries reason code
+	// 0x01 (granted QoS 1), which is no PUBACK reason code: MQTT.js then
+	// refuses the acknowledgement and every later one on that connection.
+	opts.Capabilities.Compatibilities.NoInheritedPropertiesOnAck = true
 	b.server = mqtt.New(opts)
 
-	b.startAcker()
-	b.hook = &hook{broker: b, throttle: devices.Throttle{Interval: time.Minute}}
-	b.hook.ctx, b.hook.cancel = context.WithCancel(context.Background())
-	if err := b.server.AddHook(b.hook, nil); err != nil {
-		return fmt.Errorf("open broker: %w", err)
-	}
 	if b.RequireAuth && b.Auth == nil {
 		return errors.New("open broker: authentication required but no credential store given")
 	}
@@ -188,10 +191,17 @@ func (b *Broker) Open() (err error) {
 	if burst < 1 {
 		burst = max(1, b.DeviceRate)
 	}
-	b.auth = &authHook{broker: b, limiter: rateLimiter{rate: b.DeviceRate, burst: burst}, throttle: devices.Throttle{Interval: time.Minute}}
-	b.auth.presence.p = b.Presence
-	if err := b.server.AddHook(b.auth, nil); err != nil {
-		return fmt.Errorf("open broker: %w", err)
+	b.limiter = rateLimiter{rate: b.DeviceRate, burst: burst}
+	b.throttle = devices.Throttle{Interval: time.Minute}
+	b.startAcker()
+	b.hook = &hook{broker: b}
+	b.hook.ctx, b.hook.cancel = context.WithCancel(context.Background())
+	b.auth = &authHook{broker: b}
+	b.session = &sessionHook{broker: b, count: presenceCount{p: b.Presence}}
+	for _, h := range []mqtt.Hook{&limitsHook{broker: b}, b.auth, b.session, b.hook} {
+		if err := b.server.AddHook(h, nil); err != nil {
+			return fmt.Errorf("open broker: %w", err)
+		}
 	}
 	if b.ln, err = b.listen("mqtt", b.Addr, nil); err != nil {
 		return err
@@ -235,6 +245,16 @@ func (b *Broker) startAcker() {
 	var ctx context.Context
 	ctx, b.cancel = context.WithCancel(context.Background())
 	go b.acks.run(ctx)
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); b.conns.sweep(ctx) }()
+}
+
+// logOnce logs msg at WARN at most once a minute per key, with how many
+// were suppressed since.
+func (b *Broker) logOnce(key, msg string, args ...any) {
+	if ok, suppressed := b.throttle.Allow(key, time.Now()); ok {
+		b.Logger.Warn(msg, append(args, "suppressed_since_last", suppressed)...)
+	}
 }
 
 // ListenAddr returns the address the broker listens on, with the real port
@@ -275,18 +295,16 @@ func (b *Broker) DisconnectDevice(device string) int {
 // ConnectedDevices returns how many devices have a live connection (known
 // only with Presence set).
 func (b *Broker) ConnectedDevices() int {
-	if b.auth == nil {
+	if b.session == nil {
 		return 0
 	}
-	b.auth.presence.mu.Lock()
-	defer b.auth.presence.mu.Unlock()
-	return len(b.auth.presence.conns)
+	return b.session.count.devices()
 }
 
 // DeviceConnected reports whether device has a live connection (known only
 // with Presence set).
 func (b *Broker) DeviceConnected(device string) bool {
-	return b.auth != nil && b.auth.presence.connected(device)
+	return b.session != nil && b.session.count.connected(device)
 }
 
 // URL returns the broker's address as an MQTT URL (tcp://host:port).
@@ -336,6 +354,7 @@ func (b *Broker) Close(ctx context.Context) error {
 			case <-ctx.Done():
 				err = fmt.Errorf("close broker: acknowledgements: %w", ctx.Err())
 			}
+			b.wg.Wait()
 		}
 		if b.server != nil {
 			if cerr := b.server.Close(); err == nil {

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -13,30 +14,39 @@ import (
 )
 
 // hook takes publishes from mochi in-process. mochi calls OnPublish on the
-// client's read goroutine before it would write the PUBACK, so:
+// client's read goroutine before it would write the PUBACK. The path of a
+// publish, in this order:
 //
-//   - QoS 0: queued without waiting (dropped and counted when the queue is
-//     full) and forwarded to subscribers at once: best effort, as MQTT says.
-//   - QoS 1: queued (waiting while the queue is full: back-pressure on that
+//  1. '$' topics belong to the broker: refused (reservedTopic).
+//  2. An authenticated device may publish only to its own topics (authHook.mayPublish).
+//  3. Topics outside the device scheme are plain broker traffic: mochi
+//     acknowledges and forwards them, after the client's pending device
+//     acknowledgements (ackOrder.barrier).
+//  4. Device topics: rate limit, size, the writer's metric limits; then
+//     - QoS 0: queued without waiting (dropped and counted when the queue
+//     is full) and forwarded to subscribers at once: best effort, as MQTT says.
+//     - QoS 1: queued (waiting while the queue is full: back-pressure on that
 //     connection only) and rejected towards mochi, which then sends nothing.
 //     After commit the acker writes the PUBACK, in order, and forwards the
 //     message to subscribers. The read goroutine goes on reading, so one
 //     connection can have many messages in flight.
-//   - QoS 2: rare for telemetry; the hook waits for the commit, then lets
+//     - QoS 2: rare for telemetry; the hook waits for the commit, then lets
 //     mochi run the PUBREC/PUBREL/PUBCOMP exchange and forward.
+//
+// Every refusal is counted, logged (throttled) and answered by the hub
+// itself, in the client's acknowledgement order (refuseAck).
 type hook struct {
 	mqtt.HookBase
 	broker   *Broker
 	ctx      context.Context
 	cancel   context.CancelFunc
 	draining atomic.Bool
-	throttle devices.Throttle
 }
 
 func (h *hook) ID() string { return "telehub-ingest" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWillSent}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnPacketRead}, []byte{b})
 }
 
 // OnWillSent stores a device's last will (usually "offline" on its status
@@ -58,9 +68,37 @@ func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
 	if err := b.Writer.Write(ctx, p); err != nil {
-		b.Stats.Rejected(devices.ReasonShuttingDown)
-		h.logRefusal(device+"|"+pk.TopicName, devices.ReasonShuttingDown, "last will not stored: "+err.Error())
+		reason := devices.RefusalReason(err)
+		b.Stats.Rejected(reason)
+		b.logOnce(string(reason)+"|will|"+device, "last will not stored", "reason", string(reason), "device", device, "error", err)
 	}
+}
+
+// OnPacketRead answers publishes to $SYS topics, which mochi drops before
+// OnPublish without a word (other '$' topics reach OnPublish).
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || !isSysTopic(pk.TopicName) {
+		return pk, nil
+	}
+	h.reservedTopic(cl, pk)
+	return pk, nil // mochi drops it: not a valid publish topic
+}
+
+// isSysTopic matches mochi's own test (case-insensitive $SYS prefix).
+func isSysTopic(topic string) bool {
+	return len(topic) >= 4 && strings.EqualFold(topic[:4], "$SYS")
+}
+
+// reservedTopic refuses a publish to a topic starting with '$', reserved for
+// the broker [MQTT-4.7.2-1]: MQTT 5 clients get PUBACK/PUBREC "not
+// authorised" (0x87), MQTT 3.1.1 clients a plain acknowledgement
+// ([MQTT-3.3.5-2]); it is neither stored, forwarded nor retained.
+func (h *hook) reservedTopic(cl *mqtt.Client, pk packets.Packet) error {
+	b := h.broker
+	b.Stats.Received()
+	b.Stats.Rejected(devices.ReasonReservedTopic)
+	b.logOnce("reserved|"+cl.ID, "publish refused: reserved topic", "client", cl.ID, "topic", logTopic(pk.TopicName))
+	return h.refuseAck(cl, pk, packets.ErrNotAuthorized, "topics starting with $ are reserved")
 }
 
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
@@ -68,11 +106,18 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil // a committed message being forwarded by ack
 	}
 	b := h.broker
-	self := b.auth.device(cl) // "" for an anonymous client
+	if strings.HasPrefix(pk.TopicName, "$") {
+		return pk, h.reservedTopic(cl, pk)
+	}
+	st := b.conns.get(cl)
+	self := ""
+	if st != nil {
+		self = st.device // "" for an anonymous client
+	}
 	if self != "" && !b.auth.mayPublish(self, pk.TopicName) {
 		b.Stats.Received()
 		b.Stats.Denied(self)
-		h.logRefusal(self+"|"+pk.TopicName, devices.ReasonNotAuthorized, "not the device's topic")
+		b.logOnce(string(devices.ReasonNotAuthorized)+"|"+self, "publish refused: not the device's topic", "device", self, "topic", logTopic(pk.TopicName))
 		if cl.Properties.ProtocolVersion < 5 {
 			// MQTT 3.1.1 cannot say "no"; closing the connection tells the
 			// device more than a silent positive acknowledgement would.
@@ -91,7 +136,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		device, kind, ours, err = b.Scheme.ParseTopic(pk.TopicName)
 	}
 	if !ours {
-		return pk, nil // not a device topic: plain broker traffic, not stored
+		// Plain broker traffic, not stored: mochi acknowledges it once the
+		// client's earlier device publishes are [MQTT-4.6.0-2].
+		if pk.FixedHeader.Qos > 0 && st != nil {
+			h.waitAcks(st)
+		}
+		return pk, nil
 	}
 	b.Stats.Received()
 	if err != nil {
@@ -102,9 +152,16 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, h.refuse(cl, pk, device, "", packets.ErrNotAuthorized, "publish to "+pk.TopicName+" needs the device's credentials")
 	}
 	if self == "" {
-		b.auth.published(cl, device)
+		b.session.published(cl, device)
 	}
-	if !b.auth.limiter.allow(device, time.Now()) {
+	if !b.limiter.allow(device, time.Now()) {
+		if cl.Properties.ProtocolVersion < 5 {
+			// A passing condition: not acknowledged, so that the device
+			// sends it again, rather than acknowledged and lost.
+			b.Stats.Rejected(devices.ReasonRateLimited)
+			b.logOnce(string(devices.ReasonRateLimited)+"|"+device, "publish not stored: device over its message rate; not acknowledged", "device", device)
+			return pk, packets.ErrRejectPacket
+		}
 		return pk, h.refuse(cl, pk, device, devices.ReasonRateLimited, packets.ErrMessageRateTooHigh, "device over its message rate")
 	}
 	if len(pk.Payload) > b.MaxPayload {
@@ -137,27 +194,28 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		if err := b.Writer.TryWrite(p); err != nil {
 			reason := devices.RefusalReason(err)
 			b.Stats.Rejected(reason)
-			h.logRefusal(device, reason, err.Error())
+			b.logOnce(string(reason)+"|"+device, "publish not stored", "reason", string(reason), "device", device, "error", err)
 		}
 		return pk, nil
 
 	case 1:
-		pa := b.auth.track(cl)
+		if st == nil {
+			return pk, packets.ErrRejectPacket // not registered: it is closing
+		}
+		pa := st.acks.track()
 		p.Done = func(m *devices.Message, err error) {
-			after := h.broker.auth.settle(cl, pa)
-			if err == nil {
-				h.broker.acks.add(cl, pk, after)
-			}
+			h.broker.acks.add(ackItem{cl: cl, pk: pk, order: &st.acks, pa: pa, ack: err == nil})
 		}
 		if err := b.Writer.Write(h.ctx, p); err != nil {
-			for _, ack := range b.auth.untrack(cl, pa) {
-				cl.WritePacket(ack)
-			}
+			st.acks.untrack(pa)
 			return pk, h.refuseWrite(cl, pk, device, err)
 		}
 		return pk, packets.ErrRejectPacket
 
 	default:
+		if st != nil {
+			h.waitAcks(st) // mochi writes the PUBREC
+		}
 		done := make(chan error, 1)
 		p.Done = func(m *devices.Message, err error) { done <- err }
 		if err := b.Writer.Write(h.ctx, p); err != nil {
@@ -172,6 +230,23 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		case <-h.ctx.Done():
 			return pk, packets.ErrRejectPacket
 		}
+	}
+}
+
+// waitAcks waits until the PUBACKs of the client's earlier device publishes
+// are written, so that an acknowledgement mochi writes next does not
+// overtake them. The write deadline bounds the wait.
+func (h *hook) waitAcks(st *connState) {
+	ch := st.acks.barrier()
+	if ch == nil {
+		return
+	}
+	t := time.NewTimer(2 * h.broker.WriteTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-h.ctx.Done():
 	}
 }
 
@@ -199,32 +274,58 @@ func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, device string, reason 
 	} else {
 		reason = devices.ReasonNotAuthorized
 	}
-	h.logRefusal(device+"|"+pk.TopicName, reason, detail)
+	h.broker.logOnce(string(reason)+"|"+device, "publish not stored", "reason", string(reason), "device", device, "topic", logTopic(pk.TopicName), "detail", detail)
 	return h.refuseAck(cl, pk, code, detail)
 }
 
-// refuseAck answers a refused publish and returns what mochi should do with
-// it. MQTT 5 clients get a PUBACK (PUBREC) with the reason code; MQTT 3.1.1
+// refuseAck answers a refused publish itself and tells mochi to drop it, so
+// that it is neither acknowledged twice, forwarded nor retained. MQTT 5
+// clients get a PUBACK (PUBREC for QoS 2) with the reason code; MQTT 3.1.1
 // has no negative acknowledgement, so the publish is acknowledged and
 // discarded, the choice [MQTT-3.3.5-2] allows, rather than closing the
 // connection and making the device resend the same message forever. When
-// earlier QoS 1 publishes of the client still wait for their commit, the
-// answer waits behind their PUBACKs, keeping the order [MQTT-4.6.0-2].
+// earlier QoS 1 publishes of the client still wait for their PUBACK, the
+// answer waits behind them, keeping the order [MQTT-4.6.0-2].
 func (h *hook) refuseAck(cl *mqtt.Client, pk packets.Packet, code packets.Code, detail string) error {
 	if pk.FixedHeader.Qos == 0 {
-		return packets.CodeSuccessIgnore
+		return packets.ErrRejectPacket
 	}
-	if h.broker.auth.deferAck(cl, refusalAck(cl, pk, code, detail)) {
-		return packets.ErrRejectPacket // sent later, by the acker
+	ack := refusalAck(cl, pk, code, detail)
+	if st := h.broker.conns.get(cl); st == nil || !st.acks.deferAck(ack) {
+		if b := encodeAck(cl, ack); b != nil {
+			cl.Lock() // the client's own goroutine: waiting on its lock stalls only it
+			_, err := cl.Net.Conn.Write(b)
+			cl.Unlock()
+			if err != nil {
+				cl.Stop(err)
+			}
+		}
 	}
-	if cl.Properties.ProtocolVersion == 5 {
-		return packets.Code{Code: code.Code, Reason: detail}
-	}
-	return packets.CodeSuccessIgnore
+	return packets.ErrRejectPacket
 }
 
-func (h *hook) logRefusal(key string, reason devices.Reason, detail string) {
-	if ok, suppressed := h.throttle.Allow(string(reason)+"|"+key, time.Now()); ok {
-		h.broker.Logger.Warn("publish not stored", "reason", string(reason), "key", key, "detail", detail, "suppressed_since_last", suppressed)
+// refusalAck is the acknowledgement of a refused QoS 1 or 2 publish: on MQTT
+// 5 with the reason code, on 3.1.1 a plain one (the publish is discarded,
+// [MQTT-3.3.5-2]).
+func refusalAck(cl *mqtt.Client, pk packets.Packet, code packets.Code, reason string) packets.Packet {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
 	}
+	if cl.Properties.ProtocolVersion == 5 {
+		ack.ReasonCode = code.Code
+		ack.Properties.ReasonString = reason
+	}
+	return ack
+}
+
+// maxLogTopic is the most of a topic a log line shows.
+const maxLogTopic = 128
+
+// logTopic shortens a topic for the log: topics may be 64 KiB long.
+func logTopic(t string) string {
+	if len(t) <= maxLogTopic {
+		return t
+	}
+	return t[:maxLogTopic] + "..."
 }
