@@ -145,7 +145,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	b.Stats.Received()
 	if err != nil {
-		return pk, h.refuse(cl, pk, device, devices.ReasonInvalidTopic, packets.ErrTopicNameInvalid, err.Error())
+		return pk, h.refuse(cl, pk, device, devices.ReasonInvalidTopic, packets.ErrTopicNameInvalid, "invalid device id in the topic")
 	}
 	if device == "" { // the "me" topic from a client that did not authenticate
 		b.Stats.Denied(self)
@@ -274,7 +274,7 @@ func (h *hook) refuse(cl *mqtt.Client, pk packets.Packet, device string, reason 
 	} else {
 		reason = devices.ReasonNotAuthorized
 	}
-	h.broker.logOnce(string(reason)+"|"+device, "publish not stored", "reason", string(reason), "device", device, "topic", logTopic(pk.TopicName), "detail", detail)
+	h.broker.logOnce(string(reason)+"|"+device, "publish not stored", "reason", string(reason), "device", logTopic(device), "topic", logTopic(pk.TopicName), "detail", detail)
 	return h.refuseAck(cl, pk, code, detail)
 }
 

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bufio"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -226,4 +227,42 @@ func TestBroker_RateLimitV3NotAcked(t *testing.T) {
 	if acked == 10 || stats.Snapshot().Rejected[devices.ReasonRateLimited] == 0 {
 		t.Fatalf("acknowledged %d of 10 over a rate of 1/s", acked)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the broker's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
+}
+
+// TestBroker_RefusalLogBounded: 1,000 refused publishes with 60 KB topics
+// once wrote 114 MiB of log (the throttle keys and the lines held whole
+// topics). The log stays small.
+func TestBroker_RefusalLogBounded(t *testing.T) {
+	_, w := MustStore(t)
+	var buf syncBuffer
+	b := MustOpen(t, w, func(b *broker.Broker) { b.Logger = slog.New(slog.NewTextHandler(&buf, nil)) })
+	c := dialV5(t, b.ListenAddr())
+	long := strings.Repeat("%", 60_000)
+	for i := 0; i < 1000; i++ {
+		if code := c.publish(t, fmt.Sprintf("devices/%s%d/telemetry", long, i), []byte(`{"x":1}`)); code != packets.ErrTopicNameInvalid.Code {
+			t.Fatalf("PUBACK %#x, want %#x", code, packets.ErrTopicNameInvalid.Code)
+		}
+	}
+	if n := buf.Len(); n > 256<<10 {
+		t.Fatalf("%d bytes of log for 1,000 refusals, want at most 256 KiB", n)
+	}
+	t.Logf("%d bytes of log", buf.Len())
 }

@@ -226,6 +226,12 @@ func (s *Subscriber) refuse(m paho.Message, device string, reason devices.Reason
 }
 
 func (s *Subscriber) logRefusal(key string, reason devices.Reason, detail string) {
+	if len(detail) > 256 { // it may quote a topic, up to 64 KiB
+		detail = detail[:256] + "..."
+	}
+	if len(key) > 256 {
+		key = key[:256] + "..."
+	}
 	if ok, suppressed := s.throttle.Allow(string(reason)+"|"+key, time.Now()); ok {
 		s.Logger.Warn("message not stored", "reason", string(reason), "key", key, "detail", detail, "suppressed_since_last", suppressed)
 	}
