@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,5 +252,25 @@ func TestWriter_FoldAfterCrash(t *testing.T) {
 	got, _ := w2.Device("d0")
 	if got.Status != "offline" || got.LastSeq != want.LastSeq || string(got.Latest["n"].Value) != string(want.Latest["n"].Value) {
 		t.Fatalf("d0 after fold=%+v, want %+v", got, want)
+	}
+}
+
+// TestWriter_OnePerDatabase: a second hub on the same file once started
+// silently, then retried "UNIQUE constraint failed: messages.seq" forever
+// while its devices got no PUBACK. The second Writer is refused, naming the
+// file and the process that holds it.
+func TestWriter_OnePerDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "telehub.db")
+	db1 := MustOpenDBPath(t, path)
+	MustOpenWriter(t, db1)
+	db2 := MustOpenDBPath(t, path)
+	w2 := store.NewWriter(db2)
+	err := w2.Open()
+	if err == nil {
+		w2.Close(context.Background())
+		t.Fatal("a second Writer opened the same database")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), fmt.Sprint("process ", os.Getpid())) {
+		t.Fatalf("error %q, want it to name %s and process %d", err, path, os.Getpid())
 	}
 }

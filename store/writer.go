@@ -119,6 +119,7 @@ type Writer struct {
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 
+	lock    *writerLock // one Writer per database file
 	conn    *sql.Conn
 	full    *sql.Stmt         // INSERT of rowsPerInsert rows
 	partial map[int]*sql.Stmt // INSERT of fewer rows, by count
@@ -210,13 +211,18 @@ func (w *Writer) Open() (err error) {
 		w.Stats = new(devices.Stats)
 	}
 	ctx := context.Background()
+	if w.lock, err = lockWriter(w.DB.Path); err != nil {
+		return err
+	}
 	if w.conn, err = w.DB.write.Conn(ctx); err != nil {
+		w.lock.release()
 		return fmt.Errorf("open writer: %w", describe(err))
 	}
 	defer func() {
 		if err != nil {
 			w.closeStatements()
 			w.conn.Close()
+			w.lock.release()
 		}
 	}()
 	for _, p := range []struct {
@@ -550,6 +556,9 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 	w.closeStatements()
 	if cerr := w.conn.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if cerr := w.lock.release(); cerr != nil && err == nil {
 		err = cerr
 	}
 	return err
