@@ -522,3 +522,26 @@ func TestServer_WebSocketLimits(t *testing.T) {
 	b.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("x", 64<<10)))
 	checkFor(t, func() bool { return s.WSClients() == 1 })
 }
+
+// TestServer_WebSocketReset: a client resuming with a since above every seq
+// of the database (restored from a backup, or a new one) once got nothing,
+// ever: live messages at or below its old position were all skipped. It
+// gets a reset frame with the current seq, then every new message.
+func TestServer_WebSocketReset(t *testing.T) {
+	s, st := MustOpenServer(t)
+	st.commit("kitchen", 5)
+	c, _, err := dial(t, s, "since=1000", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var f wsFrame
+	if err := c.ReadJSON(&f); err != nil || f.Type != "reset" || f.Seq != 5 {
+		t.Fatalf("first frame %+v (%v), want reset at seq 5", f, err)
+	}
+	if err := c.ReadJSON(&f); err != nil || f.Type != "replay_end" || f.Seq != 5 {
+		t.Fatalf("second frame %+v (%v), want replay_end at seq 5", f, err)
+	}
+	st.commit("kitchen", 3)
+	read(t, c, 6, 3)
+}

@@ -208,7 +208,22 @@ func (st *wsStream) run(ctx context.Context) (int, string) {
 		upTo := st.s.Messages.LastSeq() // read after subscribing: see serveWS
 		if first && !st.opts.replay {
 			st.last = upTo
-		} else if err := st.s.Messages.Replay(ctx, st.opts.device, st.last, upTo, st.writeMessage); err != nil {
+		} else if st.last > upTo {
+			// The client's position is past this database (restored from a
+			// backup, or a fresh one): it must reload, or it would skip
+			// every message up to its old position.
+			if err := st.reset(upTo); err != nil {
+				sub.Close()
+				return st.closeFor(ctx, err)
+			}
+		} else if err := st.s.Messages.Replay(ctx, st.opts.device, st.last, upTo, st.writeMessage); errors.Is(err, devices.ErrInvalid) {
+			// Too far behind to replay (store.ReplayFarLimit, checked before
+			// anything is sent): reload.
+			if err := st.reset(upTo); err != nil {
+				sub.Close()
+				return st.closeFor(ctx, err)
+			}
+		} else if err != nil {
 			sub.Close()
 			return st.closeFor(ctx, err)
 		} else if err := st.flush(); err != nil {
@@ -343,6 +358,14 @@ func (st *wsStream) writeStatus(m *devices.Message) error {
 	b = append(b, m.Payload[1:]...) // the payload object's members
 	st.buf = b
 	return st.write(b)
+}
+
+// reset tells the client that the hub cannot continue from its position:
+// {"type":"reset","seq":N}. It must drop what it holds and reload history up
+// to N; live messages above N follow.
+func (st *wsStream) reset(upTo devices.Seq) error {
+	st.last = upTo
+	return st.writeControl("reset")
 }
 
 func (st *wsStream) writeControl(typ string) error {

@@ -4,5 +4,6 @@ package store
 var (
 	MessagesQuery = messagesQuery
 	ReplayQuery   = replayQuery
+	ReplayFarSeqs = replayFarSeqs
 	SeriesRaw     = (*MessageService).seriesRaw
 )

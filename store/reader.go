@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -289,10 +289,12 @@ func (s *MessageService) Replay(ctx context.Context, device string, after, upTo 
 			return err
 		}
 	}
-	byTS := deviceID != 0 && upTo-after > ReplayScanLimit
-	cursorTS, cursorSeq := int64(math.MinInt64), int64(after)
+	if deviceID != 0 && upTo-after > ReplayScanLimit {
+		return s.replayFar(ctx, deviceID, after, upTo, fn)
+	}
+	cursorSeq := int64(after)
 	for {
-		q, args := replayQuery(deviceID, byTS, cursorTS, cursorSeq, int64(after), int64(upTo))
+		q, args := replayQuery(deviceID, cursorSeq, int64(upTo))
 		msgs, err := s.query(ctx, q, args, replayPage)
 		if err != nil {
 			return err
@@ -305,20 +307,67 @@ func (s *MessageService) Replay(ctx context.Context, device string, after, upTo 
 		if len(msgs) < replayPage {
 			return nil
 		}
-		last := msgs[len(msgs)-1]
-		cursorTS, cursorSeq = last.TS, int64(last.Seq)
+		cursorSeq = int64(msgs[len(msgs)-1].Seq)
 	}
 }
 
-// replayQuery builds one page of a replay: by primary key in seq order, or
-// for one device far back, through messages_device_ts in (ts, seq) order.
-func replayQuery(deviceID int64, byTS bool, cursorTS, cursorSeq, after, upTo int64) (string, []any) {
-	if byTS {
-		return `SELECT ` + messageCols + ` FROM messages m JOIN devices d ON d.id = m.device_id
-			WHERE m.device_id = ? AND (m.ts, m.seq) > (?, ?) AND m.seq > ? AND m.seq <= ?
-			ORDER BY m.ts, m.seq LIMIT ?`,
-			[]any{deviceID, cursorTS, cursorSeq, after, upTo, replayPage}
+// ReplayFarLimit caps the messages of one device a replay from far back
+// returns; past it Replay fails with ErrInvalid, and the WebSocket tells the
+// client to reload (a "reset" frame).
+const ReplayFarLimit = 2_000_000
+
+// replayFar replays one device from far back, still in seq order: it reads
+// the device's seqs in the range from messages_device_ts, which holds seq
+// (the rowid) in every entry, so the scan never leaves the device's part of
+// the index; then fetches the rows by primary key, a page of seqs at a time.
+func (s *MessageService) replayFar(ctx context.Context, deviceID int64, after, upTo devices.Seq, fn func(*devices.Message) error) error {
+	rows, err := s.db.read.QueryContext(ctx, replayFarSeqs, deviceID, int64(after), int64(upTo))
+	if err != nil {
+		return err
 	}
+	var seqs []int64
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			rows.Close()
+			return err
+		}
+		if seqs = append(seqs, seq); len(seqs) > ReplayFarLimit {
+			rows.Close()
+			return fmt.Errorf("%w: more than %d messages of the device to replay", devices.ErrInvalid, ReplayFarLimit)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	slices.Sort(seqs)
+	for len(seqs) > 0 {
+		page := seqs[:min(len(seqs), replayPage)]
+		seqs = seqs[len(page):]
+		args := make([]any, len(page))
+		for i, seq := range page {
+			args[i] = seq
+		}
+		q := `SELECT ` + messageCols + ` FROM messages m JOIN devices d ON d.id = m.device_id WHERE m.seq IN (?` +
+			strings.Repeat(",?", len(page)-1) + `) ORDER BY m.seq`
+		msgs, err := s.query(ctx, q, args, len(page))
+		if err != nil {
+			return err
+		}
+		for i := range msgs { // a message deleted meanwhile is simply absent
+			if err := fn(&msgs[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+const replayFarSeqs = `SELECT seq FROM messages INDEXED BY messages_device_ts WHERE device_id = ? AND seq > ? AND seq <= ?`
+
+// replayQuery builds one page of a replay by primary key, in seq order.
+func replayQuery(deviceID int64, cursorSeq, upTo int64) (string, []any) {
 	q := `SELECT ` + messageCols + ` FROM messages m JOIN devices d ON d.id = m.device_id WHERE m.seq > ? AND m.seq <= ?`
 	args := []any{cursorSeq, upTo}
 	if deviceID != 0 {

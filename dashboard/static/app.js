@@ -159,18 +159,19 @@
   // ---- live feed ----------------------------------------------------------
 
   // LiveFeed streams committed messages after `since` over the WebSocket,
-  // reconnecting with backoff and resuming where it stopped. Each message is
-  // delivered once: live frames arrive in seq order; a replay may come in ts
-  // order, so until its end the feed remembers which seqs it delivered.
+  // reconnecting with backoff and resuming where it stopped. Replay and live
+  // frames both come in seq order, so each message is delivered once by
+  // remembering the last seq. A "reset" frame means the hub cannot continue
+  // from that seq (its database was restored or replaced, or the page was
+  // too far behind): onReset reloads the view.
   class LiveFeed {
-    constructor({ device, since, onMessages, onState, onStatus }) {
+    constructor({ device, since, onMessages, onState, onStatus, onReset }) {
       this.device = device;
       this.seq = since;          // every message up to seq was delivered
-      this.seen = new Set();     // seqs above seq delivered during a replay
-      this.replaying = true;
       this.onMessages = onMessages;
       this.onState = onState;
       this.onStatus = onStatus;
+      this.onReset = onReset;
       this.attempt = 0;
       this.stopped = false;
       this.connect();
@@ -188,7 +189,6 @@
 
     connect() {
       this.onState(this.attempt ? 'reconnecting' : 'connecting');
-      this.replaying = true;
       const ws = new WebSocket(this.url());
       this.ws = ws;
       ws.onmessage = (ev) => {
@@ -197,12 +197,11 @@
         try { f = JSON.parse(ev.data); } catch (_) { return; }
         if (f.type === 'messages' || f.type === 'message') this.deliver(f.type === 'messages' ? f.messages : [f]);
         else if (f.type === 'status') { if (this.onStatus) this.onStatus(f); }
-        else if (f.type === 'replay_end') {
-          let top = Math.max(this.seq, f.seq);
-          for (const s of this.seen) top = Math.max(top, s);
-          this.seq = top;
-          this.seen.clear();
-          this.replaying = false;
+        else if (f.type === 'reset') {
+          this.seq = f.seq;
+          if (this.onReset) this.onReset(f.seq);
+        } else if (f.type === 'replay_end') {
+          this.seq = Math.max(this.seq, f.seq);
           this.attempt = 0;
           this.onState('live');
         }
@@ -217,9 +216,8 @@
     deliver(list) {
       const fresh = [];
       for (const m of list) {
-        if (m.seq <= this.seq || this.seen.has(m.seq)) continue;
-        if (this.replaying) this.seen.add(m.seq);
-        else this.seq = m.seq;
+        if (m.seq <= this.seq) continue;
+        this.seq = m.seq;
         fresh.push(m);
       }
       if (fresh.length) this.onMessages(fresh);
@@ -655,6 +653,7 @@
           device: this.id, since,
           onMessages: (ms) => this.onMessages(ms),
           onStatus: (ev) => { this.status = ev.status; this.renderHeader(); },
+          onReset: () => this.load(),
           onState: (state, delay) => {
             if (state === 'live') conn.set('live', 'live');
             else if (state === 'reconnecting') conn.set('reconnecting', 'reconnecting' + (delay ? ' in ' + Math.ceil(delay / 1000) + ' s' : ''));
