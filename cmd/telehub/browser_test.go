@@ -427,3 +427,34 @@ func BenchmarkBrowser_Smooth(b *testing.B) {
 	b.ReportMetric(view.Max, "view-frame-max-ms")
 	b.ReportMetric(float64(view.Long), "view-long-tasks")
 }
+
+// TestBrowser_ClockAhead: readings stamped after the device view's window
+// (a device clock ahead, or a ts set while the history was read) were in
+// neither the history nor the live feed, so the chart never showed them.
+func TestBrowser_ClockAhead(t *testing.T) {
+	b := newBrowser(t)
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "ahead-sensor")
+	now := time.Now().UnixMilli() / 1000 * 1000
+	var ts []int64
+	var temp []int
+	var wantTS, wantTemp []float64
+	for i, off := range []int64{-20_000, -18_000, -16_000, 30_000, 32_000} { // the last two 30 s ahead
+		ts = append(ts, now+off)
+		temp = append(temp, i)
+		wantTS = append(wantTS, float64(now+off))
+		wantTemp = append(wantTemp, float64(i))
+	}
+	publishReadings(t, c, "ahead", ts, temp)
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/#/device/ahead"),
+		chromedp.WaitVisible(chromedp.CSS(`section.chart[data-metric="temp"] canvas`)),
+	)
+	b.waitPage(t, "every reading, those ahead too", func(st *pageState) error {
+		if !st.Live {
+			return fmt.Errorf("not live yet")
+		}
+		return checkChart(st, "temp", wantTS, wantTemp)
+	})
+	b.checkNoErrors(t)
+}

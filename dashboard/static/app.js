@@ -640,11 +640,26 @@
           series = await api('api/v1/devices/' + enc(this.id) + '/series?' + q, ctl.signal);
         }
         const recent = await api('api/v1/devices/' + enc(this.id) + '/messages?limit=50', ctl.signal);
+        // Readings stamped after the window's end (a clock ahead, or ts set
+        // while the series was read) but committed before the series' seq
+        // are in neither the series nor the live feed: fetch them, so that
+        // they appear when the window reaches them.
+        let ahead = [];
+        if (series && this.win !== 'custom') {
+          const q = new URLSearchParams({ from: String(to + 1), order: 'asc', limit: '1000' });
+          ahead = (await api('api/v1/devices/' + enc(this.id) + '/messages?' + q, ctl.signal)).messages.filter((m) => m.seq <= series.seq);
+        }
         if (gen !== this.loadGen) return;
         this.showError('');
         this.notice.hidden = true;
         this.renderChips(chosen);
         this.resetCharts(chosen, series);
+        for (const m of ahead) {
+          for (const [k, ts, x] of readings(m)) {
+            const c = this.charts.get(k);
+            if (c && ts > to) c.points.add(ts, x);
+          }
+        }
         this.log = [];
         this.logSeqs.clear();
         this.addToLog(recent.messages);
