@@ -31,8 +31,8 @@ CREATE TABLE messages (
 
 -- History by device time (ts), ties broken by seq (the rowid, implicit in the index).
 CREATE INDEX messages_device_ts ON messages (device_id, ts);
--- Replay and resume by sequence number for one device: (device_id, seq).
--- (experiment) no device_seq index
+-- There is no (device_id, seq) index: replaying one device by seq reads its
+-- seqs from messages_device_ts, whose entries end with seq (store.replayFar).
 
 -- Small durable counters: last_seq, the highest sequence number ever
 -- assigned (it must survive deleting the newest rows), and summary_seq.
