@@ -86,8 +86,17 @@ type Server struct {
 	// TLSConfig, when set, makes the server speak HTTPS.
 	TLSConfig *tls.Config
 	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
-	// to open the WebSocket besides the hub's own. Empty means same-origin only.
+	// to open the WebSocket and send requests that change things, besides
+	// the hub's own. Empty means same-origin only.
 	AllowedOrigins []string
+	// AllowedHosts are the names (a Host header without port; "*.example"
+	// for a domain's names) the hub answers to besides IP addresses,
+	// localhost and this machine's own name. Any other Host is refused, so
+	// that a DNS-rebound name cannot reach the API. Empty: just those.
+	AllowedHosts []string
+	// TrustedProxies are the proxies (IPs or CIDR ranges) whose
+	// X-Forwarded-Host and X-Forwarded-For are believed. Empty: none.
+	TrustedProxies []string
 	// Logger defaults to slog.Default() with component=dashboard.
 	Logger *slog.Logger
 
@@ -153,6 +162,10 @@ func (s *Server) Open() (err error) {
 		BodyLimit:             64 << 10,
 		ErrorHandler:          s.handleError,
 		AppName:               "telehub",
+		// Proxy headers count only from TrustedProxies (none by default).
+		EnableTrustedProxyCheck: true,
+		TrustedProxies:          s.TrustedProxies,
+		ProxyHeader:             proxyHeader(s.TrustedProxies),
 	})
 	s.routes()
 	if s.ln, err = net.Listen("tcp", s.Addr); err != nil {
@@ -181,6 +194,7 @@ func (s *Server) routes() {
 		},
 	}))
 	s.app.Use(s.securityHeaders)
+	s.app.Use(s.guardBrowser)
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.handleReady)
 	if s.Metrics != nil {
@@ -221,6 +235,15 @@ func (s *Server) routes() {
 
 	sub, _ := fs.Sub(staticFS, "static")
 	s.app.Use("/", filesystem.New(filesystem.Config{Root: http.FS(sub), Index: "index.html"}))
+}
+
+// proxyHeader is the header Fiber's c.IP() reads the client's address from:
+// X-Forwarded-For behind trusted proxies, none otherwise.
+func proxyHeader(trusted []string) string {
+	if len(trusted) == 0 {
+		return ""
+	}
+	return fiber.HeaderXForwardedFor
 }
 
 func (s *Server) securityHeaders(c *fiber.Ctx) error {

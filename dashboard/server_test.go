@@ -545,3 +545,60 @@ func TestServer_WebSocketReset(t *testing.T) {
 	st.commit("kitchen", 3)
 	read(t, c, 6, 3)
 }
+
+// request sends method to path with the given headers and returns the status.
+func request(tb testing.TB, s *dashboard.Server, method, path string, header map[string]string) int {
+	tb.Helper()
+	req, err := http.NewRequest(method, s.URL()+path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for k, v := range header {
+		if k == "Host" {
+			req.Host = v
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestServer_CrossSite: with no API token (the loopback default) a foreign
+// page could rotate a device token, mint credentials with a form POST and
+// run backups, a DNS-rebound name was served, and the WebSocket's Origin
+// check trusted X-Forwarded-Host. Now the Host must be the hub's (an IP,
+// localhost, or an allowed name), every request that changes something
+// must be same-origin, and proxy headers count only from trusted proxies.
+func TestServer_CrossSite(t *testing.T) {
+	s, st := MustOpenServer(t, func(s *dashboard.Server) { s.AllowedHosts = []string{"hub.example"} })
+	st.commit("kitchen", 1)
+	own := s.URL()
+	for _, tt := range []struct {
+		name   string
+		method string
+		path   string
+		header map[string]string
+		want   int
+	}{
+		{"own page", "GET", "/api/v1/devices/kitchen/messages", nil, 200},
+		{"rebound name", "GET", "/api/v1/devices/kitchen/messages", map[string]string{"Host": "evil.example:8080"}, 403},
+		{"allowed name", "GET", "/api/v1/devices/kitchen/messages", map[string]string{"Host": "hub.example:8080"}, 200},
+		{"localhost", "GET", "/api/v1/devices/kitchen/messages", map[string]string{"Host": "localhost"}, 200},
+		{"foreign form post", "DELETE", "/api/v1/devices/kitchen", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"cross-site fetch without Origin", "DELETE", "/api/v1/devices/kitchen", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"foreign origin through a forged proxy header", "DELETE", "/api/v1/devices/kitchen", map[string]string{"Origin": "https://evil.example", "X-Forwarded-Host": "evil.example"}, 403},
+		{"websocket from a forged proxy header", "GET", "/api/v1/ws", map[string]string{"Origin": "http://evil.example", "X-Forwarded-Host": "evil.example",
+			"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, 403},
+		{"same origin", "DELETE", "/api/v1/devices/nosuch", map[string]string{"Origin": own}, 501}, // no deleter: it got through
+		{"no origin (curl)", "DELETE", "/api/v1/devices/nosuch", nil, 501},
+	} {
+		if got := request(t, s, tt.method, tt.path, tt.header); got != tt.want {
+			t.Errorf("%s: %s %s: status %d, want %d", tt.name, tt.method, tt.path, got, tt.want)
+		}
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -81,24 +80,6 @@ func (s *Server) handleWSUpgrade(c *fiber.Ctx) error {
 	}
 	c.Locals("ws", o)
 	return c.Next()
-}
-
-// originAllowed accepts requests without Origin (not from a browser), from
-// the hub's own origin, and from AllowedOrigins.
-func (s *Server) originAllowed(c *fiber.Ctx) bool {
-	origin := c.Get(fiber.HeaderOrigin)
-	if origin == "" {
-		return true
-	}
-	if u, err := url.Parse(origin); err == nil && u.Host == c.Hostname() {
-		return true
-	}
-	for _, o := range s.AllowedOrigins {
-		if o == origin {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Server) wsHandler() fiber.Handler {

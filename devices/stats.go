@@ -59,11 +59,17 @@ const (
 	RefusedWSOrigin Refusal = "ws_origin"
 	// RefusedWSTooMany: a WebSocket handshake beyond the client limit.
 	RefusedWSTooMany Refusal = "ws_too_many_clients"
+	// RefusedHTTPHost: a request for a Host that is not one of the hub's
+	// names (DNS rebinding).
+	RefusedHTTPHost Refusal = "http_host_not_allowed"
+	// RefusedHTTPCrossOrigin: a request that changes something, sent by a
+	// page of another origin.
+	RefusedHTTPCrossOrigin Refusal = "http_cross_origin"
 )
 
 // Refusals lists every Refusal, for exporting counters.
 var Refusals = [...]Refusal{RefusedBadCredentials, RefusedTooManyConnections, RefusedSubscribe,
-	RefusedHTTPUnauthorized, RefusedHTTPForbidden, RefusedWSOrigin, RefusedWSTooMany}
+	RefusedHTTPUnauthorized, RefusedHTTPForbidden, RefusedWSOrigin, RefusedWSTooMany, RefusedHTTPHost, RefusedHTTPCrossOrigin}
 
 // maxDeniedDevices bounds the per-device count of unauthorised publishes, so
 // that a flood of made-up ids cannot grow it without limit.

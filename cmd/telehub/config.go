@@ -38,6 +38,8 @@ type Config struct {
 	WSQueue         int
 	WSWriteTimeout  time.Duration
 	AllowedOrigins  string
+	AllowedHosts    string
+	TrustedProxies  string
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
@@ -144,7 +146,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	num(&c.QueueSize, "queue-size", store.DefaultQueueSize, "ingest queue capacity, messages; when full QoS 1 waits and QoS 0 is dropped and counted")
 	num(&c.WSQueue, "ws-queue", dashboard.DefaultWSQueue, "committed batches buffered per WebSocket client before it is resynchronised")
 	dur(&c.WSWriteTimeout, "ws-write-timeout", dashboard.DefaultWSWriteTimeout, "a WebSocket client that does not read for this long is disconnected")
-	str(&c.AllowedOrigins, "allowed-origins", "", "comma-separated extra browser origins allowed to open the WebSocket")
+	str(&c.AllowedOrigins, "allowed-origins", "", "comma-separated extra browser origins allowed to open the WebSocket and change things")
+	str(&c.AllowedHosts, "allowed-hosts", "", "comma-separated host names the web side answers to besides IP addresses, localhost and this machine's name (*.example.com for a domain)")
+	str(&c.TrustedProxies, "trusted-proxies", "", "comma-separated proxy IPs or CIDR ranges whose X-Forwarded-Host and X-Forwarded-For are believed")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	num(&c.Demo, "demo", 0, "run this many simulated devices inside the hub (thermostats, trackers and meters, one message a second each)")
 	boolean(&c.DeviceAuth, "device-auth", "require every MQTT client to authenticate as a device (telehub device add NAME); each may use only its own topics")

@@ -221,6 +221,8 @@ func (m *Main) Run() error {
 			return err
 		}
 	}
+	m.HTTP.AllowedHosts = splitList(cfg.AllowedHosts)
+	m.HTTP.TrustedProxies = splitList(cfg.TrustedProxies)
 	if cfg.AllowedOrigins != "" {
 		m.HTTP.AllowedOrigins = strings.Split(cfg.AllowedOrigins, ",")
 	}
@@ -390,4 +392,15 @@ func (m *Main) newRegistry() *prometheus.Registry {
 func (m *Main) observeCommit(rows int, d time.Duration) {
 	m.commitRows.Observe(float64(rows))
 	m.commitSeconds.Observe(d.Seconds())
+}
+
+// splitList reads a comma-separated flag value; empty items are dropped.
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

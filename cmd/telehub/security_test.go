@@ -202,7 +202,7 @@ func TestSecurity_APITokens(t *testing.T) {
 		conn.Close()
 	}
 	s := m.Stats.Snapshot()
-	if s.Refused[devices.RefusedHTTPUnauthorized] < 8 || s.Refused[devices.RefusedHTTPForbidden] < 5 || s.Refused[devices.RefusedWSOrigin] != 2 {
+	if s.Refused[devices.RefusedHTTPUnauthorized] < 8 || s.Refused[devices.RefusedHTTPForbidden]+s.Refused[devices.RefusedHTTPCrossOrigin] < 5 || s.Refused[devices.RefusedWSOrigin] != 2 {
 		t.Fatalf("refusals not counted: %v", s.Refused)
 	}
 }
