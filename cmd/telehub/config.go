@@ -46,22 +46,24 @@ type Config struct {
 	Demo            int
 
 	// Security (docs/security.md).
-	DeviceAuth       bool
-	AllowAnonymous   bool
-	APIToken         string
-	MQTTSAddr        string
-	MQTTTLSCert      string
-	MQTTTLSKey       string
-	MQTTTLSClientCA  string
-	HTTPTLSCert      string
-	HTTPTLSKey       string
-	MaxConnections   int
-	MQTTClientQueue  int
-	MQTTWriteTimeout time.Duration
-	MQTTMaxKeepAlive time.Duration
-	DeviceRate       float64
-	DeviceBurst      int
-	WSMaxClients     int
+	DeviceAuth           bool
+	AllowAnonymous       bool
+	APIToken             string
+	MQTTSAddr            string
+	MQTTTLSCert          string
+	MQTTTLSKey           string
+	MQTTTLSClientCA      string
+	HTTPTLSCert          string
+	HTTPTLSKey           string
+	MaxConnections       int
+	MQTTClientQueue      int
+	MQTTWriteTimeout     time.Duration
+	MQTTMaxKeepAlive     time.Duration
+	MQTTMaxSessionExpiry time.Duration
+	MQTTMaxSessions      int
+	DeviceRate           float64
+	DeviceBurst          int
+	WSMaxClients         int
 
 	DeviceTimeout time.Duration
 
@@ -164,6 +166,8 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	num(&c.MQTTClientQueue, "mqtt-client-queue", broker.DefaultClientWritesPending, "packets queued per MQTT client (8 bytes each, allocated at connect); a subscriber further behind misses forwards (counted)")
 	dur(&c.MQTTWriteTimeout, "mqtt-write-timeout", broker.DefaultWriteTimeout, "an MQTT client that does not read what the broker writes for this long is disconnected")
 	dur(&c.MQTTMaxKeepAlive, "mqtt-max-keepalive", broker.DefaultMaxKeepAlive, "longest MQTT keep alive granted; clients asking for none (0) or more get this (MQTT 5: Server Keep Alive)")
+	dur(&c.MQTTMaxSessionExpiry, "mqtt-max-session-expiry", broker.DefaultMaxSessionExpiry, "longest a session outlives its connection (MQTT 5 session expiry; MQTT 3.1.1 clean session off)")
+	num(&c.MQTTMaxSessions, "mqtt-max-sessions", broker.DefaultMaxSessions, "most sessions kept for clients that went away; past it the oldest are dropped")
 	float(&c.DeviceRate, "device-rate", 0, "most publishes per second per device, on average (token bucket); 0 for no limit")
 	num(&c.DeviceBurst, "device-burst", 0, "publishes a device may send at once above --device-rate; default: one second's worth")
 	num(&c.WSMaxClients, "ws-max-clients", dashboard.DefaultWSMaxClients, "most WebSocket clients at once; more get 503")
@@ -212,6 +216,8 @@ func (c Config) Validate() error {
 		return errors.New("--mqtt-write-timeout must be at least 100ms")
 	case c.MQTTMaxKeepAlive < time.Second || c.MQTTMaxKeepAlive > 65535*time.Second:
 		return errors.New("--mqtt-max-keepalive must be between 1s and 65535s")
+	case c.MQTTMaxSessionExpiry < time.Second || c.MQTTMaxSessions < 1:
+		return errors.New("--mqtt-max-session-expiry must be at least 1s and --mqtt-max-sessions at least 1")
 	case c.MaxConnections < 0 || c.DeviceRate < 0 || c.DeviceBurst < 0 || c.WSMaxClients < 0 || c.DeviceTimeout < 0:
 		return errors.New("--max-connections, --device-rate, --device-burst, --ws-max-clients and --device-timeout must not be negative")
 	case (c.MQTTTLSCert == "") != (c.MQTTTLSKey == ""):

@@ -167,6 +167,8 @@ func (m *Main) Run() error {
 		m.Broker.ClientWritesPending = cfg.MQTTClientQueue
 		m.Broker.WriteTimeout = cfg.MQTTWriteTimeout
 		m.Broker.MaxKeepAlive = cfg.MQTTMaxKeepAlive
+		m.Broker.MaxSessionExpiry = cfg.MQTTMaxSessionExpiry
+		m.Broker.MaxSessions = cfg.MQTTMaxSessions
 		m.Broker.DeviceRate, m.Broker.DeviceBurst = cfg.DeviceRate, cfg.DeviceBurst
 		if cfg.MQTTTLSCert != "" {
 			if m.Broker.TLSConfig, err = mqttTLSConfig(cfg); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,16 @@ const (
 	// DefaultMaxKeepAlive is the keep alive a client gets when it asks for
 	// none (0) or a longer one.
 	DefaultMaxKeepAlive = 5 * time.Minute
+	// DefaultMaxSessionExpiry is how long a session is kept for a client
+	// that went away, at most (MQTT 5 Session Expiry; MQTT 3.1.1 clean
+	// session off).
+	DefaultMaxSessionExpiry = 24 * time.Hour
+	// DefaultMaxSessions caps the sessions kept for clients that went away.
+	DefaultMaxSessions = 10000
+	// TopicAliasMaximum is the topic aliases one MQTT 5 connection may set
+	// (mochi's default, 65,535, let one connection hold 65,535 topics of up
+	// to 64 KiB each).
+	TopicAliasMaximum = 16
 
 	// DefaultClientWritesPending bounds the packets queued for one client.
 	// mochi allocates the queue up front: its default of 8,192 costs 64 KiB
@@ -63,6 +74,13 @@ type Broker struct {
 	// and a half of it in silence [MQTT-3.1.2-24]. Default
 	// DefaultMaxKeepAlive.
 	MaxKeepAlive time.Duration
+	// MaxSessionExpiry is the longest a client's session outlives its
+	// connection (the CONNACK tells MQTT 5 clients that ask for more).
+	// Default DefaultMaxSessionExpiry.
+	MaxSessionExpiry time.Duration
+	// MaxSessions caps the sessions kept for clients that went away; past
+	// it the sessions away longest are dropped. Default DefaultMaxSessions.
+	MaxSessions int
 	// Stats counts received and refused messages. Optional.
 	Stats *devices.Stats
 
@@ -116,13 +134,15 @@ type Broker struct {
 // New returns a Broker writing to w with every other field at its default.
 func New(w devices.MessageWriter) *Broker {
 	return &Broker{
-		Addr:         DefaultAddr,
-		Writer:       w,
-		Scheme:       devices.DefaultScheme(),
-		MaxPayload:   DefaultMaxPayload,
-		WriteTimeout: DefaultWriteTimeout,
-		MaxKeepAlive: DefaultMaxKeepAlive,
-		Logger:       slog.Default().With("component", "broker"),
+		Addr:             DefaultAddr,
+		Writer:           w,
+		Scheme:           devices.DefaultScheme(),
+		MaxPayload:       DefaultMaxPayload,
+		WriteTimeout:     DefaultWriteTimeout,
+		MaxKeepAlive:     DefaultMaxKeepAlive,
+		MaxSessionExpiry: DefaultMaxSessionExpiry,
+		MaxSessions:      DefaultMaxSessions,
+		Logger:           slog.Default().With("component", "broker"),
 	}
 }
 
@@ -149,6 +169,12 @@ func (b *Broker) Open() (err error) {
 	}
 	if b.MaxKeepAlive > 65535*time.Second {
 		return errors.New("open broker: MaxKeepAlive is at most 65535 s")
+	}
+	if b.MaxSessionExpiry <= 0 {
+		b.MaxSessionExpiry = DefaultMaxSessionExpiry
+	}
+	if b.MaxSessions <= 0 {
+		b.MaxSessions = DefaultMaxSessions
 	}
 	if b.Stats == nil {
 		b.Stats = new(devices.Stats)
@@ -178,6 +204,8 @@ func (b *Broker) Open() (err error) {
 		opts.ClientNetWriteBufferSize = DefaultClientBufferSize
 	}
 	opts.Capabilities.MaximumPacketSize = uint32(b.MaxPayload + 64<<10)
+	opts.Capabilities.MaximumSessionExpiryInterval = uint32(min(b.MaxSessionExpiry/time.Second, math.MaxUint32))
+	opts.Capabilities.TopicAliasMaximum = TopicAliasMaximum
 	// A PUBACK that echoes the publish's user properties carries reason code
 	// 0x01 (granted QoS 1), which is no PUBACK reason code: MQTT.js then
 	// refuses the acknowledgement and every later one on that connection.

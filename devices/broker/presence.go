@@ -2,8 +2,11 @@ package broker
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -35,7 +38,53 @@ type sessionHook struct {
 func (h *sessionHook) ID() string { return "telehub-session" }
 
 func (h *sessionHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnSessionEstablished, mqtt.OnDisconnect}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnPacketEncode}, []byte{b})
+}
+
+// OnPacketEncode announces TopicAliasMaximum in every successful MQTT 5
+// CONNACK, which mochi leaves out: a client must otherwise assume 0
+// [MQTT-3.2.2-17] and may not use aliases at all.
+func (h *sessionHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode == 0 && cl.Properties.ProtocolVersion == 5 {
+		pk.Properties.TopicAliasMaximum = TopicAliasMaximum
+	}
+	return pk
+}
+
+// OnClientExpired drops an expired session's subscriptions too; mochi only
+// forgets the client, leaving its filters in the topic index.
+func (h *sessionHook) OnClientExpired(cl *mqtt.Client) {
+	h.broker.server.UnsubscribeClient(cl)
+}
+
+// capSessions drops the sessions away longest once more than MaxSessions
+// are kept for clients that went away, down to 90% of it.
+func (h *sessionHook) capSessions() {
+	s := h.broker.server
+	kept := s.Clients.Len() - int(atomic.LoadInt64(&s.Info.ClientsConnected))
+	if kept <= h.broker.MaxSessions {
+		return
+	}
+	type away struct {
+		cl    *mqtt.Client
+		since int64
+	}
+	var gone []away
+	for _, cl := range s.Clients.GetAll() {
+		if t := cl.StopTime(); t > 0 && cl.Closed() {
+			gone = append(gone, away{cl, t})
+		}
+	}
+	slices.SortFunc(gone, func(a, b away) int { return cmp.Compare(a.since, b.since) })
+	n := len(gone) - h.broker.MaxSessions*9/10
+	for _, g := range gone[:max(0, min(n, len(gone)))] {
+		s.UnsubscribeClient(g.cl)
+		g.cl.ClearInflights()
+		s.Clients.Delete(g.cl.ID)
+	}
+	if n > 0 {
+		h.broker.logOnce("max_sessions", "sessions kept for clients that went away exceed the cap; dropped the oldest", "dropped", n, "max_sessions", h.broker.MaxSessions)
+	}
 }
 
 // OnSessionEstablished counts the device an authenticated client connected
@@ -46,6 +95,7 @@ func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	st.established.Store(true)
+	h.capSessions()
 	if st.device != "" && h.broker.Presence != nil {
 		st.seen[st.device] = struct{}{}
 		h.count.add(st.device)

@@ -266,3 +266,46 @@ func TestBroker_RefusalLogBounded(t *testing.T) {
 	}
 	t.Logf("%d bytes of log", buf.Len())
 }
+
+// TestBroker_BoundedState: session expiry was MaxUint32, kept sessions had
+// no cap, and one MQTT 5 connection could register 65,535 topic aliases
+// (3,000 took the hub from 18 to 274 MB). Each is bounded now.
+func TestBroker_BoundedState(t *testing.T) {
+	_, w := MustStore(t)
+	b := MustOpen(t, w, func(b *broker.Broker) { b.MaxSessions, b.MaxSessionExpiry = 5, time.Hour })
+	addr := b.ListenAddr()
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	v := &v5Client{conn: conn, r: bufio.NewReader(conn)}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect:    packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "long", Keepalive: 30},
+		Properties: packets.Properties{SessionExpiryInterval: 0xFFFFFFFF, SessionExpiryIntervalFlag: true}}
+	v.send(t, &pk, pk.ConnectEncode)
+	ack := v.read(t)
+	if ack.Properties.SessionExpiryInterval != 3600 || ack.Properties.TopicAliasMaximum != broker.TopicAliasMaximum {
+		t.Fatalf("CONNACK session expiry %d, topic alias maximum %d; want 3600 and %d",
+			ack.Properties.SessionExpiryInterval, ack.Properties.TopicAliasMaximum, broker.TopicAliasMaximum)
+	}
+	// An alias past the maximum ends the connection [MQTT-3.3.2-9].
+	v.id++
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 5, TopicName: "a/b",
+		Payload: []byte("x"), PacketID: v.id, Properties: packets.Properties{TopicAlias: broker.TopicAliasMaximum + 1, TopicAliasFlag: true}}
+	v.send(t, &pub, pub.PublishEncode)
+	if got := v.read(t); got.FixedHeader.Type != packets.Disconnect || got.ReasonCode != packets.ErrTopicAliasInvalid.Code {
+		t.Fatalf("alias %d: got %v %#x, want DISCONNECT %#x", pub.Properties.TopicAlias, got.FixedHeader.Type, got.ReasonCode, packets.ErrTopicAliasInvalid.Code)
+	}
+
+	// Sessions kept for clients that went away: at most MaxSessions.
+	for i := 0; i < 20; i++ {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID(fmt.Sprint("away-", i)).SetCleanSession(false).SetAutoReconnect(false))
+		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+		c.Disconnect(0)
+	}
+	waitFor(t, "kept sessions within the cap", func() bool { return b.Server().Clients.Len()-b.Clients() <= 6 })
+}
