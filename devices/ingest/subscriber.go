@@ -52,9 +52,11 @@ type Subscriber struct {
 	// Logger defaults to slog.Default() with component=ingest.
 	Logger *slog.Logger
 
-	// newClient builds the paho client; tests replace it.
+	// newClient builds the paho client: paho.NewClient, the seam for a fake
+	// client in tests of reconnect edge cases.
 	newClient func(*paho.ClientOptions) paho.Client
 
+	shown     string // URL without its password, for logs
 	client    paho.Client
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -85,12 +87,13 @@ func (s *Subscriber) Open() error {
 	}
 	u, err := url.Parse(s.URL)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("open ingest: broker url %q: want scheme://host:port, e.g. tcp://127.0.0.1:1883", s.URL)
+		return errors.New("open ingest: broker url: want scheme://host:port, e.g. tcp://127.0.0.1:1883") // it may hold a password: not shown
 	}
+	s.shown = u.Redacted()
 	switch u.Scheme {
 	case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
 	default:
-		return fmt.Errorf("open ingest: broker url %q: unknown scheme %q", s.URL, u.Scheme)
+		return fmt.Errorf("open ingest: broker url %q: unknown scheme %q", s.shown, u.Scheme)
 	}
 	if s.ClientID == "" {
 		s.ClientID = DefaultClientID
@@ -128,14 +131,14 @@ func (s *Subscriber) Open() error {
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			s.connected.Store(false)
-			s.Logger.Warn("lost connection to broker; reconnecting", "broker", s.URL, "error", err)
+			s.Logger.Warn("lost connection to broker; reconnecting", "broker", s.shown, "error", err)
 		}).
 		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
-			s.Logger.Debug("reconnecting to broker", "broker", s.URL)
+			s.Logger.Debug("reconnecting to broker", "broker", s.shown)
 		})
 	s.client = s.newClient(opts)
 	s.client.Connect() // with ConnectRetry the token completes only once connected
-	s.Logger.Info("connecting to external broker", "broker", s.URL, "client_id", s.ClientID)
+	s.Logger.Info("connecting to external broker", "broker", s.shown, "client_id", s.ClientID)
 	return nil
 }
 
@@ -164,7 +167,7 @@ func (s *Subscriber) onConnect(c paho.Client) {
 			return
 		}
 		s.connected.Store(true)
-		s.Logger.Info("subscribed on external broker", "broker", s.URL, "filters", s.filters())
+		s.Logger.Info("subscribed on external broker", "broker", s.shown, "filters", s.filters())
 	}()
 }
 
@@ -174,6 +177,15 @@ func (s *Subscriber) onConnect(c paho.Client) {
 func (s *Subscriber) handle(_ paho.Client, m paho.Message) {
 	device, kind, ours, err := s.Scheme.ParseTopic(m.Topic())
 	if !ours {
+		m.Ack()
+		return
+	}
+	if m.Retained() {
+		// A retained message sent because the hub (re)subscribed: a copy
+		// of one published earlier, which the hub stored when it was
+		// published (messages forwarded live carry no retain flag
+		// [MQTT-3.3.1-9]). Storing it would add it again at every
+		// reconnect.
 		m.Ack()
 		return
 	}
