@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -89,16 +91,39 @@ func runConfigCheck(args []string, getenv func(string) string, stdout, stderr io
 		fmt.Fprintln(stderr, "telehub config check:", err)
 		return 2
 	}
+	// The rule the hub applies at start that needs the database: a
+	// non-loopback --http needs an API token.
+	if err := checkHTTPExposure(cfg, func() (bool, error) { return dbHasTokens(cfg.DB) }); err != nil {
+		fmt.Fprintln(stderr, "telehub config check:", err)
+		return 2
+	}
 	v := reflect.ValueOf(cfg)
 	for i := 0; i < v.NumField(); i++ {
 		name, val := v.Type().Field(i).Name, fmt.Sprint(v.Field(i).Interface())
 		if lower := strings.ToLower(name); (strings.Contains(lower, "password") || strings.Contains(lower, "token")) && val != "" {
 			val = "(set, not shown)"
 		}
+		if u, err := url.Parse(val); name == "MQTTURL" && err == nil && u.User != nil {
+			val = u.Redacted()
+		}
 		fmt.Fprintf(stdout, "%-16s %s\n", name, val)
 	}
 	fmt.Fprintln(stdout, "configuration is valid")
 	return 0
+}
+
+// dbHasTokens reports whether the database at path holds an API token; a
+// database that does not exist yet holds none.
+func dbHasTokens(path string) (bool, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	db := store.NewDB(path)
+	if err := db.Open(); err != nil {
+		return false, err
+	}
+	defer db.Close()
+	return store.NewCredentials(db).HasTokens(context.Background())
 }
 
 // runCredentials serves "telehub device ..." and "telehub token ...":

@@ -50,6 +50,19 @@ func TestCommand_ConfigCheck(t *testing.T) {
 	if code := runCommand(context.Background(), []string{"config", "check", "--log-level", "loud"}, env, &stdout, &stderr); code != 2 {
 		t.Fatalf("invalid config: exit %d, want 2", code)
 	}
+	// The hub refuses a non-loopback --http without an API token; so does
+	// the check (it once passed it).
+	db := filepath.Join(t.TempDir(), "telehub.db")
+	stdout.Reset()
+	stderr.Reset()
+	if code := runCommand(context.Background(), []string{"config", "check", "--db", db, "--http", "0.0.0.0:8080"}, env, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "--api-token") {
+		t.Fatalf("--http 0.0.0.0 without a token: exit %d, stderr %q; want 2 naming --api-token", code, stderr.String())
+	}
+	// Credentials in --mqtt-url are not shown.
+	stdout.Reset()
+	if code := runCommand(context.Background(), []string{"config", "check", "--mqtt-url", "tcp://hub:hunter22@127.0.0.1:1883"}, env, &stdout, &stderr); code != 0 || strings.Contains(stdout.String(), "hunter22") {
+		t.Fatalf("exit %d, output:\n%s", code, stdout.String())
+	}
 }
 
 // TestBackup_API: POST /api/v1/backup returns a consistent copy while

@@ -16,11 +16,15 @@ import (
 // while anyone could use it: the user must configure a token (--api-token
 // or 'telehub token add') or say --allow-anonymous.
 func (m *Main) checkHTTPExposure() error {
-	cfg := m.Config
+	return checkHTTPExposure(m.Config, func() (bool, error) { return m.Creds.HasTokens(context.Background()) })
+}
+
+// checkHTTPExposure is the rule, with hasTokens asked only when it matters.
+func checkHTTPExposure(cfg Config, hasTokens func() (bool, error)) error {
 	if isLoopback(cfg.HTTPAddr) || cfg.AllowAnonymous || cfg.APIToken != "" {
 		return nil
 	}
-	has, err := m.Creds.HasTokens(context.Background())
+	has, err := hasTokens()
 	if err != nil {
 		return err
 	}
