@@ -165,21 +165,34 @@ func metricValues(m *devices.Message) map[string]json.RawMessage {
 	return out
 }
 
+// textCell keeps a cell that holds text from a device from being read as a
+// formula by a spreadsheet (CSV injection): one that starts with = + - @
+// or a tab or carriage return gets a leading apostrophe, which spreadsheets
+// show as text. Numbers are never passed through it.
+func textCell(s string) string {
+	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
+}
+
 func csvRow(m *devices.Message, metrics []string) []string {
-	row := []string{strconv.FormatInt(int64(m.Seq), 10), m.Device, strconv.FormatInt(m.TS, 10), strconv.FormatInt(m.Received, 10)}
+	row := []string{strconv.FormatInt(int64(m.Seq), 10), textCell(m.Device), strconv.FormatInt(m.TS, 10), strconv.FormatInt(m.Received, 10)}
 	if len(metrics) == 0 {
 		enc, payload := "json", string(m.Payload)
 		if !m.IsJSON() {
-			enc, payload = "base64", base64String(m.Payload)
+			enc, payload = "base64", textCell(base64String(m.Payload))
+		} else if payload != "" && payload[0] != '-' {
+			payload = textCell(payload) // JSON starting with '-' is a number
 		}
-		return append(row, m.Topic, enc, payload)
+		return append(row, textCell(m.Topic), enc, payload)
 	}
 	vals := metricValues(m)
 	for _, name := range metrics {
 		raw := vals[name]
 		var str string
 		if len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &str) == nil {
-			row = append(row, str)
+			row = append(row, textCell(str))
 		} else {
 			row = append(row, string(raw))
 		}

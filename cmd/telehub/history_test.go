@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -445,5 +446,37 @@ func TestHistory_EpochBounds(t *testing.T) {
 	getJSON(t, base, &page)
 	if len(page.Messages) != 1 || page.Messages[0].TS != 5000 {
 		t.Fatalf("left %+v, want only the message at ts 5000", page.Messages)
+	}
+}
+
+// TestHistory_ExportNoFormulas: text a device sent could reach a
+// spreadsheet as a formula through the CSV export (=HYPERLINK(...),
+// +cmd|...). Such cells start with an apostrophe; numbers stay numbers.
+func TestHistory_ExportNoFormulas(t *testing.T) {
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "formulas")
+	for _, p := range []string{`{"note":"=HYPERLINK(\"http://evil.example\")","v":-5}`, `{"note":"+cmd|' /C calc'!A0","v":1}`, `{"note":"@SUM(1)","v":2}`} {
+		if tok := c.Publish("devices/sheet/telemetry", 1, false, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	resp, err := http.Get(m.HTTP.URL() + "/api/v1/export?format=csv&device=sheet&metrics=note,v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	rows, err := csv.NewReader(strings.NewReader(string(body))).ReadAll()
+	if err != nil || len(rows) != 4 {
+		t.Fatalf("%d rows (%v):\n%s", len(rows), err, body)
+	}
+	for _, row := range rows[1:] {
+		note, v := row[len(row)-2], row[len(row)-1]
+		if note[0] != '\'' {
+			t.Fatalf("note cell %q would be read as a formula", note)
+		}
+		if v == "" || v[0] == '\'' {
+			t.Fatalf("number cell %q, want the number", v)
+		}
 	}
 }
