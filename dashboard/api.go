@@ -134,8 +134,15 @@ func sortedKeys(m map[string]devices.Latest) []string {
 	return keys
 }
 
+// deviceParam reads the {id} path parameter. It is unescaped, so that the
+// devices "." and ".." can be named as %2E and %2E%2E (clients and browsers
+// drop dot segments from paths); device ids never hold '%'.
 func deviceParam(c *fiber.Ctx) (string, error) {
-	id := utils.CopyString(c.Params("id"))
+	id, err := url.PathUnescape(c.Params("id"))
+	if err != nil {
+		return "", invalid("id", "not a valid path segment")
+	}
+	id = utils.CopyString(id)
 	if err := devices.ValidateDeviceID(id); err != nil {
 		return "", invalid("id", "%s", strings.TrimPrefix(err.Error(), devices.ErrInvalid.Error()+": "))
 	}

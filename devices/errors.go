@@ -1,6 +1,9 @@
 package devices
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // Sentinel errors shared by every adapter. Adapters wrap them with context and
 // translate driver errors into them at their boundary; the dashboard maps them
@@ -28,16 +31,17 @@ var (
 )
 
 // RefusalReason returns the Reason a writer's refusal of a message is
-// counted under: ReasonTooManyMetrics, ReasonMetricName, ReasonQueueFull, or
-// ReasonShuttingDown for anything else (the writer is closing).
+// counted under: ReasonTooManyMetrics, ReasonMetricName, ReasonQueueFull
+// (no room, or a write that waited for room and gave up, such as a last
+// will), or ReasonShuttingDown for anything else (the writer is closing).
 func RefusalReason(err error) Reason {
 	switch {
 	case errors.Is(err, ErrTooManyMetrics):
 		return ReasonTooManyMetrics
 	case errors.Is(err, ErrMetricName):
 		return ReasonMetricName
-	case errors.Is(err, ErrQueueFull):
-		return ReasonQueueFull
+	case errors.Is(err, ErrQueueFull), errors.Is(err, context.DeadlineExceeded):
+		return ReasonQueueFull // a write that waited for room and gave up
 	}
 	return ReasonShuttingDown
 }

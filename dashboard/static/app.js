@@ -49,7 +49,9 @@
     return r.json();
   }
 
-  const enc = encodeURIComponent;
+  // enc escapes a path segment, dots too: "." and ".." are device ids, and
+  // a browser would drop them from the path as dot segments.
+  const enc = (s) => encodeURIComponent(s).replace(/\./g, '%2E');
 
   function fmtValue(v) {
     if (typeof v === 'number') {
