@@ -222,3 +222,30 @@ func TestRollups_BadBucketIsolated(t *testing.T) {
 		t.Fatalf("good device's minute rollups count %d readings, want 4", count)
 	}
 }
+
+// TestWriter_DeleteDeviceAtomic: deleting a device once ran its three
+// statements outside a transaction, so a failure on the last left the
+// device without its rollups and events. It is all or nothing.
+func TestWriter_DeleteDeviceAtomic(t *testing.T) {
+	db := MustOpenDB(t)
+	w := store.NewWriter(db)
+	w.RollupInterval = 20 * time.Millisecond
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Close(context.Background()) }()
+	writeAll(t, w, []devices.Message{msg("keep", 1), msg("keep", 2)})
+	rollupsCaughtUp(t, db, w)
+	raw := rawDB(t, db.Path)
+	if _, err := raw.Exec(`CREATE TRIGGER refuse_delete BEFORE DELETE ON devices BEGIN SELECT RAISE(ABORT, 'refused'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.DeleteDevice(context.Background(), "keep"); err == nil {
+		t.Fatal("DeleteDevice succeeded past the trigger")
+	}
+	var n int
+	raw.QueryRow(`SELECT count(*) FROM rollups`).Scan(&n)
+	if n == 0 {
+		t.Fatal("the failed delete removed the device's rollups")
+	}
+}

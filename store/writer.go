@@ -536,9 +536,11 @@ func (w *Writer) TryWrite(p *devices.Pending) error {
 }
 
 // Close stops taking messages, commits and dispatches everything already
-// queued, saves every device summary and waits for both goroutines. When ctx
-// ends first, a batch that keeps failing is given up (its devices were not
-// acknowledged and will resend). It does not close the DB.
+// queued, saves every device summary and waits for both goroutines. A batch
+// that keeps failing is given up 2 s after Close begins (its devices were
+// not acknowledged and will resend); when ctx ends before the goroutines,
+// Close still waits for them but returns ctx's error. It does not close the
+// DB.
 func (w *Writer) Close(ctx context.Context) error {
 	if w.stopping == nil {
 		return nil
@@ -603,7 +605,7 @@ func (w *Writer) writeLoop() {
 			for len(w.round) > 0 && len(w.q) == 0 {
 				w.commitRetrying(&batch{})
 			}
-			// Rollups reach the database every rollupFlushEvery; series add
+			// Rollups reach the database every RollupInterval; series add
 			// the raw messages above the watermark meanwhile.
 			if err := w.maintainRollups(context.Background(), false); err != nil {
 				w.Logger.Error("building rollups failed; will retry", "error", err)
@@ -1053,14 +1055,8 @@ func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
 			delete(w.roll.deltas, k)
 		}
 	}
-	if _, err := w.conn.ExecContext(ctx, `DELETE FROM rollups WHERE device_id = ?`, d.id); err != nil {
-		return describe(err)
-	}
-	if _, err := w.conn.ExecContext(ctx, `DELETE FROM device_events WHERE device_id = ?`, d.id); err != nil {
-		return describe(err)
-	}
-	if _, err := w.conn.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, d.id); err != nil {
-		return describe(err)
+	if err := w.deleteDeviceRows(ctx, d.id); err != nil {
+		return err
 	}
 	w.mu.Lock()
 	delete(w.devs, d.name)
@@ -1073,6 +1069,28 @@ func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
 		}
 	}
 	return nil
+}
+
+// deleteDeviceRows deletes a device whose messages are gone, with its
+// rollups and events, in one transaction: a failure leaves the device
+// whole. Its retention override is kept by name, for a device of that name
+// created again.
+func (w *Writer) deleteDeviceRows(ctx context.Context, id int64) error {
+	tx, err := w.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return describe(err)
+	}
+	defer tx.Rollback()
+	for _, q := range []string{
+		`DELETE FROM rollups WHERE device_id = ?`,
+		`DELETE FROM device_events WHERE device_id = ?`,
+		`DELETE FROM devices WHERE id = ?`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, id); err != nil {
+			return describe(err)
+		}
+	}
+	return describe(tx.Commit())
 }
 
 // rebuildAfterDelete corrects a device's count and rebuilds its latest
