@@ -180,7 +180,9 @@ func csvRow(m *devices.Message, metrics []string) []string {
 	row := []string{strconv.FormatInt(int64(m.Seq), 10), textCell(m.Device), strconv.FormatInt(m.TS, 10), strconv.FormatInt(m.Received, 10)}
 	if len(metrics) == 0 {
 		enc, payload := "json", string(m.Payload)
-		if !m.IsJSON() {
+		if m.IsText() {
+			enc, payload = "text", textCell(payload)
+		} else if !m.IsJSON() {
 			enc, payload = "base64", textCell(base64String(m.Payload))
 		} else if payload != "" && payload[0] != '-' {
 			payload = textCell(payload) // JSON starting with '-' is a number

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Seq is a message's sequence number: its row id in the store, assigned at
@@ -28,7 +29,8 @@ type Flags uint16
 
 const (
 	// FlagNotJSON marks a payload that is not valid UTF-8 JSON; it is stored
-	// raw and served base64-encoded.
+	// raw and served as text when it is printable UTF-8 (IsText), otherwise
+	// base64-encoded.
 	FlagNotJSON Flags = 1 << iota
 	// FlagNotObject marks JSON that is neither an object of metrics nor a
 	// ThingsBoard array; it is stored as published without metrics.
@@ -91,10 +93,29 @@ type Value struct {
 // IsJSON reports whether the payload is served as JSON (not base64).
 func (m *Message) IsJSON() bool { return m.Flags&(FlagNotJSON|FlagEmpty) == 0 }
 
+// IsText reports whether a payload that is not JSON is printable UTF-8 text
+// (a plain "online", a CSV line), served as a string with "encoding":"text".
+func (m *Message) IsText() bool { return !m.IsJSON() && IsText(m.Payload) }
+
+// IsText reports whether p is valid UTF-8 without control characters other
+// than tab, newline and carriage return.
+func IsText(p []byte) bool {
+	if !utf8.Valid(p) {
+		return false
+	}
+	for _, c := range p {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // AppendJSON appends m as a JSON object to b. The payload appears as the JSON
-// value that was published, or as base64 text with "encoding":"base64" when it
-// is not JSON. It is hand-written because it is on the hot path of the
-// WebSocket push, replay and export.
+// value that was published; a payload that is not JSON as a string with
+// "encoding":"text" when it is printable UTF-8 (IsText), otherwise as base64
+// with "encoding":"base64". It is hand-written because it is on the hot path
+// of the WebSocket push, replay and export.
 func (m *Message) AppendJSON(b []byte) []byte {
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendInt(b, int64(m.Seq), 10)
@@ -114,6 +135,9 @@ func (m *Message) AppendJSON(b []byte) []byte {
 	if m.IsJSON() {
 		b = append(b, `,"encoding":"json","payload":`...)
 		b = append(b, m.Payload...)
+	} else if m.IsText() {
+		b = append(b, `,"encoding":"text","payload":`...)
+		b = appendString(b, string(m.Payload))
 	} else {
 		b = append(b, `,"encoding":"base64","payload":"`...)
 		b = base64.StdEncoding.AppendEncode(b, m.Payload)

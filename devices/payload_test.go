@@ -119,9 +119,12 @@ func TestMessage_AppendJSON(t *testing.T) {
 			if got.Encoding != "json" || string(got.Payload) != string(m.Payload) {
 				t.Errorf("payload=%s encoding=%s, want %s as json", got.Payload, got.Encoding, m.Payload)
 			}
-		} else {
+		} else if m.IsText() {
 			var s string
-			json.Unmarshal(got.Payload, &s)
+			if json.Unmarshal(got.Payload, &s) != nil || s != string(m.Payload) || got.Encoding != "text" || len(got.Flags) == 0 {
+				t.Errorf("payload=%s encoding=%s flags=%v, want %q as text with flags", got.Payload, got.Encoding, got.Flags, m.Payload)
+			}
+		} else {
 			if got.Encoding != "base64" || len(got.Flags) == 0 {
 				t.Errorf("encoding=%s flags=%v, want base64 with flags", got.Encoding, got.Flags)
 			}

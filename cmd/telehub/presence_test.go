@@ -113,3 +113,32 @@ func TestPresence_Restart(t *testing.T) {
 	publishN(t, c2, "valve", 1)
 	waitStatus(t, m2, "valve", "online")
 }
+
+// TestPresence_OneShotStatus: the quick start's
+// "mosquitto_pub -r -t devices/kitchen/status -m online" showed the device
+// offline a millisecond later (the publisher's disconnect), and its plain
+// "online" was served as base64. The status stays what the device said, and
+// the payload is served as text.
+func TestPresence_OneShotStatus(t *testing.T) {
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "mosquitto_pub")
+	if tok := c.Publish("devices/kitchen/status", 1, true, "online"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	c.Disconnect(0)
+	waitStatus(t, m, "kitchen", "online")
+	time.Sleep(300 * time.Millisecond)
+	if got := statusOf(t, m, "kitchen"); got != "online" {
+		t.Fatalf("after the publisher left: %q, want online", got)
+	}
+	var page struct {
+		Messages []struct {
+			Encoding string `json:"encoding"`
+			Payload  any    `json:"payload"`
+		} `json:"messages"`
+	}
+	getJSON(t, m.HTTP.URL()+"/api/v1/devices/kitchen/messages", &page)
+	if len(page.Messages) != 1 || page.Messages[0].Encoding != "text" || page.Messages[0].Payload != "online" {
+		t.Fatalf("messages %+v, want one with the text payload \"online\"", page.Messages)
+	}
+}

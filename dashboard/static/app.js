@@ -813,7 +813,7 @@
         h('td', { class: 'num', text: new Date(m.received).toLocaleTimeString(), title: new Date(m.received).toISOString() }),
         h('td', { class: 'num hide-narrow' + (Math.abs(m.ts - m.received) > 60000 ? ' skew' : ''), title: Math.abs(m.ts - m.received) > 60000 ? 'the device clock is off by more than a minute' : null,
           text: new Date(m.ts).toDateString() === new Date(m.received).toDateString() ? new Date(m.ts).toLocaleTimeString() : new Date(m.ts).toLocaleString() }),
-        h('td', { class: 'payload', text: (m.kind === 'status' ? 'status ' : '') + (m.encoding === 'json' ? JSON.stringify(m.payload) : m.payload + ' (base64)') + (m.flags ? ' [' + m.flags.join(', ') + ']' : '') }))));
+        h('td', { class: 'payload', text: (m.kind === 'status' ? 'status ' : '') + (m.encoding === 'json' ? JSON.stringify(m.payload) : m.encoding === 'text' ? m.payload : m.payload + ' (base64)') + (m.flags ? ' [' + m.flags.join(', ') + ']' : '') }))));
     }
 
     // snapshot is for tests and the curious: what the page holds right now.

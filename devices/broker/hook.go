@@ -151,7 +151,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		b.Stats.Denied(self)
 		return pk, h.refuse(cl, pk, device, "", packets.ErrNotAuthorized, "publish to "+pk.TopicName+" needs the device's credentials")
 	}
-	if self == "" {
+	if self == "" && kind == devices.KindTelemetry {
+		// An anonymous client's connection stands for the devices it sends
+		// telemetry for. One that publishes a device's status says so
+		// itself (a one-shot "online" must not turn offline when the
+		// publisher disconnects a moment later).
 		b.session.published(cl, device)
 	}
 	if !b.limiter.allow(device, time.Now()) {
