@@ -172,5 +172,10 @@ func (c *Config) tokens() ([]string, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("--token-file %s: no tokens", c.TokenFile)
 	}
+	if len(out) < c.Devices {
+		// Reusing tokens would connect several simulated devices as one,
+		// each taking over the others' sessions.
+		return nil, fmt.Errorf("--token-file %s has %d tokens for %d devices: one token per device", c.TokenFile, len(out), c.Devices)
+	}
 	return out, nil
 }

@@ -33,7 +33,8 @@ type device struct {
 	sentAt []int64 // send time (Unix ns) of seq i+1, for the verifier
 	acked  []bool  // whether seq i+1 was acknowledged
 
-	connected atomic.Bool
+	connected     atomic.Bool
+	everConnected atomic.Bool // connected at least once during the run
 }
 
 func (d *device) options(cfg *Config, username string) *paho.ClientOptions {
@@ -52,6 +53,7 @@ func (d *device) options(cfg *Config, username string) *paho.ClientOptions {
 		SetWill(scheme.Topic(d.id, devices.KindStatus), "offline", 1, true).
 		SetOnConnectHandler(func(c paho.Client) {
 			d.connected.Store(true)
+			d.everConnected.Store(true)
 			d.fleet.stats.connects.Add(1)
 			// Retained, so a dashboard that connects later sees it at once.
 			c.Publish(scheme.Topic(d.id, devices.KindStatus), 1, true, "online")

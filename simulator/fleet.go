@@ -83,6 +83,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	defer stopStatus()
 
 	start := time.Now()
+	started := 0
 	var wg sync.WaitGroup
 	ramp := time.NewTicker(time.Duration(float64(time.Second) / cfg.Ramp))
 	defer ramp.Stop()
@@ -97,6 +98,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 			break
 		}
 		d.client.Connect() // retries in the background until connected
+		started++
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -121,13 +123,28 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		Seconds: elapsed.Seconds(), AckLatency: f.ackLat.percentiles(),
 	}
 	r.Rate = float64(r.Sent) / max(r.Seconds, 1e-9)
+	for _, d := range f.devices[:started] {
+		if !d.everConnected.Load() {
+			r.NeverConnected++
+		}
+	}
 	if v != nil {
-		if err := v.finish(ctx, r); err != nil {
+		// Stopped by Ctrl-C or not, what was sent is checked: the run's
+		// context may be done, so the check gets one of its own.
+		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), verifyTimeout)
+		defer cancel()
+		if err := v.finish(vctx, r); err != nil {
 			return r, fmt.Errorf("verify: %w", err)
 		}
 	}
+	if r.NeverConnected > 0 {
+		return r, fmt.Errorf("%d of %d devices never connected to %s: is the broker running, and does it accept their credentials?", r.NeverConnected, started, cfg.Broker)
+	}
 	return r, nil
 }
+
+// verifyTimeout bounds the check of what the hub stored after a run.
+const verifyTimeout = time.Minute
 
 // statusLoop prints a one-line status every second until stopped.
 func (f *fleet) statusLoop(ctx context.Context) (stop func()) {

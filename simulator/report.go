@@ -25,6 +25,9 @@ type Report struct {
 	Devices     int   `json:"devices"`
 	Connects    int64 `json:"connects"`
 	Disconnects int64 `json:"disconnects"`
+	// NeverConnected counts devices that tried and never got connected
+	// (broker down, credentials refused): the run then fails.
+	NeverConnected int64 `json:"never_connected"`
 	// Sent counts published messages; Acked those acknowledged (QoS 1, 2);
 	// Errors those that were not (connection lost, timeout); Skipped the
 	// ticks when the device was not connected.

@@ -23,6 +23,9 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		return -1
 	}
 	switch args[0] {
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "telehub", devices.BuildVersion())
+		return 0
 	case "backup":
 		return runBackup(ctx, args[1:], getenv, stdout, stderr)
 	case "device", "token":

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/simulator"
 )
 
@@ -30,6 +31,10 @@ func main() {
 // run is main without the process: it returns the exit code (0 success,
 // 1 failure or a verification that found loss, 2 bad usage).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Fprintln(stdout, "telesim", devices.BuildVersion())
+		return 0
+	}
 	if len(args) > 0 && args[0] == "replay" {
 		return runReplay(ctx, args[1:], stdout, stderr)
 	}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/telehub/telehub/dashboard"
 	"github.com/telehub/telehub/devices"
@@ -113,5 +115,48 @@ func TestRun_Replay(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "replayed 3 rows, 3 acknowledged") {
 		t.Fatalf("output %q", out.String())
+	}
+}
+
+// TestRun_NothingConnects: telesim once exited 0 with "connected 0/3" when
+// the broker was down or refused its devices, also with --verify; it fails,
+// saying why. A token file shorter than the fleet is refused instead of
+// reusing tokens.
+func TestRun_NothingConnects(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"--broker", "tcp://" + addr, "--devices", "3", "--rate", "5", "--duration", "1s"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "3 of 3 devices never connected") {
+		t.Fatalf("broker down: exit %d, stderr %q; want 1 saying no device connected", code, errb.String())
+	}
+
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(tokens, []byte("thd_a\nthd_b\n"), 0o600)
+	errb.Reset()
+	code = run(context.Background(), []string{"--broker", "tcp://" + addr, "--devices", "3", "--token-file", tokens, "--duration", "1s"}, &out, &errb)
+	if code == 0 || !strings.Contains(errb.String(), "2 tokens for 3 devices") {
+		t.Fatalf("short token file: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// TestRun_VerifyAfterInterrupt: after Ctrl-C, --verify once printed
+// "stored 0 ... lost 0" without checking anything; it checks what was sent.
+func TestRun_VerifyAfterInterrupt(t *testing.T) {
+	mqttURL, httpURL := mustHub(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(1500*time.Millisecond, cancel) // Ctrl-C
+	var out, errb bytes.Buffer
+	code := run(ctx, []string{"--broker", mqttURL, "--hub", httpURL, "--devices", "3", "--rate", "20", "--verify", "--json"}, &out, &errb)
+	var r struct{ Sent, Acked, Stored, Lost int64 }
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("exit %d, report %q: %v (%s)", code, out.String(), err, errb.String())
+	}
+	if code != 0 || r.Acked == 0 || r.Stored < r.Acked || r.Lost != 0 {
+		t.Fatalf("exit %d, report %+v: want every acknowledged message found stored", code, r)
 	}
 }
