@@ -97,6 +97,12 @@ type Server struct {
 	// TrustedProxies are the proxies (IPs or CIDR ranges) whose
 	// X-Forwarded-Host and X-Forwarded-For are believed. Empty: none.
 	TrustedProxies []string
+	// MQTTAddr is where devices publish (host:port of the embedded broker,
+	// or the external broker's URL without credentials), for the
+	// dashboard's hints; "" if unknown.
+	MQTTAddr string
+	// Version is the hub's version, shown by GET /api/v1/info.
+	Version string
 	// Logger defaults to slog.Default() with component=dashboard.
 	Logger *slog.Logger
 
@@ -225,6 +231,7 @@ func (s *Server) routes() {
 	api.Get("/metrics/keys", s.handleKeys)
 	api.Get("/export", s.handleExport)
 	api.Get("/stats", s.handleStats)
+	api.Get("/info", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"version": s.Version, "mqtt": s.MQTTAddr}) })
 	api.Post("/backup", s.handleBackup)
 	api.Get("/openapi.json", func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,6 +149,9 @@ type pageState struct {
 	Charts map[string]struct {
 		Xs, Ys, Ns []float64
 		Drawn      bool
+		Latest     string   // the header's latest value
+		YAxis      float64  // width of the y axis, CSS px
+		YLabels    []string // its labels
 	}
 	Log []int64
 }
@@ -455,6 +459,52 @@ func TestBrowser_ClockAhead(t *testing.T) {
 			return fmt.Errorf("not live yet")
 		}
 		return checkChart(st, "temp", wantTS, wantTemp)
+	})
+	b.checkNoErrors(t)
+}
+
+// TestBrowser_ChartDetails: y-axis labels of large values were clipped
+// (4154.155 showed as .54.155), values of 1000 or more lost their
+// decimals, the header's "latest" was a bucket's average, one string
+// reading hid a metric's numeric chart, and the empty list's hint named
+// port 1883 whatever the hub listened on.
+func TestBrowser_ChartDetails(t *testing.T) {
+	b := newBrowser(t)
+	m := MustRunMain(t)
+	b.run(t, chromedp.Navigate(m.HTTP.URL()+"/"), chromedp.WaitVisible(chromedp.CSS(`div.notice pre`)))
+	_, port, _ := net.SplitHostPort(m.Broker.ListenAddr())
+	if hint := b.text(t, `div.notice pre`); !strings.Contains(hint, "-p "+port) {
+		t.Fatalf("hint %q, want the hub's MQTT port %s", hint, port)
+	}
+	c := mqttConnect(t, m.Broker.URL(), "details")
+	now := time.Now().UnixMilli() / 1000 * 1000
+	for i, p := range []string{
+		fmt.Sprintf(`{"t":4154.155,"ts":%d}`, now-4000),
+		fmt.Sprintf(`{"t":4154.3,"ts":%d}`, now-2000),
+		fmt.Sprintf(`{"t":4154.2,"ts":%d}`, now-1900), // the same bucket: its average, 4154.25, is not the latest
+		fmt.Sprintf(`{"t":"error","ts":%d}`, now-1000),
+	} {
+		if tok := c.Publish("devices/gauge/telemetry", 1, false, p); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(i, tok.Error())
+		}
+	}
+	b.run(t, chromedp.Navigate(m.HTTP.URL()+"/#/device/gauge"))
+	b.waitPage(t, "the chart of t, with its true latest value and room for its labels", func(st *pageState) error {
+		ch, ok := st.Charts["t"]
+		if !ok || !ch.Drawn {
+			return fmt.Errorf("no chart of t (its latest reading is a string): %+v", st.Charts)
+		}
+		if ch.Latest != "4154.2" {
+			return fmt.Errorf("header shows %q, want the latest numeric reading, 4154.2", ch.Latest)
+		}
+		longest := 0
+		for _, l := range ch.YLabels {
+			longest = max(longest, len(l))
+		}
+		if longest < 7 || ch.YAxis < float64(7*longest) {
+			return fmt.Errorf("y axis %v px wide for labels %v: too narrow", ch.YAxis, ch.YLabels)
+		}
+		return nil
 	})
 	b.checkNoErrors(t)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -215,8 +216,12 @@ func (m *Main) Run() error {
 	m.HTTP.WSMaxClients = cfg.WSMaxClients
 	m.HTTP.Credentials = m.Creds
 	m.HTTP.APIToken = cfg.APIToken
+	m.HTTP.Version = devices.BuildVersion()
 	if m.Broker != nil {
 		m.HTTP.DisconnectDevice = m.Broker.DisconnectDevice
+		m.HTTP.MQTTAddr = m.Broker.ListenAddr()
+	} else if u, err := url.Parse(cfg.MQTTURL); err == nil {
+		m.HTTP.MQTTAddr = u.Redacted()
 	}
 	if cfg.HTTPTLSCert != "" {
 		if m.HTTP.TLSConfig, err = httpTLSConfig(cfg); err != nil {

@@ -57,8 +57,8 @@
     if (typeof v === 'number') {
       if (Number.isInteger(v)) return String(v);
       const a = Math.abs(v);
-      if (a >= 1000) return v.toFixed(0);
-      if (a >= 1) return String(+v.toFixed(2));
+      if (a >= 1e9) return v.toPrecision(6);
+      if (a >= 1) return String(+v.toFixed(2)); // 4154.155 is 4154.16, not 4154
       return String(+v.toPrecision(3));
     }
     if (typeof v === 'string') return v;
@@ -191,6 +191,7 @@
 
     connect() {
       this.onState(this.attempt ? 'reconnecting' : 'connecting');
+      this.live = false; // until the replay ends
       const ws = new WebSocket(this.url());
       this.ws = ws;
       ws.onmessage = (ev) => {
@@ -204,6 +205,7 @@
           if (this.onReset) this.onReset(f.seq);
         } else if (f.type === 'replay_end') {
           this.seq = Math.max(this.seq, f.seq);
+          this.live = true;
           this.attempt = 0;
           this.onState('live');
         }
@@ -291,6 +293,28 @@
     return splits.map((v) => (v == null ? '' : Math.abs(v) >= 1e6 ? v.toExponential(2) : v.toFixed(decimals)));
   }
 
+  // axisSize fits the y axis to its longest label, so that 4154.155 is
+  // never clipped to .54.155 (about 7 px a character at the axis font,
+  // plus the ticks).
+  function axisSize(u, values) {
+    if (!values) return 40;
+    return 18 + 7 * Math.max(1, ...values.map((v) => String(v).length));
+  }
+
+  // brokerArgs returns mosquitto_pub's -h and -p for the hub's MQTT address
+  // (GET /api/v1/info, read at start: host:port, or an external broker's URL).
+  let hubInfo = {};
+  function brokerArgs() {
+    let host = '', port = '1883';
+    try {
+      const u = new URL((hubInfo.mqtt || '').includes('://') ? hubInfo.mqtt : 'tcp://' + hubInfo.mqtt);
+      host = u.hostname.replace(/^\[|\]$/g, '');
+      port = u.port || port;
+    } catch (_) { /* unknown: the defaults */ }
+    if (!host || host === '0.0.0.0' || host === '::') host = location.hostname || '127.0.0.1';
+    return '-h ' + host + ' -p ' + port;
+  }
+
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
   class Chart {
@@ -299,6 +323,7 @@
       this.points = points;
       this.range = range; // () => [min, max] of the x axis, ms
       this.latest = h('span', { class: 'latest' });
+      this.last = null; // {v, ts}: the latest reading itself, not a bucket's average
       this.hover = h('span', { class: 'hover muted' });
       this.plot = h('div', { class: 'plot' });
       this.el = h('section', { class: 'chart', 'data-metric': metric, 'aria-label': 'chart of ' + metric },
@@ -317,7 +342,8 @@
         hooks: { setCursor: [(u) => this.showCursor(u.cursor.idx)] },
         scales: { x: { time: true, range: () => this.range() } },
         series: [{}, { label: this.metric, stroke: cssVar('--accent'), width: 1.5, spanGaps: false, value: (u, v) => (v == null ? '–' : fmtValue(v)) }],
-        axes: [axis, Object.assign({ size: 60, values: (u, splits) => axisValues(splits) }, axis)],
+        // x: room for a time label per tick, even on a phone; y: as wide as its labels.
+        axes: [Object.assign({ space: 90 }, axis), Object.assign({ size: axisSize, values: (u, splits) => axisValues(splits) }, axis)],
       }, [this.points.xs, this.points.ys], this.plot);
       this.dirty = false;
     }
@@ -325,9 +351,15 @@
     draw() {
       if (!this.u) this.make();
       else this.u.setData([this.points.xs, this.points.ys]);
-      const n = this.points.ys.length;
-      this.latest.textContent = n ? fmtValue(this.points.ys[n - 1]) : '';
+      this.latest.textContent = this.last ? fmtValue(this.last.v) : '';
       this.dirty = false;
+    }
+
+    // setLast records a reading as the latest, if it is not older.
+    setLast(v, ts) {
+      if (typeof v === 'boolean') v = v ? 1 : 0;
+      if (typeof v !== 'number') return;
+      if (!this.last || ts >= this.last.ts) this.last = { v, ts };
     }
 
     showCursor(i) {
@@ -476,10 +508,9 @@
       this.table.hidden = n === 0;
       this.empty.hidden = n !== 0;
       if (n === 0) {
-        const host = location.hostname || '127.0.0.1';
         this.empty.replaceChildren(
           this.prefix ? h('p', { text: 'No device id starts with “' + this.prefix + '”.' }) : h('p', { text: 'No devices yet. Publish JSON telemetry over MQTT to devices/{id}/telemetry, for example:' }),
-          this.prefix ? null : h('pre', { text: 'mosquitto_pub -h ' + host + ' -p 1883 -q 1 -t devices/kitchen/telemetry -m \'{"temp":21.5}\'' }),
+          this.prefix ? null : h('pre', { text: 'mosquitto_pub ' + brokerArgs() + ' -q 1 -t devices/kitchen/telemetry -m \'{"temp":21.5}\'' }),
           this.prefix ? null : h('p', { class: 'muted', text: 'or start the hub with --demo 10 to watch ten simulated devices.' }));
       }
     }
@@ -508,6 +539,7 @@
       this.log = [];           // newest first
       this.logSeqs = new Set();
       this.reloadedFor = new Set(); // metrics that made the view reload
+      this.numeric = new Set(); // metrics seen with numeric readings, whatever their latest value
       this.arrivals = [];      // receive times of the last messages, for the rate
       this.loadGen = 0;
       document.title = id + ' · Telehub';
@@ -632,8 +664,14 @@
       try {
         const dev = await api('api/v1/devices/' + enc(this.id), ctl.signal);
         this.showDevice(dev);
-        this.metrics = Object.entries(dev.latest || {}).filter(([, l]) => typeof l.v === 'number' || typeof l.v === 'boolean').map(([k]) => k).sort();
-        const chosen = (this.chosen || this.metrics.slice(0, DEFAULT_CHARTS)).filter((m) => this.metrics.includes(m)).slice(0, MAX_METRICS);
+        // Every metric with a scalar latest value is a candidate: one whose
+        // latest reading is a string ("error") may still have numeric
+        // history. Numeric ones come first; charts of candidates with no
+        // numeric point in the window are dropped once the series is in.
+        const latest = dev.latest || {};
+        const numeric = (k) => typeof latest[k].v === 'number' || typeof latest[k].v === 'boolean' || this.numeric.has(k);
+        this.metrics = Object.keys(latest).filter((k) => latest[k].v === null || typeof latest[k].v !== 'object').sort((a, b) => (numeric(b) - numeric(a)) || (a < b ? -1 : a > b ? 1 : 0));
+        let chosen = (this.chosen || this.metrics.slice(0, DEFAULT_CHARTS)).filter((m) => this.metrics.includes(m)).slice(0, MAX_METRICS);
         const [from, to] = this.win === 'custom' ? [this.from, this.to] : ((t) => [t - this.windowMs(), t])(Date.now());
         this.loadedTo = to;
         let series = null;
@@ -652,10 +690,20 @@
           ahead = (await api('api/v1/devices/' + enc(this.id) + '/messages?' + q, ctl.signal)).messages.filter((m) => m.seq <= series.seq);
         }
         if (gen !== this.loadGen) return;
+        if (series) {
+          for (const m of chosen) if (series.points[m] && series.points[m].length) this.numeric.add(m);
+          if (!this.chosen) chosen = chosen.filter((m) => numeric(m));
+        }
         this.showError('');
         this.notice.hidden = true;
         this.renderChips(chosen);
         this.resetCharts(chosen, series);
+        // The header's latest value: the device's latest reading of the
+        // metric, or its latest numeric one among the recent messages when
+        // the very latest was not a number; else the last point drawn.
+        for (const [k, l] of Object.entries(latest)) { const c = this.charts.get(k); if (c) c.setLast(l.v, l.ts); }
+        for (const m of recent.messages) for (const [k, ts, x] of readings(m)) { const c = this.charts.get(k); if (c) c.setLast(x, ts); }
+        for (const c of this.charts.values()) { const p = c.points; if (!c.last && p.ys.length) c.setLast(p.ys[p.ys.length - 1], p.xs[p.xs.length - 1]); }
         for (const m of ahead) {
           for (const [k, ts, x] of readings(m)) {
             const c = this.charts.get(k);
@@ -758,6 +806,7 @@
         for (const [k, ts, x] of readings(m)) {
           const c = this.charts.get(k);
           if (c) {
+            c.setLast(x, ts);
             if (this.win === 'custom' && (ts < this.from || ts > this.to)) continue;
             c.points.add(ts, x);
             c.dirty = true;
@@ -819,8 +868,8 @@
     // snapshot is for tests and the curious: what the page holds right now.
     snapshot() {
       const charts = {};
-      for (const [m, c] of this.charts) charts[m] = { xs: c.points.xs.slice(), ys: c.points.ys.slice(), ns: c.points.ns.slice(), drawn: !!c.u };
-      return { device: this.id, seq: this.feed ? this.feed.seq : null, live: !!(this.feed && this.feed.ws && !this.feed.replaying), charts, log: this.log.map((m) => m.seq) };
+      for (const [m, c] of this.charts) charts[m] = { xs: c.points.xs.slice(), ys: c.points.ys.slice(), ns: c.points.ns.slice(), drawn: !!c.u, latest: c.latest.textContent, yAxis: c.u ? c.u.axes[1]._size : 0, yLabels: c.u ? (c.u.axes[1]._values || []).map(String) : [] };
+      return { device: this.id, seq: this.feed ? this.feed.seq : null, live: !!(this.feed && this.feed.ws && this.feed.live), charts, log: this.log.map((m) => m.seq) };
     }
 
     destroy() {
@@ -912,6 +961,7 @@
       const a = await api('api/v1/auth');
       out.hidden = !(a.required && a.authenticated);
       if (a.required && !a.authenticated) { showLogin(); return; }
+      hubInfo = await api('api/v1/info');
     } catch (_) { /* the views show the hub as unreachable and retry */ }
     route();
   }
