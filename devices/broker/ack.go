@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -31,6 +33,12 @@ type acker struct {
 	wg   sync.WaitGroup             // those goroutines
 	wake chan struct{}
 	done chan struct{}
+
+	// forwarding is the committed publish being forwarded: Server.Publish
+	// makes a bare packet from the inline client, and the ingest hook's
+	// OnPublish (called inside it, on this goroutine) hands mochi this one
+	// instead, with the publisher as origin (No Local) and its properties.
+	forwarding atomic.Pointer[packets.Packet]
 }
 
 // ackItem is one tracked publish of a client: its PUBACK (unless the commit
@@ -125,13 +133,33 @@ func (a *acker) flush(items []ackItem) []ackItem {
 		if !it.ack {
 			continue
 		}
-		pk := it.pk
+		pk := forwardPacket(it.cl, it.pk, a.b.server.Options.Capabilities.MaximumMessageExpiryInterval)
+		a.forwarding.Store(&pk)
 		if err := a.b.server.Publish(pk.TopicName, pk.Payload, pk.FixedHeader.Retain, pk.FixedHeader.Qos); err != nil {
-			a.b.Logger.Debug("forward to subscribers failed", "topic", pk.TopicName, "error", err)
+			a.b.Logger.Debug("forward to subscribers failed", "topic", logTopic(pk.TopicName), "error", err)
 		}
+		a.forwarding.Store(nil)
 	}
 	clear(items)
 	return items[:0]
+}
+
+// forwardPacket is a committed publish of cl as mochi forwards it: from cl
+// (so that a No Local subscription of cl's skips it [MQTT-3.8.3-3]), with
+// its properties (user properties in order, response topic, correlation
+// data, payload format, content type [MQTT-3.3.2-4..20]) but not its topic
+// alias, which belongs to cl's connection, and with its message expiry
+// counted from now [MQTT-3.3.2-6].
+func forwardPacket(cl *mqtt.Client, pk packets.Packet, maxExpiry int64) packets.Packet {
+	out := pk // shares the payload and properties, which nobody changes
+	out.FixedHeader.Dup = false
+	out.Origin = cl.ID
+	out.Properties.TopicAlias, out.Properties.TopicAliasFlag = 0, false
+	out.Created = time.Now().Unix()
+	if exp := min(maxExpiry, int64(pk.Properties.MessageExpiryInterval)); exp > 0 {
+		out.Expiry = out.Created + exp
+	}
+	return out
 }
 
 // write sends b to cl under the client's own lock, so that it never

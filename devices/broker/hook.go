@@ -103,7 +103,10 @@ func (h *hook) reservedTopic(cl *mqtt.Client, pk packets.Packet) error {
 
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
-		return pk, nil // a committed message being forwarded by ack
+		if f := h.broker.acks.forwarding.Load(); f != nil && f.TopicName == pk.TopicName {
+			return *f, nil // a committed message being forwarded by the acker
+		}
+		return pk, nil
 	}
 	b := h.broker
 	if strings.HasPrefix(pk.TopicName, "$") {
@@ -205,6 +208,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	case 1:
 		if st == nil {
 			return pk, packets.ErrRejectPacket // not registered: it is closing
+		}
+		if cl.Properties.ProtocolVersion == 5 && st.acks.unwritten() >= int(b.server.Options.Capabilities.ReceiveMaximum) {
+			// More unacknowledged QoS 1 publishes than the CONNACK's Receive
+			// Maximum allows [MQTT-3.3.4-7]: mochi counts only those it
+			// acknowledges itself, so the hub counts its own.
+			b.server.DisconnectClient(cl, packets.ErrReceiveMaximum)
+			return pk, packets.ErrRejectPacket
 		}
 		pa := st.acks.track()
 		p.Done = func(m *devices.Message, err error) {

@@ -17,8 +17,16 @@ import (
 // The client's own goroutine calls track, untrack, deferAck and barrier;
 // the acker calls take and written.
 type ackOrder struct {
-	mu   sync.Mutex
-	last *pendingAck // the latest tracked publish whose PUBACK is not written yet
+	mu      sync.Mutex
+	last    *pendingAck // the latest tracked publish whose PUBACK is not written yet
+	unacked int         // tracked publishes whose PUBACK is not written yet
+}
+
+// unwritten returns how many tracked publishes wait for their PUBACK.
+func (o *ackOrder) unwritten() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.unacked
 }
 
 // pendingAck is a QoS 1 publish whose PUBACK is not written yet.
@@ -35,6 +43,7 @@ func (o *ackOrder) track() *pendingAck {
 	defer o.mu.Unlock()
 	pa := &pendingAck{prev: o.last}
 	o.last = pa
+	o.unacked++
 	return pa
 }
 
@@ -47,6 +56,7 @@ func (o *ackOrder) untrack(pa *pendingAck) {
 		o.last = pa.prev
 	}
 	pa.prev, pa.written = nil, true
+	o.unacked--
 }
 
 // deferAck queues ack behind the latest publish whose PUBACK is not written
@@ -98,6 +108,7 @@ func (o *ackOrder) written(pa *pendingAck) []packets.Packet {
 		return after
 	}
 	pa.written, pa.prev = true, nil
+	o.unacked--
 	if o.last == pa {
 		o.last = nil
 	}
