@@ -221,6 +221,7 @@ func both(t *testing.T, f func(t *testing.T, topic string)) {
 // clears it and is not stored [MQTT-3.3.1-6, -7]; a '#' subscription does
 // not see '$' topics [MQTT-4.7.2-1].
 func TestMQTT5_Retained_3_3_1_5_to_7(t *testing.T) {
+	t.Parallel()
 	addr := plainBroker(t)
 	both(t, func(t *testing.T, topic string) {
 		pub, _ := dial5(t, addr, packets.ConnectParams{Clean: true, ClientIdentifier: "pub-" + topic}, packets.Properties{})
@@ -251,6 +252,7 @@ func TestMQTT5_Retained_3_3_1_5_to_7(t *testing.T) {
 // Published [MQTT-3.3.1-12, -13] and Retain Handling 0, 1, 2 [MQTT-3.3.1-9,
 // -10, -11].
 func TestMQTT5_SubscriptionOptions_3_8_3_1(t *testing.T) {
+	t.Parallel()
 	addr := plainBroker(t)
 	both(t, func(t *testing.T, topic string) {
 		c, _ := dial5(t, addr, packets.ConnectParams{Clean: true, ClientIdentifier: "self-" + topic}, packets.Properties{})
@@ -335,6 +337,7 @@ func TestMQTT5_Properties_3_3_2(t *testing.T) {
 // keep alive is disconnected and its will is published [MQTT-3.1.2-22,
 // MQTT-3.1.2-8].
 func TestMQTT5_KeepAlive_3_1_2_22(t *testing.T) {
+	t.Parallel()
 	addr := plainBroker(t)
 	watch, _ := dial5(t, addr, packets.ConnectParams{Clean: true, ClientIdentifier: "watch"}, packets.Properties{})
 	watch.subscribe(packets.Subscription{Filter: "wills/#", Qos: 1})
@@ -359,6 +362,7 @@ func TestMQTT5_KeepAlive_3_1_2_22(t *testing.T) {
 // connection for that long and no longer [MQTT-3.1.2-23]; messages for it
 // are kept meanwhile [MQTT-3.1.2-5].
 func TestMQTT5_SessionExpiry_3_1_2_11(t *testing.T) {
+	t.Parallel()
 	addr := plainBroker(t)
 	props := packets.Properties{SessionExpiryInterval: 2, SessionExpiryIntervalFlag: true}
 	s, _ := dial5(t, addr, packets.ConnectParams{ClientIdentifier: "napper"}, props)
@@ -385,6 +389,7 @@ func TestMQTT5_SessionExpiry_3_1_2_11(t *testing.T) {
 // TestMQTT5_WillDelay_3_1_3_9: a will with a delay is published after the
 // delay [MQTT-3.1.3-9], and not at all when the client reconnects first.
 func TestMQTT5_WillDelay_3_1_3_9(t *testing.T) {
+	t.Parallel()
 	addr := plainBroker(t)
 	watch, _ := dial5(t, addr, packets.ConnectParams{Clean: true, ClientIdentifier: "watch2"}, packets.Properties{})
 	watch.subscribe(packets.Subscription{Filter: "wills/#", Qos: 1})
