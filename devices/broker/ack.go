@@ -12,8 +12,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// acker writes the PUBACKs of committed QoS 1 publishes and then forwards
-// the messages to MQTT subscribers. The writer's dispatch goroutine hands it
+// acker forwards committed QoS 1 publishes to MQTT subscribers and then
+// writes their PUBACKs. The writer's dispatch goroutine hands it
 // acks (add); one flusher goroutine writes them. Like group commit, acks
 // that pile up while the flusher writes are sent together: each client's
 // acks of a round go out in one write, in order, instead of one system call
@@ -125,10 +125,8 @@ func (a *acker) flush(items []ackItem) []ackItem {
 		bt.buf = appendAcks(bt.buf, it.cl, it.order.take(it.pa))
 		bt.items = append(bt.items, it)
 	}
-	for _, cl := range order {
-		bt := byClient[cl]
-		a.write(cl, bt.buf, bt.items)
-	}
+	// Forward (and retain) first: mochi only queues forwards, and a
+	// device that got its PUBACK finds its retained message in place.
 	for _, it := range items {
 		if !it.ack {
 			continue
@@ -139,6 +137,10 @@ func (a *acker) flush(items []ackItem) []ackItem {
 			a.b.Logger.Debug("forward to subscribers failed", "topic", logTopic(pk.TopicName), "error", err)
 		}
 		a.forwarding.Store(nil)
+	}
+	for _, cl := range order {
+		bt := byClient[cl]
+		a.write(cl, bt.buf, bt.items)
 	}
 	clear(items)
 	return items[:0]

@@ -27,8 +27,8 @@ import (
 //     is full) and forwarded to subscribers at once: best effort, as MQTT says.
 //     - QoS 1: queued (waiting while the queue is full: back-pressure on that
 //     connection only) and rejected towards mochi, which then sends nothing.
-//     After commit the acker writes the PUBACK, in order, and forwards the
-//     message to subscribers. The read goroutine goes on reading, so one
+//     After commit the acker forwards the message to subscribers (and
+//     retains it), then writes the PUBACK, in order. The read goroutine goes on reading, so one
 //     connection can have many messages in flight.
 //     - QoS 2: rare for telemetry; the hook waits for the commit, then lets
 //     mochi run the PUBREC/PUBREL/PUBCOMP exchange and forward.
