@@ -58,6 +58,11 @@ type Config struct {
 	Clean bool
 	// Retain sets the retain flag on telemetry.
 	Retain bool
+	// InFlight is how many unacknowledged QoS 1/2 messages one device keeps;
+	// beyond it the device waits, so a slow hub lowers the achieved rate
+	// instead of growing memory. Default DefaultInFlight; 1 is a device
+	// that waits for each acknowledgement.
+	InFlight int
 	// Verify checks what arrived through the hub's WebSocket and REST API at HubURL.
 	Verify bool
 	// HubURL is the hub's HTTP base URL. Default http://127.0.0.1:8080.
@@ -73,19 +78,27 @@ type Config struct {
 // NewConfig returns a Config with every default set.
 func NewConfig() *Config {
 	return &Config{
-		Broker: "tcp://127.0.0.1:1883", Devices: 10, Rate: 1, QoS: 1, Ramp: 100, Jitter: 0.1,
+		Broker: "tcp://127.0.0.1:1883", Devices: 10, Rate: 1, QoS: 1, Ramp: 100, Jitter: 0.1, InFlight: DefaultInFlight,
 		Profile: "thermostat", IDPrefix: "sim", Seed: 1, Clean: true, HubURL: "http://127.0.0.1:8080",
 	}
 }
 
 // Validate reports the first invalid field.
+// DefaultInFlight is Config.InFlight's default.
+const DefaultInFlight = 100
+
 func (c *Config) Validate() error {
+	if c.InFlight == 0 {
+		c.InFlight = DefaultInFlight
+	}
 	u, err := url.Parse(c.Broker)
 	switch {
 	case err != nil || u.Host == "":
 		return fmt.Errorf("--broker %q: want tcp://host:port or ssl://host:port", c.Broker)
 	case u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "tls" && u.Scheme != "mqtt" && u.Scheme != "mqtts":
 		return fmt.Errorf("--broker %q: unknown scheme %q", c.Broker, u.Scheme)
+	case c.InFlight < 0:
+		return errors.New("--inflight must not be negative")
 	case c.Devices <= 0:
 		return errors.New("--devices must be positive")
 	case c.Rate <= 0:

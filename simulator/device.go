@@ -13,11 +13,6 @@ import (
 	"github.com/telehub/telehub/devices"
 )
 
-// maxInFlight is how many unacknowledged messages one device keeps; beyond
-// it the device waits, so a slow hub lowers the achieved rate instead of
-// growing memory.
-const maxInFlight = 100
-
 // device is one virtual device: its own MQTT connection, profile, random
 // source and sequence number, which survives reconnects.
 type device struct {
@@ -129,7 +124,7 @@ func (d *device) run(ctx context.Context, drain time.Duration) {
 		seq uint64
 		at  time.Time
 	}
-	window := make(chan inflight, maxInFlight)
+	window := make(chan inflight, max(1, cfg.InFlight)-1) // the one being published counts too
 	acksDone := make(chan struct{})
 	go func() {
 		defer close(acksDone)

@@ -121,6 +121,7 @@ func addFleetFlags(fs *flag.FlagSet, cfg *simulator.Config) (jsonOut *bool, qos 
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "random seed: the same seed gives the same values")
 	fs.BoolVar(&cfg.Clean, "clean", cfg.Clean, "clean sessions; --clean=false keeps the session and resends unacknowledged messages after a reconnect")
 	fs.BoolVar(&cfg.Retain, "retain", false, "publish telemetry retained")
+	fs.IntVar(&cfg.InFlight, "inflight", cfg.InFlight, "unacknowledged QoS 1/2 messages each device keeps at most (1: wait for each PUBACK)")
 	fs.BoolVar(&cfg.Verify, "verify", false, "check what the hub stored and pushed live (needs --hub)")
 	fs.StringVar(&cfg.HubURL, "hub", cfg.HubURL, "the hub's HTTP URL, for --verify")
 	fs.StringVar(&cfg.HubToken, "hub-token", os.Getenv("TELEHUB_API_TOKEN"), "API token for --verify when the hub requires one (read scope is enough; env TELEHUB_API_TOKEN)")
