@@ -733,14 +733,18 @@ func (w *Writer) commitRetrying(b *batch) bool {
 func (w *Writer) commit(b *batch) (err error) {
 	ctx := context.Background()
 	seq := w.lastSeq.Load()
-	tx, err := w.conn.BeginTx(ctx, nil)
-	if err != nil {
+	// The transaction is begun and ended by hand on the writer's own
+	// connection, so that the statements prepared on it run as they are:
+	// database/sql's Tx.StmtContext prepares a Conn's statement again for
+	// every transaction, the 576-placeholder INSERT included.
+	if _, err := w.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return describe(err)
 	}
+	tx := w.conn
 	var created []string
 	defer func() {
 		if err != nil {
-			if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			if _, rerr := w.conn.ExecContext(ctx, `ROLLBACK`); rerr != nil && !strings.Contains(rerr.Error(), "no transaction is active") {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 			}
 			w.mu.Lock()
@@ -755,7 +759,6 @@ func (w *Writer) commit(b *batch) (err error) {
 	ds := make([]*devState, len(b.pending))
 	w.args = w.args[:0]
 	rows := 0
-	var full *sql.Stmt
 	for i, p := range b.pending {
 		m := &msgs[i]
 		*m = p.Message
@@ -771,10 +774,7 @@ func (w *Writer) commit(b *batch) (err error) {
 		ds[i] = d
 		w.args = append(w.args, seq, d.id, m.TS, m.Received, m.Topic, int64(m.Kind), int64(m.QoS), int64(m.Flags), payloadArg(m.Payload))
 		if rows++; rows == rowsPerInsert {
-			if full == nil {
-				full = tx.StmtContext(ctx, w.full)
-			}
-			if _, err := full.ExecContext(ctx, w.args...); err != nil {
+			if _, err := w.full.ExecContext(ctx, w.args...); err != nil {
 				return describe(err)
 			}
 			w.args, rows = w.args[:0], 0
@@ -785,20 +785,20 @@ func (w *Writer) commit(b *batch) (err error) {
 		if err != nil {
 			return err
 		}
-		if _, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, w.args...); err != nil {
+		if _, err := stmt.ExecContext(ctx, w.args...); err != nil {
 			return describe(err)
 		}
 	}
 	if len(msgs) > 0 {
-		if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "last_seq", seq); err != nil {
+		if _, err := w.setMeta.ExecContext(ctx, "last_seq", seq); err != nil {
 			return describe(err)
 		}
 	}
-	flushed, err := w.flushPart(ctx, tx)
+	flushed, err := w.flushPart(ctx)
 	if err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := w.conn.ExecContext(ctx, `COMMIT`); err != nil {
 		return describe(err)
 	}
 
@@ -825,11 +825,11 @@ func (w *Writer) commit(b *batch) (err error) {
 // flushPart saves up to devicesPerFlush summaries of the current round in
 // tx, and records summary_seq when the round is complete. It returns how
 // many devices it saved; the caller drops them from the round after commit.
-func (w *Writer) flushPart(ctx context.Context, tx *sql.Tx) (int, error) {
+func (w *Writer) flushPart(ctx context.Context) (int, error) {
 	if w.round == nil {
 		return 0, nil
 	}
-	update := tx.StmtContext(ctx, w.update)
+	update := w.update
 	n, bytes := 0, 0
 	for _, d := range w.round[:min(len(w.round), devicesPerFlush)] {
 		if bytes >= summaryBytesPerFlush {
@@ -844,7 +844,7 @@ func (w *Writer) flushPart(ctx context.Context, tx *sql.Tx) (int, error) {
 		bytes += len(latest)
 	}
 	if n == len(w.round) {
-		if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "summary_seq", w.roundSeq); err != nil {
+		if _, err := w.setMeta.ExecContext(ctx, "summary_seq", w.roundSeq); err != nil {
 			return 0, describe(err)
 		}
 	}
@@ -875,9 +875,15 @@ func (w *Writer) partialStmt(ctx context.Context, rows int) (*sql.Stmt, error) {
 	return s, nil
 }
 
+// rowQuerier is a transaction: a *sql.Tx, or the writer's connection
+// inside a transaction begun by hand (commit).
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 // device returns the state of name, inserting the device row first when it
 // is new.
-func (w *Writer) device(ctx context.Context, tx *sql.Tx, name string, now int64) (*devState, bool, error) {
+func (w *Writer) device(ctx context.Context, tx rowQuerier, name string, now int64) (*devState, bool, error) {
 	if d, ok := w.devs[name]; ok {
 		return d, false, nil
 	}
