@@ -21,6 +21,8 @@ const (
 	DefaultQueueSize      = 16384
 	DefaultFlushInterval  = time.Second
 	DefaultRollupInterval = 5 * time.Second
+	// DefaultLinger is Writer.Linger's default.
+	DefaultLinger = 2 * time.Millisecond
 	// DefaultMaxMetrics is how many metric names one device may have.
 	DefaultMaxMetrics = 1000
 	// DefaultMaxMetricName is the longest metric name accepted, in bytes.
@@ -31,6 +33,9 @@ const (
 	// DefaultRetentionInterval is how often retention runs.
 	DefaultRetentionInterval = time.Minute
 )
+
+// lingerRows is the queue length below which the writer lingers.
+const lingerRows = 64
 
 // rowsPerInsert is how many rows one INSERT statement carries. Multi-row
 // inserts cut the per-statement cost of database/sql, which dominates with
@@ -68,6 +73,10 @@ type Writer struct {
 	DB *DB
 	// MaxBatch caps the messages in one transaction. Default DefaultMaxBatch.
 	MaxBatch int
+	// Linger is how long the writer waits for more messages before a
+	// commit when fewer than 64 are queued: at most that much latency for
+	// fewer, larger commits. Default DefaultLinger; 0 commits at once.
+	Linger time.Duration
 	// QueueSize is the capacity of the ingest queue, in messages. Default DefaultQueueSize.
 	QueueSize int
 	// FlushInterval is how often changed device summaries are saved. Default
@@ -167,6 +176,7 @@ func NewWriter(db *DB) *Writer {
 	return &Writer{
 		DB:             db,
 		MaxBatch:       DefaultMaxBatch,
+		Linger:         DefaultLinger,
 		QueueSize:      DefaultQueueSize,
 		FlushInterval:  DefaultFlushInterval,
 		RollupInterval: DefaultRollupInterval,
@@ -630,6 +640,17 @@ func (w *Writer) writeLoop() {
 				w.Logger.Error("saving rollups at shutdown failed; they are rebuilt at the next start", "error", err)
 			}
 			return
+		}
+		if w.Linger > 0 && len(w.q) < lingerRows {
+			// Few messages: wait a moment for more, so that a thousand
+			// devices at a moderate rate share commits instead of paying
+			// one each. The busier the hub, the less this waits.
+			t := time.NewTimer(w.Linger)
+			select {
+			case <-t.C:
+			case <-w.stopping:
+				t.Stop()
+			}
 		}
 		w.commitRetrying(w.collect(first))
 	}

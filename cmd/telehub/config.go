@@ -34,6 +34,7 @@ type Config struct {
 	MaxMetrics      int
 	MaxMetricName   int
 	BatchMax        int
+	CommitLinger    time.Duration
 	QueueSize       int
 	WSQueue         int
 	WSWriteTimeout  time.Duration
@@ -145,6 +146,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	num(&c.MaxMetrics, "max-metrics", store.DefaultMaxMetrics, "most metric names one device may have; a message that would add more is refused and counted")
 	num(&c.MaxMetricName, "max-metric-name", store.DefaultMaxMetricName, "longest metric name accepted, bytes; a message with a longer one is refused and counted")
 	num(&c.BatchMax, "batch-max", store.DefaultMaxBatch, "most messages committed in one transaction")
+	dur(&c.CommitLinger, "commit-linger", store.DefaultLinger, "with fewer than 64 messages queued, wait this long for more before a commit (fewer, larger commits); 0 commits at once")
 	num(&c.QueueSize, "queue-size", store.DefaultQueueSize, "ingest queue capacity, messages; when full QoS 1 waits and QoS 0 is dropped and counted")
 	num(&c.WSQueue, "ws-queue", dashboard.DefaultWSQueue, "committed batches buffered per WebSocket client before it is resynchronised")
 	dur(&c.WSWriteTimeout, "ws-write-timeout", dashboard.DefaultWSWriteTimeout, "a WebSocket client that does not read for this long is disconnected")
@@ -202,6 +204,8 @@ func (c Config) Validate() error {
 		return errors.New("--max-payload must be positive")
 	case c.MaxMetrics <= 0 || c.MaxMetricName <= 0:
 		return errors.New("--max-metrics and --max-metric-name must be positive")
+	case c.CommitLinger < 0 || c.CommitLinger > time.Second:
+		return errors.New("--commit-linger must be between 0 and 1s")
 	case c.BatchMax <= 0:
 		return errors.New("--batch-max must be positive")
 	case c.QueueSize <= 0:

@@ -124,6 +124,7 @@ func (m *Main) Run() error {
 	}
 	m.Writer = store.NewWriter(m.DB)
 	m.Writer.MaxBatch = cfg.BatchMax
+	m.Writer.Linger = cfg.CommitLinger
 	m.Writer.MaxMetrics = cfg.MaxMetrics
 	m.Writer.MaxMetricName = cfg.MaxMetricName
 	m.Writer.QueueSize = cfg.QueueSize
