@@ -68,3 +68,36 @@ func benchMessages(n int) []devices.Message {
 	}
 	return msgs
 }
+
+// BenchmarkRollupFlush times writing the rollups of one message from each
+// of 1,000 devices with 3 metrics (6,000 buckets, a minute's and an hour's
+// for each): the write-loop stall every RollupInterval under a fleet.
+//
+//	go test -run '^$' -bench RollupFlush ./store
+func BenchmarkRollupFlush(b *testing.B) {
+	db := MustOpenDB(b)
+	w := store.NewWriter(db)
+	w.RollupInterval = time.Hour // flushed by hand only
+	if err := w.Open(); err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	base := int64(1_764_460_800_000)
+	for i := 0; i < b.N; i++ {
+		var msgs []devices.Message
+		for d := 0; d < 1000; d++ {
+			p := fmt.Appendf(nil, `{"a":%d,"b":%d.5,"c":%d}`, d, d, i)
+			ts := base + int64(i)*60_000
+			_, values, flags := devices.DecodePayload(p, ts)
+			msgs = append(msgs, devices.Message{Device: fmt.Sprint("dev-", d), Topic: "t", Kind: devices.KindTelemetry, TS: ts, Received: ts, Payload: p, Values: values, Flags: flags})
+		}
+		writeAll(b, w, msgs)
+		b.StartTimer()
+		start := time.Now()
+		if err := w.FlushRollups(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "ms/flush")
+		b.StopTimer()
+	}
+}

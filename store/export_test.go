@@ -1,5 +1,7 @@
 package store
 
+import "context"
+
 // Internals exposed to the tests.
 var (
 	MessagesQuery = messagesQuery
@@ -7,3 +9,8 @@ var (
 	ReplayFarSeqs = replayFarSeqs
 	SeriesRaw     = (*MessageService).seriesRaw
 )
+
+// FlushRollups writes the pending rollup deltas now, on the write loop.
+func (w *Writer) FlushRollups(ctx context.Context) error {
+	return w.run(ctx, func() error { return w.flushRollups(ctx) })
+}
