@@ -71,7 +71,8 @@ func benchMessages(n int) []devices.Message {
 
 // BenchmarkRollupFlush times writing the rollups of one message from each
 // of 1,000 devices with 3 metrics (6,000 buckets, a minute's and an hour's
-// for each): the write-loop stall every RollupInterval under a fleet.
+// for each), all at once (ms/flush) and in a round of steps between
+// commits (ms/longest-step): the longest the write loop stalls for them.
 //
 //	go test -run '^$' -bench RollupFlush ./store
 func BenchmarkRollupFlush(b *testing.B) {
@@ -92,12 +93,26 @@ func BenchmarkRollupFlush(b *testing.B) {
 			msgs = append(msgs, devices.Message{Device: fmt.Sprint("dev-", d), Topic: "t", Kind: devices.KindTelemetry, TS: ts, Received: ts, Payload: p, Values: values, Flags: flags})
 		}
 		writeAll(b, w, msgs)
-		b.StartTimer()
-		start := time.Now()
-		if err := w.FlushRollups(context.Background()); err != nil {
-			b.Fatal(err)
+		if i%2 == 0 { // all at once: what shutdown and deletes do
+			start := time.Now()
+			if err := w.FlushRollups(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "ms/flush")
+			continue
 		}
-		b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "ms/flush")
-		b.StopTimer()
+		// In a round, a step between commits at a time: the steady state.
+		var longest time.Duration
+		steps := 0
+		for more := true; more; steps++ {
+			start := time.Now()
+			var err error
+			if more, err = w.RollupRoundStep(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			longest = max(longest, time.Since(start))
+		}
+		b.ReportMetric(float64(longest.Microseconds())/1000, "ms/longest-step")
+		b.ReportMetric(float64(steps), "steps/round")
 	}
 }

@@ -14,3 +14,21 @@ var (
 func (w *Writer) FlushRollups(ctx context.Context) error {
 	return w.run(ctx, func() error { return w.flushRollups(ctx) })
 }
+
+// RollupRoundStep begins a rollup round unless one is under way, then
+// writes its next step, on the write loop; it reports whether the round is
+// still under way.
+func (w *Writer) RollupRoundStep(ctx context.Context) (bool, error) {
+	var more bool
+	err := w.run(ctx, func() error {
+		if w.roll.round == nil {
+			if err := w.startRollupRound(ctx); err != nil {
+				return err
+			}
+		}
+		err := w.rollupStep(ctx)
+		more = w.roll.round != nil
+		return err
+	})
+	return more, err
+}

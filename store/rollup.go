@@ -35,23 +35,44 @@ type rollupKey struct {
 }
 
 // rollups accumulates per-minute and per-hour aggregates in memory and
-// writes them, with the watermark, in one transaction every
-// Writer.RollupInterval. Committed batches are folded in right after their
-// commit, from the values already decoded; only after a restart (or when
-// the fold fell behind) are messages read back from the database. The
-// database always holds rollups complete up to meta.rollup_seq: a crash
-// loses only deltas that the next start derives again from the messages
-// above it. All methods run on the write loop.
+// writes them in rounds: every Writer.RollupInterval a round takes the
+// buckets that changed and writes them rollupsPerStep at a time, in small
+// transactions between message commits (rollupStep), so that a fleet's
+// thousands of buckets never stall the write loop for long (writing 6,000
+// at once took about 50 ms). Each row records upto_seq, the message up to
+// which it is complete; when a round ends, meta.rollup_seq becomes the
+// cursor at its start: every row is complete at least that far. Series add
+// a raw message above rollup_seq to a bucket only when it is above the
+// bucket's upto_seq.
+//
+// Committed batches are folded in right after their commit, from the values
+// already decoded; only after a restart (or when the fold fell behind) are
+// messages read back from the database, skipping in each bucket what its
+// row already holds. A crash loses only deltas that the next start derives
+// again. All methods run on the write loop.
 type rollups struct {
-	saved     int64 // meta.rollup_seq
-	cursor    int64 // deltas hold every message in (saved, cursor]
-	deltas    map[rollupKey]*devices.Bucket
-	lastFlush time.Time
+	saved     int64                         // meta.rollup_seq
+	cursor    int64                         // every message up to cursor is in the rows or in deltas
+	deltas    map[rollupKey]*devices.Bucket // what the rows do not hold yet
+	lastFlush time.Time                     // when the last round began
+
+	round    []rollupKey // buckets left to write in this round; nil: no round
+	roundSeq int64       // the cursor when the round began: rollup_seq once it ends
+
+	// skip holds, after a restart, the rows an unfinished round wrote past
+	// rollup_seq, with their upto_seq: catchUp must not add those messages
+	// again. Dropped once the cursor passes them all.
+	skip    map[rollupKey]int64
+	skipMax int64
 }
 
-const upsertRollup = `INSERT INTO rollups (device_id, metric, res, bucket, count, sum, min, max, first_ts, first, last_ts, last)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+// rollupsPerStep is how many buckets one rollupStep writes.
+const rollupsPerStep = 256
+
+const upsertRollup = `INSERT INTO rollups (device_id, metric, res, bucket, count, sum, min, max, first_ts, first, last_ts, last, upto_seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (device_id, metric, res, bucket) DO UPDATE SET
+	upto_seq = max(upto_seq, excluded.upto_seq),
 	count = count + excluded.count,
 	-- held finite like devices.SaturatingAdd; NaN (Inf + -Inf in a row saved
 	-- before sums were held finite) is NULL in SQLite and becomes 0.
@@ -63,6 +84,33 @@ ON CONFLICT (device_id, metric, res, bucket) DO UPDATE SET
 	last = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last ELSE last END,
 	last_ts = max(last_ts, excluded.last_ts)`
 
+// loadRollupSkip reads the rows an unfinished round wrote past rollup_seq
+// (a crash or a stop in the middle of a round), for catchUp to skip.
+func (w *Writer) loadRollupSkip(ctx context.Context) error {
+	r := &w.roll
+	if unfinished, err := w.meta(ctx, "rollup_round"); err != nil || unfinished == 0 {
+		return err // no round was under way: no row is past rollup_seq
+	}
+	rows, err := w.conn.QueryContext(ctx, `SELECT device_id, metric, res, bucket, upto_seq FROM rollups WHERE upto_seq > ?`, r.saved)
+	if err != nil {
+		return describe(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k rollupKey
+		var upto int64
+		if err := rows.Scan(&k.device, &k.metric, &k.res, &k.bucket, &upto); err != nil {
+			return err
+		}
+		if r.skip == nil {
+			r.skip = make(map[rollupKey]int64)
+		}
+		r.skip[k] = upto
+		r.skipMax = max(r.skipMax, upto)
+	}
+	return rows.Err()
+}
+
 // foldCommitted adds a just-committed batch, if it continues the cursor.
 func (w *Writer) foldCommitted(msgs []devices.Message, ids []int64) {
 	r := &w.roll
@@ -70,7 +118,7 @@ func (w *Writer) foldCommitted(msgs []devices.Message, ids []int64) {
 		return // behind: catchUp reads these back
 	}
 	for i := range msgs {
-		addRollups(r.deltas, ids[i], &msgs[i])
+		addRollups(r.deltas, nil, ids[i], &msgs[i])
 	}
 	r.cursor = int64(msgs[len(msgs)-1].Seq)
 }
@@ -98,9 +146,12 @@ func (w *Writer) catchUp(ctx context.Context) (bool, error) {
 		if m.Kind == devices.KindTelemetry && m.IsJSON() {
 			_, m.Values, _ = devices.DecodePayload(m.Payload, m.Received)
 		}
-		addRollups(r.deltas, dev, &m)
+		addRollups(r.deltas, r.skip, dev, &m)
 		r.cursor = int64(m.Seq)
 		n++
+	}
+	if r.skip != nil && r.cursor >= r.skipMax {
+		r.skip = nil // past every row an unfinished round wrote
 	}
 	if err := rows.Err(); err != nil {
 		return false, err
@@ -116,28 +167,106 @@ func (w *Writer) catchUp(ctx context.Context) (bool, error) {
 // out the buckets that fail (logged and counted in RollupBucketsDropped):
 // one bad bucket must not stop every other rollup from reaching the
 // database.
+//
+// It writes every delta at once and ends any round: for deletes, shutdown
+// and catching up, not for the steady state (rollupStep).
 func (w *Writer) flushRollups(ctx context.Context) error {
 	r := &w.roll
 	r.lastFlush = time.Now()
-	if r.cursor == r.saved {
+	if r.cursor == r.saved && len(r.deltas) == 0 {
+		r.round = nil
 		return nil
 	}
-	err := w.writeRollupsTx(ctx, func(tx *sql.Tx) error { return writeRollups(ctx, tx, r.deltas) })
-	if err != nil && rowError(err) {
-		w.Logger.Warn("rollup flush failed; writing bucket by bucket", "buckets", len(r.deltas), "error", err)
-		err = w.writeRollupsTx(ctx, func(tx *sql.Tx) error { return w.writeRollupsIsolated(ctx, tx, r.deltas) })
-	}
-	if err != nil {
+	if err := w.writeBuckets(ctx, r.deltas, r.cursor); err != nil {
 		return err
 	}
 	r.saved = r.cursor
+	r.round = nil
 	clear(r.deltas)
 	return nil
 }
 
-// writeRollupsTx runs write and then saves the watermark, in one transaction.
-func (w *Writer) writeRollupsTx(ctx context.Context, write func(*sql.Tx) error) error {
+// writeBuckets writes the buckets of acc, complete up to upto, and sets
+// rollup_seq to setSeq unless it is negative, in one transaction; when a
+// row fails, again bucket by bucket, leaving out (and counting) the ones
+// that fail.
+func (w *Writer) writeBuckets(ctx context.Context, acc map[rollupKey]*devices.Bucket, upto int64) error {
+	return w.writeBucketsSetting(ctx, acc, upto, upto)
+}
+
+func (w *Writer) writeBucketsSetting(ctx context.Context, acc map[rollupKey]*devices.Bucket, upto, setSeq int64) error {
+	err := w.writeRollupsTx(ctx, setSeq, func(tx *sql.Tx) error { return writeRollups(ctx, tx, acc, upto) })
+	if err != nil && rowError(err) {
+		w.Logger.Warn("rollup flush failed; writing bucket by bucket", "buckets", len(acc), "error", err)
+		err = w.writeRollupsTx(ctx, setSeq, func(tx *sql.Tx) error { return w.writeRollupsIsolated(ctx, tx, acc, upto) })
+	}
+	return err
+}
+
+// startRound begins writing the buckets that changed. With none, every
+// folded message is in the rows already: rollup_seq moves to the cursor.
+func (w *Writer) startRollupRound(ctx context.Context) error {
 	r := &w.roll
+	r.lastFlush = time.Now()
+	if len(r.deltas) == 0 {
+		if r.cursor == r.saved {
+			return nil
+		}
+		if err := w.writeRollupsTx(ctx, r.cursor, func(*sql.Tx) error { return nil }); err != nil {
+			return err
+		}
+		r.saved = r.cursor
+		return nil
+	}
+	// Marked in the database, so that a start after a crash in the middle
+	// of the round knows to look for rows written past rollup_seq.
+	if _, err := w.setMeta.ExecContext(ctx, "rollup_round", 1); err != nil {
+		return describe(err)
+	}
+	r.round = make([]rollupKey, 0, len(r.deltas))
+	for k := range r.deltas {
+		r.round = append(r.round, k)
+	}
+	r.roundSeq = r.cursor
+	return nil
+}
+
+// rollupStep writes the next rollupsPerStep buckets of the round, complete
+// up to the cursor, in a transaction of their own; the last step also
+// moves rollup_seq to the round's start.
+func (w *Writer) rollupStep(ctx context.Context) error {
+	r := &w.roll
+	if r.round == nil {
+		return nil
+	}
+	n := min(len(r.round), rollupsPerStep)
+	chunk := make(map[rollupKey]*devices.Bucket, n)
+	for _, k := range r.round[:n] {
+		if d := r.deltas[k]; d != nil { // a deleted device's are gone
+			chunk[k] = d
+		}
+	}
+	last := n == len(r.round)
+	setSeq := int64(-1)
+	if last {
+		setSeq = r.roundSeq
+	}
+	if err := w.writeBucketsSetting(ctx, chunk, r.cursor, setSeq); err != nil {
+		return err
+	}
+	for k := range chunk {
+		delete(r.deltas, k)
+	}
+	if r.round = r.round[n:]; last {
+		r.round = nil
+		r.saved = r.roundSeq
+	}
+	return nil
+}
+
+// writeRollupsTx runs write and then, unless setSeq is negative, saves the
+// watermark, in one transaction.
+func (w *Writer) writeRollupsTx(ctx context.Context, setSeq int64, write func(*sql.Tx) error) error {
 	tx, err := w.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return describe(err)
@@ -146,15 +275,22 @@ func (w *Writer) writeRollupsTx(ctx context.Context, write func(*sql.Tx) error) 
 	if err := write(tx); err != nil {
 		return err
 	}
-	if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, "rollup_seq", r.cursor); err != nil {
-		return describe(err)
+	if setSeq >= 0 {
+		for _, kv := range []struct {
+			key string
+			v   int64
+		}{{"rollup_seq", setSeq}, {"rollup_round", 0}} {
+			if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, kv.key, kv.v); err != nil {
+				return describe(err)
+			}
+		}
 	}
 	return describe(tx.Commit())
 }
 
 // writeRollupsIsolated upserts each bucket in its own savepoint and drops
 // the ones that fail.
-func (w *Writer) writeRollupsIsolated(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bucket) error {
+func (w *Writer) writeRollupsIsolated(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bucket, upto int64) error {
 	stmt, err := tx.PrepareContext(ctx, upsertRollup)
 	if err != nil {
 		return describe(err)
@@ -165,7 +301,7 @@ func (w *Writer) writeRollupsIsolated(ctx context.Context, tx *sql.Tx, acc map[r
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT bucket`); err != nil {
 			return describe(err)
 		}
-		if _, err := stmt.ExecContext(ctx, k.device, k.metric, k.res, k.bucket, b.Count, b.Sum, b.Min, b.Max, b.FirstTS, b.First, b.LastTS, b.Last); err != nil {
+		if _, err := stmt.ExecContext(ctx, k.device, k.metric, k.res, k.bucket, b.Count, b.Sum, b.Min, b.Max, b.FirstTS, b.First, b.LastTS, b.Last, upto); err != nil {
 			if !rowError(err) {
 				return describe(err)
 			}
@@ -188,7 +324,8 @@ func (w *Writer) writeRollupsIsolated(ctx context.Context, tx *sql.Tx, acc map[r
 func (w *Writer) RollupBucketsDropped() int64 { return w.rollupDropped.Load() }
 
 // maintainRollups runs once a tick (and at shutdown): it catches up a
-// little and writes the deltas when they are due.
+// little and begins a round of writes when one is due (force: writes
+// everything now).
 func (w *Writer) maintainRollups(ctx context.Context, force bool) error {
 	// Most of a tick, so that catching up after a restart or an upgrade is
 	// quick; the loop still serves deletes and shutdown once a second.
@@ -212,14 +349,18 @@ func (w *Writer) maintainRollups(ctx context.Context, force bool) error {
 			w.commitRetrying(w.collect(nil))
 		}
 	}
-	if force || time.Since(w.roll.lastFlush) >= w.RollupInterval || len(w.roll.deltas) >= rollupMaxDeltas {
+	if force || len(w.roll.deltas) >= rollupMaxDeltas {
 		return w.flushRollups(ctx)
+	}
+	if w.roll.round == nil && time.Since(w.roll.lastFlush) >= w.RollupInterval {
+		return w.startRollupRound(ctx)
 	}
 	return nil
 }
 
-// addRollups adds m's numeric readings to the minute and hour buckets in acc.
-func addRollups(acc map[rollupKey]*devices.Bucket, device int64, m *devices.Message) {
+// addRollups adds m's numeric readings to the minute and hour buckets in
+// acc, except to buckets whose row already holds m (skip: upto_seq by key).
+func addRollups(acc map[rollupKey]*devices.Bucket, skip map[rollupKey]int64, device int64, m *devices.Message) {
 	for _, v := range m.Values {
 		x, ok := devices.NumericValue(v.Value)
 		if !ok || m.Kind != devices.KindTelemetry {
@@ -227,6 +368,9 @@ func addRollups(acc map[rollupKey]*devices.Bucket, device int64, m *devices.Mess
 		}
 		for _, res := range []int64{rollupMinute, rollupHour} {
 			k := rollupKey{device, v.Name, res, floorDiv(v.TS, res) * res}
+			if skip != nil && int64(m.Seq) <= skip[k] {
+				continue
+			}
 			b := acc[k]
 			if b == nil {
 				b = &devices.Bucket{}
@@ -237,7 +381,7 @@ func addRollups(acc map[rollupKey]*devices.Bucket, device int64, m *devices.Mess
 	}
 }
 
-func writeRollups(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bucket) error {
+func writeRollups(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bucket, upto int64) error {
 	if len(acc) == 0 {
 		return nil
 	}
@@ -247,7 +391,7 @@ func writeRollups(ctx context.Context, tx *sql.Tx, acc map[rollupKey]*devices.Bu
 	}
 	defer stmt.Close()
 	for k, b := range acc {
-		if _, err := stmt.ExecContext(ctx, k.device, k.metric, k.res, k.bucket, b.Count, b.Sum, b.Min, b.Max, b.FirstTS, b.First, b.LastTS, b.Last); err != nil {
+		if _, err := stmt.ExecContext(ctx, k.device, k.metric, k.res, k.bucket, b.Count, b.Sum, b.Min, b.Max, b.FirstTS, b.First, b.LastTS, b.Last, upto); err != nil {
 			return describe(err)
 		}
 	}
@@ -285,7 +429,7 @@ func (w *Writer) rebuildRollups(ctx context.Context, device, lo, hi int64) error
 		if m.Kind == devices.KindTelemetry && m.IsJSON() {
 			_, m.Values, _ = devices.DecodePayload(m.Payload, m.Received)
 		}
-		addRollups(acc, device, &m)
+		addRollups(acc, nil, device, &m)
 	}
 	rows.Close()
 	for k := range acc { // readings whose own ts lies outside [lo, hi) stay out
@@ -293,7 +437,7 @@ func (w *Writer) rebuildRollups(ctx context.Context, device, lo, hi int64) error
 			delete(acc, k)
 		}
 	}
-	if err := writeRollups(ctx, tx, acc); err != nil {
+	if err := writeRollups(ctx, tx, acc, w.roll.saved); err != nil {
 		return err
 	}
 	return describe(tx.Commit())

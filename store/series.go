@@ -85,8 +85,15 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 	// time a query takes.
 	var r devices.Bucket
 	var metric string
-	var bucket int64
-	cols, dst := "metric, bucket, count", []any{&metric, &bucket, &r.Count}
+	var bucket, upto int64
+	cols, dst := "metric, bucket, upto_seq, count", []any{&metric, &bucket, &upto, &r.Count}
+	// Rows a round of writes has brought past the watermark: a raw message
+	// above it belongs to such a bucket only when above its upto_seq.
+	type rowKey struct {
+		metric string
+		bucket int64
+	}
+	ahead := map[rowKey]int64{}
 	switch q.Agg {
 	case devices.AggAvg, devices.AggSum:
 		cols, dst = cols+", sum", append(dst, &r.Sum)
@@ -123,6 +130,9 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 			r.Max = math.Inf(-1)
 		}
 		target(metric, bucket).Merge(r)
+		if upto > watermark {
+			ahead[rowKey{metric, bucket}] = upto
+		}
 		out.Scanned++
 	}
 	rows.Close()
@@ -134,14 +144,14 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 	for _, m := range q.Metrics {
 		want[m] = true
 	}
-	tail, err := tx.QueryContext(ctx, `SELECT kind, flags, received, payload FROM messages WHERE seq > ? AND +device_id = ? AND ts >= ? AND ts < ?`, watermark, deviceID, lo, hi)
+	tail, err := tx.QueryContext(ctx, `SELECT seq, kind, flags, received, payload FROM messages WHERE seq > ? AND +device_id = ? AND ts >= ? AND ts < ?`, watermark, deviceID, lo, hi)
 	if err != nil {
 		return nil, err
 	}
 	for tail.Next() {
 		var m devices.Message
 		var kind, flags int64
-		if err := tail.Scan(&kind, &flags, &m.Received, &m.Payload); err != nil {
+		if err := tail.Scan(&m.Seq, &kind, &flags, &m.Received, &m.Payload); err != nil {
 			tail.Close()
 			return nil, err
 		}
@@ -153,6 +163,9 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 		_, values, _ := devices.DecodePayload(m.Payload, m.Received)
 		for _, v := range values {
 			if x, ok := devices.NumericValue(v.Value); ok && want[v.Name] && v.TS >= lo && v.TS < hi {
+				if upto, ok := ahead[rowKey{v.Name, floorDiv(v.TS, res) * res}]; ok && int64(m.Seq) <= upto {
+					continue // the row holds it already
+				}
 				target(v.Name, v.TS).Add(x, v.TS)
 			}
 		}

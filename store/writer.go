@@ -155,7 +155,8 @@ type Writer struct {
 	commits  atomic.Int64 // transactions that stored messages
 	failures atomic.Int64 // failed commit attempts
 
-	rollupDropped atomic.Int64 // rollup buckets that could not be written
+	rollupDropped  atomic.Int64 // rollup buckets that could not be written
+	rollupThrottle devices.Throttle
 }
 
 type devState struct {
@@ -303,6 +304,9 @@ func (w *Writer) load(ctx context.Context) error {
 		return err
 	}
 	w.roll.cursor, w.roll.deltas, w.roll.lastFlush = w.roll.saved, map[rollupKey]*devices.Bucket{}, time.Now()
+	if err := w.loadRollupSkip(ctx); err != nil {
+		return err
+	}
 
 	rows, err := w.conn.QueryContext(ctx, `SELECT id, name, first_seen, last_seen, message_count, last_seq, status, status_at, latest FROM devices`)
 	if err != nil {
@@ -615,10 +619,15 @@ func (w *Writer) writeLoop() {
 			for len(w.round) > 0 && len(w.q) == 0 {
 				w.commitRetrying(&batch{})
 			}
-			// Rollups reach the database every RollupInterval; series add
-			// the raw messages above the watermark meanwhile.
+			// A round of rollup writes begins every RollupInterval; series
+			// add the raw messages above the rows meanwhile.
 			if err := w.maintainRollups(context.Background(), false); err != nil {
 				w.Logger.Error("building rollups failed; will retry", "error", err)
+			}
+			for w.roll.round != nil && len(w.q) == 0 {
+				if !w.stepRollups() {
+					break
+				}
 			}
 			continue
 		case <-w.stopping:
@@ -653,7 +662,24 @@ func (w *Writer) writeLoop() {
 			}
 		}
 		w.commitRetrying(w.collect(first))
+		w.stepRollups()
 	}
+}
+
+// stepRollups writes the next part of a rollup round, if one is under way,
+// and reports whether it succeeded. A failure is logged (at most once a
+// minute) and retried at the next step.
+func (w *Writer) stepRollups() bool {
+	if w.roll.round == nil {
+		return false
+	}
+	if err := w.rollupStep(context.Background()); err != nil {
+		if ok, suppressed := w.rollupThrottle.Allow("rollup", time.Now()); ok {
+			w.Logger.Error("writing rollups failed; will retry", "error", err, "suppressed_since_last", suppressed)
+		}
+		return false
+	}
+	return true
 }
 
 // startRound begins saving every changed device summary, unless a round is
