@@ -30,13 +30,10 @@ func DecodePayload(payload []byte, receivedMs int64) (ts int64, values []Value, 
 	}
 	first := firstByte(payload)
 	if first == '{' {
-		// The common case: Unmarshal validates as it parses, so the payload
-		// is read once.
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(payload, &obj); err != nil {
-			return receivedMs, nil, FlagNotJSON
+		if ts, values, flags, ok := decodeFlat(payload, receivedMs); ok {
+			return ts, values, flags
 		}
-		return decodeObject(obj, receivedMs)
+		return decodeObjectPayload(payload, receivedMs)
 	}
 	if !json.Valid(payload) {
 		return receivedMs, nil, FlagNotJSON
@@ -61,6 +58,16 @@ func DecodePayload(payload []byte, receivedMs int64) (ts int64, values []Value, 
 	default:
 		return receivedMs, nil, FlagNotObject
 	}
+}
+
+// decodeObjectPayload decodes a payload that starts with '{' the general
+// way: Unmarshal validates as it parses, so the payload is read once.
+func decodeObjectPayload(payload []byte, receivedMs int64) (int64, []Value, Flags) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &obj); err != nil {
+		return receivedMs, nil, FlagNotJSON
+	}
+	return decodeObject(obj, receivedMs)
 }
 
 func decodeObject(obj map[string]json.RawMessage, receivedMs int64) (int64, []Value, Flags) {
