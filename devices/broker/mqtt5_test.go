@@ -40,10 +40,7 @@ func dial5(tb testing.TB, addr string, cp packets.ConnectParams, props packets.P
 	}
 	tb.Cleanup(func() { conn.Close() })
 	c := &mqtt5{tb: tb, conn: conn, r: bufio.NewReader(conn)}
-	cp.ProtocolName = []byte("MQTT")
-	if cp.Keepalive == 0 {
-		cp.Keepalive = 30
-	}
+	cp.ProtocolName = []byte("MQTT") // keep alive 0 gets the server's (DefaultMaxKeepAlive)
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5, Connect: cp, Properties: props}
 	c.send(&pk, pk.ConnectEncode)
 	ack := c.next(5 * time.Second)

@@ -28,18 +28,16 @@ func TestBroker_ReservedTopicOnce(t *testing.T) {
 	sub := dialV5(t, b.ListenAddr())
 	sub.subscribe(t, "$foo/#")
 
-	c, _ := dialRaw(t, b.ListenAddr(), packets.ConnectParams{Clean: true, ClientIdentifier: "pub", Keepalive: 30})
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true}, ProtocolVersion: 5,
-		TopicName: "$foo/bar", Payload: []byte("1"), PacketID: 7}
-	c.send(t, &pk, pk.PublishEncode)
-	if ack := c.read(t); ack.FixedHeader.Type != packets.Puback || ack.PacketID != 7 || ack.ReasonCode != packets.ErrNotAuthorized.Code {
-		t.Fatalf("got %v id %d code %#x, want PUBACK 7 0x87", ack.FixedHeader.Type, ack.PacketID, ack.ReasonCode)
+	c, _ := dial5(t, b.ListenAddr(), packets.ConnectParams{Clean: true, ClientIdentifier: "pub"}, packets.Properties{})
+	c.id = 7
+	if code := c.publish("$foo/bar", []byte("1"), 1, true, packets.Properties{}); code != packets.ErrNotAuthorized.Code {
+		t.Fatalf("PUBACK %#x, want 0x87", code)
 	}
-	if got := c.publish(t, "home/lights", []byte("on")); got != 0 { // the next ack is this one's
+	if got := c.publish("home/lights", []byte("on"), 1, false, packets.Properties{}); got != 0 { // the next ack is this one's
 		t.Fatalf("next publish: PUBACK %#x", got)
 	}
 	c.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if _, err := c.r.Peek(1); err == nil {
+	if _, err := c.r.Peek(1); err == nil || len(c.pending) > 0 {
 		t.Fatal("a second acknowledgement arrived")
 	}
 	sub.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))

@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -15,22 +14,6 @@ import (
 	"github.com/telehub/telehub/devices/broker"
 )
 
-// dialRaw connects with the given CONNECT parameters over MQTT 5 and returns
-// the connection and the CONNACK.
-func dialRaw(tb testing.TB, addr string, cp packets.ConnectParams) (*v5Client, packets.Packet) {
-	tb.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	c := &v5Client{conn: conn, r: bufio.NewReader(conn)}
-	cp.ProtocolName = []byte("MQTT")
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5, Connect: cp}
-	c.send(tb, &pk, pk.ConnectEncode)
-	return c, c.read(tb)
-}
-
 // TestBroker_StalledClientStallsNoOne: a client with keep alive 0 that
 // subscribes to its own topic, publishes big QoS 1 messages and never reads
 // once froze every PUBACK of the hub for 50 s: mochi held the client's lock
@@ -41,12 +24,12 @@ func TestBroker_StalledClientStallsNoOne(t *testing.T) {
 	_, w := MustStore(t)
 	b := MustOpen(t, w, func(b *broker.Broker) { b.WriteTimeout = time.Second })
 
-	hog, ack := dialRaw(t, b.ListenAddr(), packets.ConnectParams{Clean: true, ClientIdentifier: "hog", Keepalive: 0})
+	hog, ack := dial5(t, b.ListenAddr(), packets.ConnectParams{Clean: true, ClientIdentifier: "hog"}, packets.Properties{})
 	if ack.ReasonCode != 0 || !ack.Properties.ServerKeepAliveFlag || ack.Properties.ServerKeepAlive != uint16(broker.DefaultMaxKeepAlive/time.Second) {
 		t.Fatalf("CONNACK for keep alive 0: code %#x, server keep alive %v %d, want %d", ack.ReasonCode,
 			ack.Properties.ServerKeepAliveFlag, ack.Properties.ServerKeepAlive, broker.DefaultMaxKeepAlive/time.Second)
 	}
-	if code := hog.subscribe(t, "devices/hog/telemetry"); code > 2 {
+	if code := hog.subscribe(packets.Subscription{Filter: "devices/hog/telemetry", Qos: 1}); code > 2 {
 		t.Fatalf("SUBACK %#x", code)
 	}
 	payload := []byte(`{"blob":"` + string(bytes.Repeat([]byte("x"), 100_000)) + `"}`)
