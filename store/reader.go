@@ -25,12 +25,20 @@ type MessageService struct {
 	// summaries and sequence number from memory; the saved rows trail it by
 	// up to its FlushInterval. Nil means read everything from the file.
 	Writer *Writer
+
+	far chan struct{} // replays from far back under way (replayFar)
 }
 
 var _ devices.MessageService = (*MessageService)(nil)
 
+// farReplays is how many replays from far back may run at once: each holds
+// up to ReplayFarLimit seqs in memory (16 MB) while it runs.
+const farReplays = 2
+
 // NewMessageService returns a MessageService on an opened db.
-func NewMessageService(db *DB) *MessageService { return &MessageService{db: db} }
+func NewMessageService(db *DB) *MessageService {
+	return &MessageService{db: db, far: make(chan struct{}, farReplays)}
+}
 
 // LastSeq implements devices.MessageService.
 func (s *MessageService) LastSeq() devices.Seq {
@@ -321,6 +329,12 @@ const ReplayFarLimit = 2_000_000
 // (the rowid) in every entry, so the scan never leaves the device's part of
 // the index; then fetches the rows by primary key, a page of seqs at a time.
 func (s *MessageService) replayFar(ctx context.Context, deviceID int64, after, upTo devices.Seq, fn func(*devices.Message) error) error {
+	select { // bounded: many clients far behind at once wait their turn
+	case s.far <- struct{}{}:
+		defer func() { <-s.far }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	rows, err := s.db.read.QueryContext(ctx, replayFarSeqs, deviceID, int64(after), int64(upTo))
 	if err != nil {
 		return err
