@@ -23,6 +23,8 @@ const (
 	DefaultAddr         = "127.0.0.1:1883"
 	DefaultMaxPayload   = 256 << 10
 	DefaultWriteTimeout = 5 * time.Second
+	// DefaultConnectTimeout is Broker.ConnectTimeout's default.
+	DefaultConnectTimeout = 10 * time.Second
 	// DefaultMaxKeepAlive is the keep alive a client gets when it asks for
 	// none (0) or a longer one.
 	DefaultMaxKeepAlive = 5 * time.Minute
@@ -68,6 +70,9 @@ type Broker struct {
 	// acknowledgements: a client that does not read its socket for that long
 	// is disconnected. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// ConnectTimeout bounds how long a new connection may take to send its
+	// CONNECT before it is closed. Default DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// MaxKeepAlive is the longest keep alive a client may ask for; one that
 	// asks for none (0) or longer gets this, told in the CONNACK's Server
 	// Keep Alive on MQTT 5 [MQTT-3.1.2-21], and is disconnected after one
@@ -139,6 +144,7 @@ func New(w devices.MessageWriter) *Broker {
 		Scheme:           devices.DefaultScheme(),
 		MaxPayload:       DefaultMaxPayload,
 		WriteTimeout:     DefaultWriteTimeout,
+		ConnectTimeout:   DefaultConnectTimeout,
 		MaxKeepAlive:     DefaultMaxKeepAlive,
 		MaxSessionExpiry: DefaultMaxSessionExpiry,
 		MaxSessions:      DefaultMaxSessions,
@@ -166,6 +172,9 @@ func (b *Broker) Open() (err error) {
 	}
 	if b.MaxKeepAlive <= 0 {
 		b.MaxKeepAlive = DefaultMaxKeepAlive
+	}
+	if b.ConnectTimeout <= 0 {
+		b.ConnectTimeout = DefaultConnectTimeout
 	}
 	if b.MaxKeepAlive > 65535*time.Second {
 		return errors.New("open broker: MaxKeepAlive is at most 65535 s")
@@ -256,7 +265,7 @@ func (b *Broker) listen(id, addr string, cfg *tls.Config) (*listeners.Net, error
 	if err != nil {
 		return nil, fmt.Errorf("open broker: listen %s: %w", addr, err)
 	}
-	var ln net.Listener = writeTimeoutListener{Listener: raw, timeout: b.WriteTimeout}
+	var ln net.Listener = writeTimeoutListener{Listener: raw, timeout: b.WriteTimeout, connectTimeout: b.ConnectTimeout}
 	if cfg != nil {
 		ln = tls.NewListener(ln, cfg)
 	}

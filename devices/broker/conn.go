@@ -13,9 +13,14 @@ import (
 // for longer than the timeout: not the acker, not mochi's own writes, which
 // otherwise wait without end for a client with keep alive 0 and, for any
 // other, for one and a half keep alives.
+//
+// It also bounds how long a connection may take to send its CONNECT: mochi
+// waits for it without a deadline, so connections that never speak would
+// pile up, two goroutines each.
 type writeTimeoutListener struct {
 	net.Listener
-	timeout time.Duration
+	timeout        time.Duration
+	connectTimeout time.Duration
 }
 
 func (l writeTimeoutListener) Accept() (net.Conn, error) {
@@ -23,7 +28,9 @@ func (l writeTimeoutListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writeTimeoutConn{Conn: c, timeout: l.timeout}, nil
+	wc := &writeTimeoutConn{Conn: c, timeout: l.timeout, connectBy: time.Now().Add(l.connectTimeout)}
+	c.SetReadDeadline(wc.connectBy)
+	return wc, nil
 }
 
 // writeTimeoutConn owns its write deadline: SetDeadline (mochi's keep-alive
@@ -35,8 +42,9 @@ func (l writeTimeoutListener) Accept() (net.Conn, error) {
 // loop, which disconnects the client (and sends its will).
 type writeTimeoutConn struct {
 	net.Conn
-	timeout  time.Duration
-	deadline atomic.Int64 // unix ns of the write deadline in force
+	timeout   time.Duration
+	deadline  atomic.Int64 // unix ns of the write deadline in force
+	connectBy time.Time    // the read deadline while mochi asks for none
 }
 
 func (c *writeTimeoutConn) Write(b []byte) (int, error) {
@@ -55,8 +63,15 @@ func (c *writeTimeoutConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// SetDeadline sets the read deadline only; writes keep their own.
-func (c *writeTimeoutConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+// SetDeadline sets the read deadline only; writes keep their own. mochi
+// asks for none (a zero time) only before the CONNECT, whose keep alive the
+// hub never leaves at 0 (limitsHook): then the CONNECT deadline holds.
+func (c *writeTimeoutConn) SetDeadline(t time.Time) error {
+	if t.IsZero() {
+		t = c.connectBy
+	}
+	return c.Conn.SetReadDeadline(t)
+}
 
 // SetWriteDeadline is ignored: writes keep their own deadline.
 func (c *writeTimeoutConn) SetWriteDeadline(time.Time) error { return nil }

@@ -72,3 +72,29 @@ func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && !ne.Timeout()
 }
+
+// TestBroker_SilentConnectionsClosed: mochi waits for a CONNECT without a
+// deadline, so connections that never speak piled up (two goroutines
+// each). A connection that sends no CONNECT within ConnectTimeout is
+// closed.
+func TestBroker_SilentConnectionsClosed(t *testing.T) {
+	_, w := MustStore(t)
+	b := MustOpen(t, w, func(b *broker.Broker) { b.ConnectTimeout = 300 * time.Millisecond })
+	c, err := net.Dial("tcp", b.ListenAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil && !isReset(err) {
+		t.Fatalf("a silent connection was not closed: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("closed after %v, want about 300 ms", d)
+	}
+	// A client that does speak in time is not affected.
+	if got := dialV5(t, b.ListenAddr()).publish(t, "devices/x/telemetry", []byte(`{"v":1}`)); got != 0 {
+		t.Fatalf("PUBACK %#x", got)
+	}
+}
