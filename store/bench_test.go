@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -114,5 +115,59 @@ func BenchmarkRollupFlush(b *testing.B) {
 		}
 		b.ReportMetric(float64(longest.Microseconds())/1000, "ms/longest-step")
 		b.ReportMetric(float64(steps), "steps/round")
+	}
+}
+
+// BenchmarkSummaryRound times the commits of single messages while the
+// device summaries of a 1,000-device fleet are being saved
+// (devicesPerFlush of them ride along each commit), against commits with
+// no summary to save: what the summaries add to a commit that devices wait
+// for.
+//
+//	go test -run '^$' -bench SummaryRound -benchtime 5x ./store
+func BenchmarkSummaryRound(b *testing.B) {
+	db := MustOpenDB(b)
+	w := store.NewWriter(db)
+	w.FlushInterval, w.RollupInterval = 50*time.Millisecond, time.Hour
+	var mu sync.Mutex
+	var durs []time.Duration
+	w.Observe = func(rows int, d time.Duration) {
+		mu.Lock()
+		durs = append(durs, d)
+		mu.Unlock()
+	}
+	if err := w.Open(); err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	one := func(d, n int) devices.Message {
+		p := fmt.Appendf(nil, `{"a":%d,"b":%d.5,"c":%d}`, n, d, n)
+		_, values, flags := devices.DecodePayload(p, 1)
+		return devices.Message{Device: fmt.Sprint("dev-", d), Topic: "t", Kind: devices.KindTelemetry, TS: int64(n), Received: int64(n), Payload: p, Values: values, Flags: flags}
+	}
+	stats := func() (p50, longest time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		slices.Sort(durs)
+		if len(durs) == 0 {
+			return 0, 0
+		}
+		p50, longest = durs[len(durs)/2], durs[len(durs)-1]
+		durs = durs[:0]
+		return p50, longest
+	}
+	for i := 0; i < b.N; i++ {
+		var all []devices.Message
+		for d := 0; d < 1000; d++ {
+			all = append(all, one(d, i))
+		}
+		writeAll(b, w, all) // every device dirty
+		stats()
+		for n := 0; n < 200; n++ { // single messages while the round goes
+			writeAll(b, w, []devices.Message{one(0, n)})
+		}
+		p50, longest := stats()
+		b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(longest.Microseconds())/1000, "longest-ms")
 	}
 }
