@@ -171,3 +171,47 @@ func BenchmarkSummaryRound(b *testing.B) {
 		b.ReportMetric(float64(longest.Microseconds())/1000, "longest-ms")
 	}
 }
+
+// BenchmarkRollupRoundCommits times the commits of single messages while a
+// rollup round of a 1,000-device fleet (3 metrics each: 6,000 buckets)
+// rides along them, 256 buckets a commit.
+//
+//	go test -run '^$' -bench RollupRoundCommits -benchtime 5x ./store
+func BenchmarkRollupRoundCommits(b *testing.B) {
+	db := MustOpenDB(b)
+	w := store.NewWriter(db)
+	w.FlushInterval, w.RollupInterval = 20*time.Millisecond, 20*time.Millisecond
+	var mu sync.Mutex
+	var durs []time.Duration
+	w.Observe = func(rows int, d time.Duration) {
+		mu.Lock()
+		durs = append(durs, d)
+		mu.Unlock()
+	}
+	if err := w.Open(); err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	base := int64(1_764_460_800_000)
+	for i := 0; i < b.N; i++ {
+		var all []devices.Message
+		for d := 0; d < 1000; d++ {
+			ts := base + int64(i)*60_000
+			p := fmt.Appendf(nil, `{"a":%d,"b":%d.5,"c":%d}`, d, d, i)
+			_, values, flags := devices.DecodePayload(p, ts)
+			all = append(all, devices.Message{Device: fmt.Sprint("dev-", d), Topic: "t", Kind: devices.KindTelemetry, TS: ts, Received: ts, Payload: p, Values: values, Flags: flags})
+		}
+		writeAll(b, w, all)
+		mu.Lock()
+		durs = durs[:0]
+		mu.Unlock()
+		for n := 0; n < 300; n++ {
+			writeAll(b, w, all[n:n+1])
+		}
+		mu.Lock()
+		slices.Sort(durs)
+		b.ReportMetric(float64(durs[len(durs)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(durs[len(durs)-1].Microseconds())/1000, "longest-ms")
+		mu.Unlock()
+	}
+}

@@ -134,6 +134,7 @@ type Writer struct {
 	partial map[int]*sql.Stmt // INSERT of fewer rows, by count
 	update  *sql.Stmt         // UPDATE of one device's summary
 	setMeta *sql.Stmt         // upsert of a meta counter
+	upsert  *sql.Stmt         // upsert of a rollup bucket (upsertRollup)
 	args    []any
 	lastSeq atomic.Int64
 
@@ -243,6 +244,7 @@ func (w *Writer) Open() (err error) {
 		{&w.full, insertSQL(rowsPerInsert)},
 		{&w.update, `UPDATE devices SET first_seen = ?, last_seen = ?, message_count = ?, last_seq = ?, status = ?, status_at = ?, latest = ? WHERE id = ?`},
 		{&w.setMeta, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`},
+		{&w.upsert, upsertRollup},
 	} {
 		if *p.dst, err = w.conn.PrepareContext(ctx, p.q); err != nil {
 			return fmt.Errorf("open writer: %w", describe(err))
@@ -584,7 +586,7 @@ func (w *Writer) closeStatements() {
 	for _, s := range w.partial {
 		s.Close()
 	}
-	for _, s := range []*sql.Stmt{w.full, w.update, w.setMeta} {
+	for _, s := range []*sql.Stmt{w.full, w.update, w.setMeta, w.upsert} {
 		if s != nil {
 			s.Close()
 		}
@@ -625,7 +627,9 @@ func (w *Writer) writeLoop() {
 				w.Logger.Error("building rollups failed; will retry", "error", err)
 			}
 			for w.roll.round != nil && len(w.q) == 0 {
-				if !w.stepRollups() {
+				if w.roll.inline {
+					w.commitRetrying(&batch{}) // carries the next rollup step
+				} else if !w.stepRollups() {
 					break
 				}
 			}
@@ -662,7 +666,9 @@ func (w *Writer) writeLoop() {
 			}
 		}
 		w.commitRetrying(w.collect(first))
-		w.stepRollups()
+		if !w.roll.inline {
+			w.stepRollups()
+		}
 	}
 }
 
@@ -845,9 +851,11 @@ func (w *Writer) commit(b *batch) (err error) {
 	if err != nil {
 		return err
 	}
+	rolled := w.rollupInline(ctx)
 	if _, err := w.conn.ExecContext(ctx, `COMMIT`); err != nil {
 		return describe(err)
 	}
+	w.rollupCommitted(rolled)
 
 	w.mu.Lock()
 	for i := range msgs {
