@@ -118,100 +118,90 @@ func BenchmarkRollupFlush(b *testing.B) {
 	}
 }
 
-// BenchmarkSummaryRound times the commits of single messages while the
-// device summaries of a 1,000-device fleet are being saved
-// (devicesPerFlush of them ride along each commit), against commits with
-// no summary to save: what the summaries add to a commit that devices wait
-// for.
-//
-//	go test -run '^$' -bench SummaryRound -benchtime 5x ./store
-func BenchmarkSummaryRound(b *testing.B) {
-	db := MustOpenDB(b)
-	w := store.NewWriter(db)
-	w.FlushInterval, w.RollupInterval = 50*time.Millisecond, time.Hour
-	var mu sync.Mutex
-	var durs []time.Duration
+// commitTimes records the duration of every commit of w that stores
+// messages; take returns their median and longest since the last take.
+type commitTimes struct {
+	mu   sync.Mutex
+	durs []time.Duration
+}
+
+func observeCommits(w *store.Writer) *commitTimes {
+	c := &commitTimes{}
 	w.Observe = func(rows int, d time.Duration) {
-		mu.Lock()
-		durs = append(durs, d)
-		mu.Unlock()
+		c.mu.Lock()
+		c.durs = append(c.durs, d)
+		c.mu.Unlock()
 	}
-	if err := w.Open(); err != nil {
-		b.Fatal(err)
+	return c
+}
+
+func (c *commitTimes) take() (p50, longest time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer func() { c.durs = c.durs[:0] }()
+	if len(c.durs) == 0 {
+		return 0, 0
 	}
-	defer w.Close(context.Background())
-	one := func(d, n int) devices.Message {
-		p := fmt.Appendf(nil, `{"a":%d,"b":%d.5,"c":%d}`, n, d, n)
-		_, values, flags := devices.DecodePayload(p, 1)
-		return devices.Message{Device: fmt.Sprint("dev-", d), Topic: "t", Kind: devices.KindTelemetry, TS: int64(n), Received: int64(n), Payload: p, Values: values, Flags: flags}
-	}
-	stats := func() (p50, longest time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		slices.Sort(durs)
-		if len(durs) == 0 {
-			return 0, 0
-		}
-		p50, longest = durs[len(durs)/2], durs[len(durs)-1]
-		durs = durs[:0]
-		return p50, longest
-	}
+	slices.Sort(c.durs)
+	return c.durs[len(c.durs)/2], c.durs[len(c.durs)-1]
+}
+
+// fleetMessage is device d's n-th message of three metrics, at ts.
+func fleetMessage(d, n int, ts int64) devices.Message {
+	p := fmt.Appendf(nil, `{"a":%d,"b":%d.5,"c":%d}`, n, d, n)
+	_, values, flags := devices.DecodePayload(p, ts)
+	return devices.Message{Device: fmt.Sprint("dev-", d), Topic: "t", Kind: devices.KindTelemetry, TS: ts, Received: ts, Payload: p, Values: values, Flags: flags}
+}
+
+// commitsDuring writes one message from each of 1,000 devices, then 300
+// single messages, and reports the median and longest commit among those:
+// what a round started by the first batch adds to the commits that follow.
+func commitsDuring(b *testing.B, w *store.Writer, times *commitTimes) {
+	base := int64(1_764_460_800_000)
 	for i := 0; i < b.N; i++ {
 		var all []devices.Message
 		for d := 0; d < 1000; d++ {
-			all = append(all, one(d, i))
+			all = append(all, fleetMessage(d, i, base+int64(i)*60_000))
 		}
-		writeAll(b, w, all) // every device dirty
-		stats()
-		for n := 0; n < 200; n++ { // single messages while the round goes
-			writeAll(b, w, []devices.Message{one(0, n)})
+		writeAll(b, w, all)
+		times.take()
+		for n := 0; n < 300; n++ {
+			writeAll(b, w, all[n:n+1])
 		}
-		p50, longest := stats()
+		p50, longest := times.take()
 		b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(longest.Microseconds())/1000, "longest-ms")
 	}
 }
 
-// BenchmarkRollupRoundCommits times the commits of single messages while a
-// rollup round of a 1,000-device fleet (3 metrics each: 6,000 buckets)
-// rides along them, 256 buckets a commit.
+// BenchmarkSummaryRound times the commits of single messages while the
+// device summaries of a 1,000-device fleet are being saved
+// (devicesPerFlush of them ride along each commit).
 //
-//	go test -run '^$' -bench RollupRoundCommits -benchtime 5x ./store
-func BenchmarkRollupRoundCommits(b *testing.B) {
-	db := MustOpenDB(b)
-	w := store.NewWriter(db)
-	w.FlushInterval, w.RollupInterval = 20*time.Millisecond, 20*time.Millisecond
-	var mu sync.Mutex
-	var durs []time.Duration
-	w.Observe = func(rows int, d time.Duration) {
-		mu.Lock()
-		durs = append(durs, d)
-		mu.Unlock()
-	}
+//	go test -run '^$' -bench SummaryRound -benchtime 5x ./store
+func BenchmarkSummaryRound(b *testing.B) {
+	w := store.NewWriter(MustOpenDB(b))
+	w.FlushInterval, w.RollupInterval = 50*time.Millisecond, time.Hour
+	times := observeCommits(w)
 	if err := w.Open(); err != nil {
 		b.Fatal(err)
 	}
 	defer w.Close(context.Background())
-	base := int64(1_764_460_800_000)
-	for i := 0; i < b.N; i++ {
-		var all []devices.Message
-		for d := 0; d < 1000; d++ {
-			ts := base + int64(i)*60_000
-			p := fmt.Appendf(nil, `{"a":%d,"b":%d.5,"c":%d}`, d, d, i)
-			_, values, flags := devices.DecodePayload(p, ts)
-			all = append(all, devices.Message{Device: fmt.Sprint("dev-", d), Topic: "t", Kind: devices.KindTelemetry, TS: ts, Received: ts, Payload: p, Values: values, Flags: flags})
-		}
-		writeAll(b, w, all)
-		mu.Lock()
-		durs = durs[:0]
-		mu.Unlock()
-		for n := 0; n < 300; n++ {
-			writeAll(b, w, all[n:n+1])
-		}
-		mu.Lock()
-		slices.Sort(durs)
-		b.ReportMetric(float64(durs[len(durs)/2].Microseconds())/1000, "p50-ms")
-		b.ReportMetric(float64(durs[len(durs)-1].Microseconds())/1000, "longest-ms")
-		mu.Unlock()
+	commitsDuring(b, w, times)
+}
+
+// BenchmarkRollupRoundCommits times the commits of single messages while a
+// rollup round of a 1,000-device fleet (3 metrics each: 6,000 buckets)
+// rides along them, rollupsPerStep buckets a commit.
+//
+//	go test -run '^$' -bench RollupRoundCommits -benchtime 5x ./store
+func BenchmarkRollupRoundCommits(b *testing.B) {
+	w := store.NewWriter(MustOpenDB(b))
+	w.FlushInterval, w.RollupInterval = 20*time.Millisecond, 20*time.Millisecond
+	times := observeCommits(w)
+	if err := w.Open(); err != nil {
+		b.Fatal(err)
 	}
+	defer w.Close(context.Background())
+	commitsDuring(b, w, times)
 }
