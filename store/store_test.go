@@ -100,11 +100,20 @@ func TestWriter_Write(t *testing.T) {
 		if w.LastSeq() != 500 {
 			t.Fatalf("LastSeq=%d, want 500", w.LastSeq())
 		}
-		mu.Lock()
-		if len(committed) != 500 {
-			t.Fatalf("OnCommit saw %d, want 500", len(committed))
+		// OnCommit runs after the batch's Done callbacks: wait for the last.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			n := len(committed)
+			mu.Unlock()
+			if n == 500 {
+				break
+			}
+			if n > 500 || time.Now().After(deadline) {
+				t.Fatalf("OnCommit saw %d, want 500", n)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		mu.Unlock()
 
 		raw := rawDB(t, db.Path)
 		var n, maxSeq int
