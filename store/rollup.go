@@ -247,27 +247,42 @@ func (w *Writer) rollupStep(ctx context.Context) error {
 	if r.round == nil {
 		return nil
 	}
-	n := min(len(r.round), rollupsPerStep)
-	chunk := make(map[rollupKey]*devices.Bucket, n)
-	for _, k := range r.round[:n] {
-		if d := r.deltas[k]; d != nil { // a deleted device's are gone
-			chunk[k] = d
-		}
-	}
-	last := n == len(r.round)
+	st := w.nextRolledStep()
 	setSeq := int64(-1)
-	if last {
+	if st.last {
 		setSeq = r.roundSeq
 	}
-	if err := w.writeBucketsSetting(ctx, chunk, r.cursor, setSeq); err != nil {
+	if err := w.writeBucketsSetting(ctx, st.chunk, r.cursor, setSeq); err != nil {
 		return err
 	}
-	for k := range chunk {
-		delete(r.deltas, k)
+	w.rollupCommitted(st)
+	return nil
+}
+
+// nextRolledStep takes the next rollupsPerStep buckets of the round.
+func (w *Writer) nextRolledStep() *rolledStep {
+	r := &w.roll
+	st := &rolledStep{n: min(len(r.round), rollupsPerStep)}
+	st.last = st.n == len(r.round)
+	st.chunk = make(map[rollupKey]*devices.Bucket, st.n)
+	for _, k := range r.round[:st.n] {
+		if d := r.deltas[k]; d != nil { // a deleted device's are gone
+			st.chunk[k] = d
+		}
 	}
-	if r.round = r.round[n:]; last {
-		r.round = nil
-		r.saved = r.roundSeq
+	return st
+}
+
+// saveRollupSeq records that every row is complete up to seq and that no
+// round is under way.
+func (w *Writer) saveRollupSeq(ctx context.Context, stmt *sql.Stmt, seq int64) error {
+	for _, kv := range []struct {
+		key string
+		v   int64
+	}{{"rollup_seq", seq}, {"rollup_round", 0}} {
+		if _, err := stmt.ExecContext(ctx, kv.key, kv.v); err != nil {
+			return describe(err)
+		}
 	}
 	return nil
 }
@@ -288,27 +303,13 @@ func (w *Writer) rollupInline(ctx context.Context) *rolledStep {
 	if r.round == nil || !r.inline {
 		return nil
 	}
-	st := &rolledStep{n: min(len(r.round), rollupsPerStep)}
-	st.last = st.n == len(r.round)
-	st.chunk = make(map[rollupKey]*devices.Bucket, st.n)
-	for _, k := range r.round[:st.n] {
-		if d := r.deltas[k]; d != nil { // a deleted device's are gone
-			st.chunk[k] = d
-		}
-	}
+	st := w.nextRolledStep()
 	if _, err := w.conn.ExecContext(ctx, `SAVEPOINT rollups`); err != nil {
 		return nil
 	}
 	err := w.upsertBuckets(ctx, st.chunk, r.cursor)
 	if err == nil && st.last {
-		for _, kv := range []struct {
-			key string
-			v   int64
-		}{{"rollup_seq", r.roundSeq}, {"rollup_round", 0}} {
-			if _, err = w.setMeta.ExecContext(ctx, kv.key, kv.v); err != nil {
-				break
-			}
-		}
+		err = w.saveRollupSeq(ctx, w.setMeta, r.roundSeq)
 	}
 	if err != nil {
 		w.conn.ExecContext(ctx, `ROLLBACK TO rollups`)
@@ -363,13 +364,8 @@ func (w *Writer) writeRollupsTx(ctx context.Context, setSeq int64, write func(*s
 		return err
 	}
 	if setSeq >= 0 {
-		for _, kv := range []struct {
-			key string
-			v   int64
-		}{{"rollup_seq", setSeq}, {"rollup_round", 0}} {
-			if _, err := tx.StmtContext(ctx, w.setMeta).ExecContext(ctx, kv.key, kv.v); err != nil {
-				return describe(err)
-			}
+		if err := w.saveRollupSeq(ctx, tx.StmtContext(ctx, w.setMeta), setSeq); err != nil {
+			return err
 		}
 	}
 	return describe(tx.Commit())
