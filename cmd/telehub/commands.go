@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 // runCommand runs a subcommand and returns its exit code, or -1 when args
@@ -68,7 +68,7 @@ backup in place of --db and delete the old -wal and -shm files.`)
 		fs.Usage()
 		return 2
 	}
-	db := store.NewDB(*dbPath)
+	db := sqlite.NewDB(*dbPath)
 	if err := db.Open(); err != nil {
 		fmt.Fprintln(stderr, "telehub backup:", err)
 		return 1
@@ -121,12 +121,12 @@ func dbHasTokens(path string) (bool, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
-	db := store.NewDB(path)
+	db := sqlite.NewDB(path)
 	if err := db.Open(); err != nil {
 		return false, err
 	}
 	defer db.Close()
-	return store.NewCredentials(db).HasTokens(context.Background())
+	return sqlite.NewCredentials(db).HasTokens(context.Background())
 }
 
 // runCredentials serves "telehub device ..." and "telehub token ...":
@@ -179,13 +179,13 @@ it at once.`)
 		fs.Usage()
 		return 2
 	}
-	db := store.NewDB(*dbPath)
+	db := sqlite.NewDB(*dbPath)
 	if err := db.Open(); err != nil {
 		fmt.Fprintf(stderr, "telehub %s: %v\n", kind, err)
 		return 1
 	}
 	defer db.Close()
-	creds := store.NewCredentials(db)
+	creds := sqlite.NewCredentials(db)
 	var name string
 	if len(pos) > 0 {
 		name = pos[0]

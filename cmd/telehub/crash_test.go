@@ -19,7 +19,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 // hubProcess is the hub running in a child process (this test binary, see
@@ -163,7 +163,7 @@ func crashRound(t *testing.T, dbPath string, base, minAcked int) (map[deviceN]bo
 // database at dbPath and the database passes integrity_check.
 func checkStored(t *testing.T, dbPath string, acked map[deviceN]bool) {
 	t.Helper()
-	db := store.NewDB(dbPath) // recovers the WAL as the next start would
+	db := sqlite.NewDB(dbPath) // recovers the WAL as the next start would
 	if err := db.Open(); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 // requireFaultTests skips the slow fault tests unless TELEHUB_FAULT_TESTS is
@@ -267,7 +267,7 @@ func TestFault_DiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db := store.NewDB(dbPath)
+	db := sqlite.NewDB(dbPath)
 	if err := db.Open(); err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 	"github.com/telehub/telehub/devices/broker"
 	"github.com/telehub/telehub/devices/ingest"
 	"github.com/telehub/telehub/simulator"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 func main() {
@@ -71,10 +71,10 @@ type Main struct {
 
 	Stats      *devices.Stats
 	Feed       *devices.Feed
-	DB         *store.DB
-	Writer     *store.Writer
-	Messages   *store.MessageService
-	Creds      *store.Credentials
+	DB         *sqlite.DB
+	Writer     *sqlite.Writer
+	Messages   *sqlite.MessageService
+	Creds      *sqlite.Credentials
 	Broker     *broker.Broker     // nil with an external broker
 	Subscriber *ingest.Subscriber // nil with the embedded broker
 	HTTP       *dashboard.Server
@@ -117,12 +117,12 @@ func (m *Main) Run() error {
 		return err
 	}
 	m.Registry = m.newRegistry()
-	m.DB = store.NewDB(cfg.DB)
+	m.DB = sqlite.NewDB(cfg.DB)
 	m.DB.Logger = m.Logger.With("component", "store")
 	if err := m.DB.Open(); err != nil {
 		return err
 	}
-	m.Writer = store.NewWriter(m.DB)
+	m.Writer = sqlite.NewWriter(m.DB)
 	m.Writer.MaxBatch = cfg.BatchMax
 	m.Writer.Linger = cfg.CommitLinger
 	m.Writer.MaxMetrics = cfg.MaxMetrics
@@ -138,9 +138,9 @@ func (m *Main) Run() error {
 	if err := m.Writer.Open(); err != nil {
 		return err
 	}
-	m.Messages = store.NewMessageService(m.DB)
+	m.Messages = sqlite.NewMessageService(m.DB)
 	m.Messages.Writer = m.Writer
-	m.Creds = store.NewCredentials(m.DB)
+	m.Creds = sqlite.NewCredentials(m.DB)
 	m.Logger.Info("database open", "path", cfg.DB, "last_seq", m.Writer.LastSeq())
 	if err := m.checkHTTPExposure(); err != nil {
 		return err

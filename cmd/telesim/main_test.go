@@ -14,7 +14,7 @@ import (
 	"github.com/telehub/telehub/dashboard"
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/broker"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
@@ -24,7 +24,7 @@ func mustHub(t *testing.T) (mqttURL, httpURL string) {
 	t.Helper()
 	db := storetest.MustOpenDB(t)
 	feed := new(devices.Feed)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.OnCommit = feed.Publish
 	if err := w.Open(); err != nil {
 		t.Fatal(err)
@@ -34,7 +34,7 @@ func mustHub(t *testing.T) (mqttURL, httpURL string) {
 	if err := b.Open(); err != nil {
 		t.Fatal(err)
 	}
-	msgs := store.NewMessageService(db)
+	msgs := sqlite.NewMessageService(db)
 	msgs.Writer = w
 	s := dashboard.NewServer(msgs, feed)
 	s.Addr = "127.0.0.1:0"

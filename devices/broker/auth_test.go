@@ -13,13 +13,13 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/broker"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 // mustCredentials provisions devices and returns their tokens.
-func mustCredentials(tb testing.TB, db *store.DB, ids ...string) (*store.Credentials, map[string]string) {
+func mustCredentials(tb testing.TB, db *sqlite.DB, ids ...string) (*sqlite.Credentials, map[string]string) {
 	tb.Helper()
-	c := store.NewCredentials(db)
+	c := sqlite.NewCredentials(db)
 	toks := map[string]string{}
 	for _, id := range ids {
 		tok, err := c.AddDevice(context.Background(), id)
@@ -31,7 +31,7 @@ func mustCredentials(tb testing.TB, db *store.DB, ids ...string) (*store.Credent
 	return c, toks
 }
 
-func storedDevices(tb testing.TB, db *store.DB) []string {
+func storedDevices(tb testing.TB, db *sqlite.DB) []string {
 	tb.Helper()
 	rows, err := rawQuery(tb, db, `SELECT d.name FROM messages m JOIN devices d ON d.id = m.device_id ORDER BY m.seq`)
 	if err != nil {

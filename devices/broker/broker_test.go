@@ -20,7 +20,7 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/broker"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
@@ -41,7 +41,7 @@ func MustOpen(tb testing.TB, w devices.MessageWriter, configure ...func(*broker.
 }
 
 // MustStore opens a real store with a running Writer.
-func MustStore(tb testing.TB) (*store.DB, *store.Writer) {
+func MustStore(tb testing.TB) (*sqlite.DB, *sqlite.Writer) {
 	tb.Helper()
 	db := storetest.MustOpenDB(tb)
 	return db, storetest.MustOpenWriter(tb, db)
@@ -206,7 +206,7 @@ func TestBroker_Refusals(t *testing.T) {
 	}
 }
 
-func rawQuery(tb testing.TB, db *store.DB, q string) ([]string, error) {
+func rawQuery(tb testing.TB, db *sqlite.DB, q string) ([]string, error) {
 	tb.Helper()
 	raw := storetest.RawDB(tb, db.Path)
 	rows, err := raw.Query(q)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/broker"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
@@ -36,7 +36,7 @@ func metricsPayload(prefix string, n int) []byte {
 // --max-metric-name too (0x99), and other devices are not affected.
 func TestBroker_MetricLimits(t *testing.T) {
 	db := storetest.MustOpenDB(t)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.MaxMetrics, w.MaxMetricName = 100, 32
 	if err := w.Open(); err != nil {
 		t.Fatal(err)

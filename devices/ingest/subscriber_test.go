@@ -17,7 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/telehub/telehub/devices/ingest"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
@@ -44,7 +44,7 @@ func mustBroker(tb testing.TB) (*mqtt.Server, string) {
 }
 
 // mustSubscriber opens a Subscriber on url storing into w.
-func mustSubscriber(tb testing.TB, url string, w *store.Writer, configure ...func(*ingest.Subscriber)) *ingest.Subscriber {
+func mustSubscriber(tb testing.TB, url string, w *sqlite.Writer, configure ...func(*ingest.Subscriber)) *ingest.Subscriber {
 	tb.Helper()
 	s := ingest.New(url, w)
 	s.Logger = slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
@@ -70,7 +70,7 @@ func waitFor(tb testing.TB, what string, ok func() bool) {
 	}
 }
 
-func count(tb testing.TB, db *store.DB) int {
+func count(tb testing.TB, db *sqlite.DB) int {
 	tb.Helper()
 	var n int
 	storetest.RawDB(tb, db.Path).QueryRow(`SELECT count(*) FROM messages`).Scan(&n)

@@ -12,20 +12,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 // MustOpenDB opens a database file in a temporary directory with migrations
 // applied; it is closed at the end of the test.
-func MustOpenDB(tb testing.TB) *store.DB {
+func MustOpenDB(tb testing.TB) *sqlite.DB {
 	tb.Helper()
 	return MustOpenDBPath(tb, filepath.Join(tb.TempDir(), "telehub.db"))
 }
 
 // MustOpenDBPath opens the database at path; it is closed at the end of the test.
-func MustOpenDBPath(tb testing.TB, path string) *store.DB {
+func MustOpenDBPath(tb testing.TB, path string) *sqlite.DB {
 	tb.Helper()
-	db := store.NewDB(path)
+	db := sqlite.NewDB(path)
 	if err := db.Open(); err != nil {
 		tb.Fatal(err)
 	}
@@ -34,9 +34,9 @@ func MustOpenDBPath(tb testing.TB, path string) *store.DB {
 }
 
 // MustOpenWriter starts a Writer on db; it is closed at the end of the test.
-func MustOpenWriter(tb testing.TB, db *store.DB) *store.Writer {
+func MustOpenWriter(tb testing.TB, db *sqlite.DB) *sqlite.Writer {
 	tb.Helper()
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	if err := w.Open(); err != nil {
 		tb.Fatal(err)
 	}

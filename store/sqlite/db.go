@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"modernc.org/sqlite"
+	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
@@ -195,7 +195,7 @@ func (db *DB) checkApplication() error {
 
 // describe turns SQLite's terse errors into ones a user can act on.
 func describe(err error) error {
-	var se *sqlite.Error
+	var se *msqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff {
 		case sqlite3.SQLITE_NOTADB:
@@ -213,7 +213,7 @@ func describe(err error) error {
 // type or size limit) rather than the database as a whole (full, busy,
 // unreadable): writing the other rows alone can then succeed.
 func rowError(err error) bool {
-	var se *sqlite.Error
+	var se *msqlite.Error
 	if !errors.As(err, &se) {
 		return false
 	}

@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
@@ -73,7 +73,7 @@ func TestWriter_Write(t *testing.T) {
 		db := MustOpenDB(t)
 		var committed []devices.Message
 		var mu sync.Mutex
-		w := store.NewWriter(db)
+		w := sqlite.NewWriter(db)
 		w.OnCommit = func(b []devices.Message) {
 			mu.Lock()
 			committed = append(committed, b...)
@@ -169,7 +169,7 @@ func TestWriter_Write(t *testing.T) {
 
 	t.Run("CloseDrains", func(t *testing.T) {
 		db := MustOpenDB(t)
-		w := store.NewWriter(db)
+		w := sqlite.NewWriter(db)
 		if err := w.Open(); err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +202,7 @@ func TestWriter_Write(t *testing.T) {
 
 	t.Run("TryWriteQueueFull", func(t *testing.T) {
 		db := MustOpenDB(t)
-		w := store.NewWriter(db)
+		w := sqlite.NewWriter(db)
 		w.QueueSize = 1
 		block := make(chan struct{})
 		w.OnCommit = func([]devices.Message) { <-block } // stall the pipeline
@@ -273,7 +273,7 @@ func TestWriter_OnePerDatabase(t *testing.T) {
 	db1 := MustOpenDBPath(t, path)
 	MustOpenWriter(t, db1)
 	db2 := MustOpenDBPath(t, path)
-	w2 := store.NewWriter(db2)
+	w2 := sqlite.NewWriter(db2)
 	err := w2.Open()
 	if err == nil {
 		w2.Close(context.Background())

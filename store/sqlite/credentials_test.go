@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -7,13 +7,13 @@ import (
 	"testing"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
 func TestCredentials_Devices(t *testing.T) {
 	db := MustOpenDB(t)
-	c := store.NewCredentials(db)
+	c := sqlite.NewCredentials(db)
 	ctx := context.Background()
 
 	tok, err := c.AddDevice(ctx, "kitchen")
@@ -72,7 +72,7 @@ func TestCredentials_Devices(t *testing.T) {
 }
 
 func TestCredentials_Tokens(t *testing.T) {
-	c := store.NewCredentials(MustOpenDB(t))
+	c := sqlite.NewCredentials(MustOpenDB(t))
 	ctx := context.Background()
 	if has, err := c.HasTokens(ctx); has || err != nil {
 		t.Fatalf("HasTokens before any: %v, %v", has, err)

@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
 // rollupsCaughtUp waits until the rollups hold every committed message.
-func rollupsCaughtUp(t *testing.T, db *store.DB, w *store.Writer) {
+func rollupsCaughtUp(t *testing.T, db *sqlite.DB, w *sqlite.Writer) {
 	t.Helper()
 	raw := storetest.RawDB(t, db.Path)
 	deadline := time.Now().Add(30 * time.Second)
@@ -34,7 +34,7 @@ func rollupsCaughtUp(t *testing.T, db *store.DB, w *store.Writer) {
 }
 
 // sameSeries compares a rollup answer with the raw one for every agg.
-func sameSeries(t *testing.T, s *store.MessageService, q devices.SeriesQuery) {
+func sameSeries(t *testing.T, s *sqlite.MessageService, q devices.SeriesQuery) {
 	t.Helper()
 	for _, agg := range devices.Aggs {
 		q.Agg = agg
@@ -42,7 +42,7 @@ func sameSeries(t *testing.T, s *store.MessageService, q devices.SeriesQuery) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, err := store.SeriesRaw(s, context.Background(), q)
+		want, err := sqlite.SeriesRaw(s, context.Background(), q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,14 +62,14 @@ func sameSeries(t *testing.T, s *store.MessageService, q devices.SeriesQuery) {
 
 func TestRollups(t *testing.T) {
 	db := MustOpenDB(t)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.FlushInterval = 20 * time.Millisecond
 	w.RollupInterval = 20 * time.Millisecond
 	if err := w.Open(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { w.Close(context.Background()) }()
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	rng := rand.New(rand.NewPCG(3, 4))
 	const hours = int64(3)
 	base := int64(1_764_460_800_000) // on an hour boundary
@@ -96,7 +96,7 @@ func TestRollups(t *testing.T) {
 		// Messages the rollups do not hold yet still count: here the
 		// builder never runs, so every message is above the watermark.
 		db2 := MustOpenDB(t)
-		w2 := store.NewWriter(db2)
+		w2 := sqlite.NewWriter(db2)
 		w2.FlushInterval, w2.RollupInterval = time.Hour, time.Hour
 		if err := w2.Open(); err != nil {
 			t.Fatal(err)
@@ -105,7 +105,7 @@ func TestRollups(t *testing.T) {
 		writeAll(t, w2, gen(2000))
 		for _, iv := range []int64{60_000, 3_600_000} {
 			q.Interval = iv
-			sameSeries(t, store.NewMessageService(db2), q)
+			sameSeries(t, sqlite.NewMessageService(db2), q)
 		}
 	})
 
@@ -120,7 +120,7 @@ func TestRollups(t *testing.T) {
 			t.Fatal(err)
 		}
 		raw.Exec(`UPDATE meta SET value = 0 WHERE key = 'rollup_seq'`)
-		w = store.NewWriter(db)
+		w = sqlite.NewWriter(db)
 		w.FlushInterval, w.RollupInterval = 20*time.Millisecond, 20*time.Millisecond
 		if err := w.Open(); err != nil {
 			t.Fatal(err)
@@ -159,7 +159,7 @@ func TestRollups(t *testing.T) {
 // and rollups keep reaching the database.
 func TestRollups_ExtremeValues(t *testing.T) {
 	db := MustOpenDB(t)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.RollupInterval = 20 * time.Millisecond
 	w.FlushInterval = 20 * time.Millisecond
 	if err := w.Open(); err != nil {
@@ -182,7 +182,7 @@ func TestRollups_ExtremeValues(t *testing.T) {
 	if _, err := w.DeleteMessages(context.Background(), "other", devices.MinTime, base+10); err != nil {
 		t.Fatalf("deleting another device's messages: %v", err)
 	}
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	for _, interval := range []int64{60_000, 1000} { // from rollups, and raw
 		got, err := s.Series(context.Background(), devices.SeriesQuery{Device: "huge", Metrics: []string{"v"}, From: base, To: base + 59_999, Interval: interval, Agg: devices.AggSum, Limit: 100})
 		if err != nil {
@@ -201,7 +201,7 @@ func TestRollups_ExtremeValues(t *testing.T) {
 // bucket and the watermark still reach the database.
 func TestRollups_BadBucketIsolated(t *testing.T) {
 	db := MustOpenDB(t)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.RollupInterval = 20 * time.Millisecond
 	if err := w.Open(); err != nil {
 		t.Fatal(err)
@@ -230,7 +230,7 @@ func TestRollups_BadBucketIsolated(t *testing.T) {
 // device without its rollups and events. It is all or nothing.
 func TestWriter_DeleteDeviceAtomic(t *testing.T) {
 	db := MustOpenDB(t)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.RollupInterval = 20 * time.Millisecond
 	if err := w.Open(); err != nil {
 		t.Fatal(err)
@@ -259,7 +259,7 @@ func TestWriter_DeleteDeviceAtomic(t *testing.T) {
 func TestRollups_Rounds(t *testing.T) {
 	dir := t.TempDir()
 	db := MustOpenDBPath(t, filepath.Join(dir, "telehub.db"))
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.FlushInterval, w.RollupInterval = time.Hour, time.Hour // rounds only by hand
 	if err := w.Open(); err != nil {
 		t.Fatal(err)
@@ -278,8 +278,8 @@ func TestRollups_Rounds(t *testing.T) {
 		}
 		return in
 	}
-	s := store.NewMessageService(db)
-	check := func(s *store.MessageService, when string) {
+	s := sqlite.NewMessageService(db)
+	check := func(s *sqlite.MessageService, when string) {
 		t.Helper()
 		for _, dev := range []string{"d0", "d57", "d599"} {
 			for _, iv := range []int64{60_000, 3_600_000} {
@@ -316,12 +316,12 @@ func TestRollups_Rounds(t *testing.T) {
 		}
 	}
 	db2 := MustOpenDBPath(t, crashed)
-	w2 := store.NewWriter(db2)
+	w2 := sqlite.NewWriter(db2)
 	w2.FlushInterval, w2.RollupInterval = 20*time.Millisecond, 20*time.Millisecond
 	if err := w2.Open(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { w2.Close(context.Background()) }()
 	rollupsCaughtUp(t, db2, w2)
-	check(store.NewMessageService(db2), "after a crash mid-round")
+	check(sqlite.NewMessageService(db2), "after a crash mid-round")
 }

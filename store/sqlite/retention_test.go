@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
-func openWriter(t *testing.T, db *store.DB, configure func(*store.Writer)) *store.Writer {
+func openWriter(t *testing.T, db *sqlite.DB, configure func(*sqlite.Writer)) *sqlite.Writer {
 	t.Helper()
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	configure(w)
 	if err := w.Open(); err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func reading(device string, ts int64, payload string) devices.Message {
 // finds nothing to do.
 func TestWriter_Retention(t *testing.T) {
 	db := MustOpenDB(t)
-	w := openWriter(t, db, func(w *store.Writer) { w.Retention = 72 * time.Hour })
+	w := openWriter(t, db, func(w *sqlite.Writer) { w.Retention = 72 * time.Hour })
 	ctx := context.Background()
 	now := time.Now()
 	var in []devices.Message
@@ -78,7 +78,7 @@ func TestWriter_Retention(t *testing.T) {
 		}
 	}
 	// Charts of the deleted hours are empty too (rollups went with them).
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	s.Writer = w
 	series, err := s.Series(ctx, devices.SeriesQuery{Device: "a", Metrics: []string{"v"}, From: now.Add(-240 * time.Hour).UnixMilli(), To: now.UnixMilli(), Interval: hour, Agg: devices.AggCount, Limit: 1000})
 	if err != nil {
@@ -102,7 +102,7 @@ func TestWriter_Retention(t *testing.T) {
 	}
 	// Overrides survive a restart.
 	w.Close(ctx)
-	w2 := openWriter(t, db, func(w *store.Writer) { w.Retention = 72 * time.Hour })
+	w2 := openWriter(t, db, func(w *sqlite.Writer) { w.Retention = 72 * time.Hour })
 	if d, own, _ := w2.RetentionOf(ctx, "keep"); d != 0 || !own {
 		t.Fatalf("keep after restart: %v own=%v", d, own)
 	}
@@ -113,7 +113,7 @@ func TestWriter_Retention(t *testing.T) {
 func TestWriter_MaxDBSize(t *testing.T) {
 	db := MustOpenDB(t)
 	const max = 4 << 20
-	w := openWriter(t, db, func(w *store.Writer) { w.MaxDBSize = max })
+	w := openWriter(t, db, func(w *sqlite.Writer) { w.MaxDBSize = max })
 	pad := strings.Repeat("x", 1000)
 	var in []devices.Message
 	for i := 0; i < 12000; i++ { // about 12 MB

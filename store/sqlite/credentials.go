@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	"modernc.org/sqlite"
+	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/telehub/telehub/devices"
@@ -171,6 +171,6 @@ func (c *Credentials) AuthenticateToken(ctx context.Context, token string) (devi
 
 // isUniqueViolation reports a PRIMARY KEY or UNIQUE constraint failure.
 func isUniqueViolation(err error) bool {
-	var se *sqlite.Error
+	var se *msqlite.Error
 	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE)
 }

@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 func TestDB_Open(t *testing.T) {
@@ -22,8 +22,8 @@ func TestDB_Open(t *testing.T) {
 		raw := rawDB(t, db.Path)
 		raw.QueryRow(`PRAGMA journal_mode`).Scan(&mode)
 		raw.QueryRow(`PRAGMA application_id`).Scan(&appID)
-		if mode != "wal" || appID != store.ApplicationID {
-			t.Fatalf("journal_mode=%s application_id=%#x, want wal %#x", mode, appID, store.ApplicationID)
+		if mode != "wal" || appID != sqlite.ApplicationID {
+			t.Fatalf("journal_mode=%s application_id=%#x, want wal %#x", mode, appID, sqlite.ApplicationID)
 		}
 		db.Close()
 		// Reopening applies no migration twice.
@@ -38,7 +38,7 @@ func TestDB_Open(t *testing.T) {
 		}
 		other.Close()
 		before, _ := os.ReadFile(path)
-		err := store.NewDB(path).Open()
+		err := sqlite.NewDB(path).Open()
 		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a Telehub database") {
 			t.Fatalf("err=%v, want a refusal naming %s", err, path)
 		}
@@ -51,7 +51,7 @@ func TestDB_Open(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "garbage.db")
 		junk := bytes.Repeat([]byte("not a database at all "), 400)
 		os.WriteFile(path, junk, 0o644)
-		err := store.NewDB(path).Open()
+		err := sqlite.NewDB(path).Open()
 		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a SQLite database") {
 			t.Fatalf("err=%v, want a clear error naming %s", err, path)
 		}
@@ -62,13 +62,13 @@ func TestDB_Open(t *testing.T) {
 
 	t.Run("ErrMissingDirectory", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "no", "such", "dir", "t.db")
-		if err := store.NewDB(path).Open(); err == nil || !strings.Contains(err.Error(), path) {
+		if err := sqlite.NewDB(path).Open(); err == nil || !strings.Contains(err.Error(), path) {
 			t.Fatalf("err=%v, want an error naming %s", err, path)
 		}
 	})
 
 	t.Run("ErrPathRequired", func(t *testing.T) {
-		if err := store.NewDB("").Open(); err == nil {
+		if err := sqlite.NewDB("").Open(); err == nil {
 			t.Fatal("no error for empty path")
 		}
 	})

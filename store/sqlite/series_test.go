@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 func TestMessageService_Series(t *testing.T) {
@@ -21,7 +21,7 @@ func TestMessageService_Series(t *testing.T) {
 			TS: ts, Received: ts, Flags: flags, Payload: payload, Values: values})
 	}
 	writeAll(t, w, in)
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	ctx := context.Background()
 	q := devices.SeriesQuery{Device: "s", Metrics: []string{"temp"}, From: 0, To: 599_999, Interval: 60_000, Limit: 1000}
 	for agg, want := range map[devices.Agg]func(k int) float64{

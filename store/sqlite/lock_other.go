@@ -1,6 +1,6 @@
 //go:build !unix
 
-package store
+package sqlite
 
 // writerLock is a no-op where flock(2) does not exist: there, run one hub
 // per database file by hand.

@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 func TestMessageService_ListMessages(t *testing.T) {
@@ -21,7 +21,7 @@ func TestMessageService_ListMessages(t *testing.T) {
 		in = append(in, m)
 	}
 	writeAll(t, w, in)
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	ctx := context.Background()
 
 	t.Run("NewestFirstByTS", func(t *testing.T) {
@@ -80,14 +80,14 @@ func TestMessageService_ListMessages(t *testing.T) {
 		}
 	})
 	t.Run("ErrInvalid", func(t *testing.T) {
-		for _, f := range []devices.MessageFilter{{Limit: 0}, {Limit: -1}, {Limit: store.MaxListLimit + 1}, {Limit: 1, From: 10, To: 5}} {
+		for _, f := range []devices.MessageFilter{{Limit: 0}, {Limit: -1}, {Limit: sqlite.MaxListLimit + 1}, {Limit: 1, From: 10, To: 5}} {
 			if _, err := s.ListMessages(ctx, f); !errors.Is(err, devices.ErrInvalid) {
 				t.Errorf("%+v: err=%v, want ErrInvalid", f, err)
 			}
 		}
 	})
 	t.Run("ListDevices", func(t *testing.T) {
-		s := store.NewMessageService(db)
+		s := sqlite.NewMessageService(db)
 		s.Writer = w
 		ds, err := s.ListDevices(ctx)
 		if err != nil || len(ds) != 2 || ds[0].ID != "a" || ds[0].MessageCount != 15 || ds[0].Latest["temp"].Value == nil {
@@ -108,7 +108,7 @@ func TestMessageService_PagesWithTies(t *testing.T) {
 		in = append(in, m)
 	}
 	writeAll(t, w, in)
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	for _, desc := range []bool{true, false} {
 		seen := map[devices.Seq]bool{}
 		f := devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Device: "t", Limit: 3, Desc: desc}
@@ -155,17 +155,17 @@ func TestQueryPlans(t *testing.T) {
 		{"history range", devices.MessageFilter{From: 5, To: 9, Limit: 10}, 1},
 		{"history next page", devices.MessageFilter{From: devices.MinTime, To: devices.MaxTime, Limit: 10, Desc: true, After: &devices.Position{TS: 7, Seq: 3}}, 1},
 	} {
-		q, args := store.MessagesQuery(tt.f, tt.dev)
+		q, args := sqlite.MessagesQuery(tt.f, tt.dev)
 		queries = append(queries, query{tt.name, q, args})
 	}
 	for _, tt := range []struct {
 		name string
 		dev  int64
 	}{{"replay all", 0}, {"replay one device, recent", 1}} {
-		q, args := store.ReplayQuery(tt.dev, 5, 100)
+		q, args := sqlite.ReplayQuery(tt.dev, 5, 100)
 		queries = append(queries, query{tt.name, q, args})
 	}
-	queries = append(queries, query{"replay one device, far back: its seqs", store.ReplayFarSeqs, []any{1, 5, 100}})
+	queries = append(queries, query{"replay one device, far back: its seqs", sqlite.ReplayFarSeqs, []any{1, 5, 100}})
 	for _, tt := range queries {
 		q, args := tt.q, tt.args
 		rows, err := raw.Query(`EXPLAIN QUERY PLAN `+q, args...)
@@ -195,13 +195,13 @@ func TestMessageService_Replay(t *testing.T) {
 	db := MustOpenDB(t)
 	w := MustOpenWriter(t, db)
 	var in []devices.Message
-	for i := 0; i < 2*store.ReplayScanLimit/100+2500; i++ { // several pages per device
+	for i := 0; i < 2*sqlite.ReplayScanLimit/100+2500; i++ { // several pages per device
 		m := msg([]string{"a", "b", "c"}[i%3], i)
 		m.TS = int64(i % 1000) // ts order differs from seq order, with ties
 		in = append(in, m)
 	}
 	writeAll(t, w, in)
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	ctx := context.Background()
 	for _, tt := range []struct {
 		name        string
@@ -210,7 +210,7 @@ func TestMessageService_Replay(t *testing.T) {
 	}{
 		{"all", "", 10, devices.Seq(len(in) - 5)},
 		{"one device recent", "b", 100, 3100},
-		{"one device far back", "b", 0, store.ReplayScanLimit + 1}, // wider than the scan limit: through the device index
+		{"one device far back", "b", 0, sqlite.ReplayScanLimit + 1}, // wider than the scan limit: through the device index
 		{"unknown device", "zzz", 0, 100},
 		{"empty range", "a", 50, 50},
 	} {
@@ -259,7 +259,7 @@ func TestMessageService_ByReceived(t *testing.T) {
 			TS: int64((i*7919)%3000) * 1000, Received: 1_000_000 + int64(i)*10, Payload: p})
 	}
 	writeAll(t, w, in)
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	ctx := context.Background()
 	from, to := int64(1_000_000+1000*10), int64(1_000_000+2000*10) // i in [1000, 2000]
 	var got []devices.Message

@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
 
@@ -18,10 +18,10 @@ import (
 // reach MaxBatch, as under full load. Compare with BenchmarkRawInsert, run
 // in the same invocation (go test -bench 'Writer|RawInsert' ./store).
 func BenchmarkWriter(b *testing.B) {
-	for _, batch := range []int{1000, store.DefaultMaxBatch} {
+	for _, batch := range []int{1000, sqlite.DefaultMaxBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			db := MustOpenDB(b)
-			w := store.NewWriter(db)
+			w := sqlite.NewWriter(db)
 			w.MaxBatch = batch
 			var commits, rows int
 			w.OnCommit = func(m []devices.Message) { commits++; rows += len(m) }
@@ -55,7 +55,7 @@ func BenchmarkWriter(b *testing.B) {
 // prepared single-row INSERT per message in transactions of the given size,
 // with no device bookkeeping (storetest.RawInsertRate).
 func BenchmarkRawInsert(b *testing.B) {
-	for _, batch := range []int{1000, store.DefaultMaxBatch} {
+	for _, batch := range []int{1000, sqlite.DefaultMaxBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			b.ReportMetric(storetest.RawInsertRate(b, b.N, batch), "rows/s")
 		})
@@ -78,7 +78,7 @@ func benchMessages(n int) []devices.Message {
 //	go test -run '^$' -bench RollupFlush ./store
 func BenchmarkRollupFlush(b *testing.B) {
 	db := MustOpenDB(b)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	w.RollupInterval = time.Hour // flushed by hand only
 	if err := w.Open(); err != nil {
 		b.Fatal(err)
@@ -125,7 +125,7 @@ type commitTimes struct {
 	durs []time.Duration
 }
 
-func observeCommits(w *store.Writer) *commitTimes {
+func observeCommits(w *sqlite.Writer) *commitTimes {
 	c := &commitTimes{}
 	w.Observe = func(rows int, d time.Duration) {
 		c.mu.Lock()
@@ -156,7 +156,7 @@ func fleetMessage(d, n int, ts int64) devices.Message {
 // commitsDuring writes one message from each of 1,000 devices, then 300
 // single messages, and reports the median and longest commit among those:
 // what a round started by the first batch adds to the commits that follow.
-func commitsDuring(b *testing.B, w *store.Writer, times *commitTimes) {
+func commitsDuring(b *testing.B, w *sqlite.Writer, times *commitTimes) {
 	base := int64(1_764_460_800_000)
 	for i := 0; i < b.N; i++ {
 		var all []devices.Message
@@ -180,7 +180,7 @@ func commitsDuring(b *testing.B, w *store.Writer, times *commitTimes) {
 //
 //	go test -run '^$' -bench SummaryRound -benchtime 5x ./store
 func BenchmarkSummaryRound(b *testing.B) {
-	w := store.NewWriter(MustOpenDB(b))
+	w := sqlite.NewWriter(MustOpenDB(b))
 	w.FlushInterval, w.RollupInterval = 50*time.Millisecond, time.Hour
 	times := observeCommits(w)
 	if err := w.Open(); err != nil {
@@ -196,7 +196,7 @@ func BenchmarkSummaryRound(b *testing.B) {
 //
 //	go test -run '^$' -bench RollupRoundCommits -benchtime 5x ./store
 func BenchmarkRollupRoundCommits(b *testing.B) {
-	w := store.NewWriter(MustOpenDB(b))
+	w := sqlite.NewWriter(MustOpenDB(b))
 	w.FlushInterval, w.RollupInterval = 20*time.Millisecond, 20*time.Millisecond
 	times := observeCommits(w)
 	if err := w.Open(); err != nil {

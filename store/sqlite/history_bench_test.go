@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"bufio"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
-	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 // History benchmarks run on a seeded database of 10 million messages: 1,000
@@ -28,7 +28,7 @@ const (
 	seedEnd     = int64(1_764_460_800_000) // 2025-11-30T00:00:00Z, Unix ms
 )
 
-func seededDB(b *testing.B) (*store.DB, *store.Writer) {
+func seededDB(b *testing.B) (*sqlite.DB, *sqlite.Writer) {
 	b.Helper()
 	path := os.Getenv("TELEHUB_BENCH_DB")
 	if path == "" {
@@ -36,7 +36,7 @@ func seededDB(b *testing.B) (*store.DB, *store.Writer) {
 	}
 	_, statErr := os.Stat(path)
 	db := MustOpenDBPath(b, path)
-	w := store.NewWriter(db)
+	w := sqlite.NewWriter(db)
 	if err := w.Open(); err != nil {
 		b.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func seededDB(b *testing.B) (*store.DB, *store.Writer) {
 }
 
 // waitRollups waits until the writer has rolled up every message.
-func waitRollups(b *testing.B, db *store.DB, w *store.Writer) {
+func waitRollups(b *testing.B, db *sqlite.DB, w *sqlite.Writer) {
 	start := time.Now()
 	for {
 		var seq int64
@@ -95,7 +95,7 @@ func waitRollups(b *testing.B, db *store.DB, w *store.Writer) {
 
 func BenchmarkHistory(b *testing.B) {
 	db, w := seededDB(b)
-	s := store.NewMessageService(db)
+	s := sqlite.NewMessageService(db)
 	s.Writer = w
 	ctx := context.Background()
 	day := int64(86_400_000)
