@@ -1,21 +1,10 @@
 package dashboard
 
 import (
-	"context"
-	"time"
-
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/telehub/telehub/devices"
 )
-
-// RetentionService keeps each device's messages for a while; store.Writer
-// implements it.
-type RetentionService interface {
-	RetentionOf(ctx context.Context, device string) (time.Duration, bool, error)
-	SetRetention(ctx context.Context, device string, d time.Duration) error
-	ClearRetention(ctx context.Context, device string) error
-}
 
 func (s *Server) retentionBody(c *fiber.Ctx, id string) error {
 	d, own, err := s.Retention.RetentionOf(c.UserContext(), id)
@@ -79,12 +68,6 @@ func (s *Server) handleClearRetention(c *fiber.Ctx) error {
 		return err
 	}
 	return s.retentionBody(c, id)
-}
-
-// EventLister lists a device's status events, newest first;
-// store.MessageService implements it.
-type EventLister interface {
-	StatusEvents(ctx context.Context, device string, limit int) ([]devices.StatusEvent, error)
 }
 
 // handleEvents serves GET /api/v1/devices/{id}/events?limit=: the status

@@ -55,9 +55,9 @@ type Server struct {
 	// Backup writes database copies for POST /api/v1/backup; nil disables it.
 	Backup Backuper
 	// Events lists devices' status events; nil disables that route.
-	Events EventLister
+	Events devices.EventLog
 	// Retention reads and sets per-device retention; nil disables those routes.
-	Retention RetentionService
+	Retention devices.RetentionService
 	// Stats are ingestion counters shown by /api/v1/stats. Optional.
 	Stats *devices.Stats
 	// Ready reports whether the hub can take and store messages; nil means

@@ -68,10 +68,8 @@ type MessageService interface {
 	Series(ctx context.Context, q SeriesQuery) (*Series, error)
 	// Replay calls fn for every stored message with after < Seq <= upTo,
 	// of one device or of all (device ""), and stops at fn's first error,
-	// which it returns. Messages come in sequence order, except when one
-	// device is replayed from far back, where they come in TS order (the
-	// device's history index); either way each comes exactly once. An
-	// unknown device replays nothing.
+	// which it returns. Messages come in sequence order, each exactly once.
+	// An unknown device replays nothing.
 	Replay(ctx context.Context, device string, after, upTo Seq, fn func(*Message) error) error
 	// LastSeq returns the highest sequence number committed so far.
 	LastSeq() Seq

@@ -14,7 +14,7 @@ import (
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/devices/broker"
 	"github.com/telehub/telehub/devices/ingest"
-	"github.com/telehub/telehub/store/sqlite"
+	"github.com/telehub/telehub/store"
 )
 
 // Config is the hub's configuration. Every field has a flag and a TELEHUB_*
@@ -143,11 +143,11 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	str(&c.TopicTelemetry, "topic-telemetry", devices.DefaultTelemetryPattern, "telemetry topic pattern; {device} marks the device id level")
 	str(&c.TopicStatus, "topic-status", devices.DefaultStatusPattern, "status topic pattern; {device} marks the device id level; empty for none")
 	num(&c.MaxPayload, "max-payload", broker.DefaultMaxPayload, "largest payload stored, bytes; larger publishes are refused and counted")
-	num(&c.MaxMetrics, "max-metrics", sqlite.DefaultMaxMetrics, "most metric names one device may have; a message that would add more is refused and counted")
-	num(&c.MaxMetricName, "max-metric-name", sqlite.DefaultMaxMetricName, "longest metric name accepted, bytes; a message with a longer one is refused and counted")
-	num(&c.BatchMax, "batch-max", sqlite.DefaultMaxBatch, "most messages committed in one transaction")
-	dur(&c.CommitLinger, "commit-linger", sqlite.DefaultLinger, "with fewer than 64 messages queued, wait this long for more before a commit (fewer, larger commits); 0 commits at once")
-	num(&c.QueueSize, "queue-size", sqlite.DefaultQueueSize, "ingest queue capacity, messages; when full QoS 1 waits and QoS 0 is dropped and counted")
+	num(&c.MaxMetrics, "max-metrics", store.DefaultMaxMetrics, "most metric names one device may have; a message that would add more is refused and counted")
+	num(&c.MaxMetricName, "max-metric-name", store.DefaultMaxMetricName, "longest metric name accepted, bytes; a message with a longer one is refused and counted")
+	num(&c.BatchMax, "batch-max", store.DefaultMaxBatch, "most messages committed in one transaction")
+	dur(&c.CommitLinger, "commit-linger", store.DefaultLinger, "with fewer than 64 messages queued, wait this long for more before a commit (fewer, larger commits); 0 commits at once")
+	num(&c.QueueSize, "queue-size", store.DefaultQueueSize, "ingest queue capacity, messages; when full QoS 1 waits and QoS 0 is dropped and counted")
 	num(&c.WSQueue, "ws-queue", dashboard.DefaultWSQueue, "committed batches buffered per WebSocket client before it is resynchronised")
 	dur(&c.WSWriteTimeout, "ws-write-timeout", dashboard.DefaultWSWriteTimeout, "a WebSocket client that does not read for this long is disconnected")
 	str(&c.AllowedOrigins, "allowed-origins", "", "comma-separated extra browser origins allowed to open the WebSocket and change things")

@@ -35,7 +35,7 @@ func mustHub(t *testing.T) (mqttURL, httpURL string) {
 		t.Fatal(err)
 	}
 	msgs := sqlite.NewMessageService(db)
-	msgs.Writer = w
+	msgs.Summaries = w.Summaries()
 	s := dashboard.NewServer(msgs, feed)
 	s.Addr = "127.0.0.1:0"
 	if err := s.Open(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
 	"github.com/telehub/telehub/store/sqlite"
 	"github.com/telehub/telehub/store/storetest"
 )
@@ -18,7 +19,7 @@ import (
 // reach MaxBatch, as under full load. Compare with BenchmarkRawInsert, run
 // in the same invocation (go test -bench 'Writer|RawInsert' ./store).
 func BenchmarkWriter(b *testing.B) {
-	for _, batch := range []int{1000, sqlite.DefaultMaxBatch} {
+	for _, batch := range []int{1000, store.DefaultMaxBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			db := MustOpenDB(b)
 			w := sqlite.NewWriter(db)
@@ -55,7 +56,7 @@ func BenchmarkWriter(b *testing.B) {
 // prepared single-row INSERT per message in transactions of the given size,
 // with no device bookkeeping (storetest.RawInsertRate).
 func BenchmarkRawInsert(b *testing.B) {
-	for _, batch := range []int{1000, sqlite.DefaultMaxBatch} {
+	for _, batch := range []int{1000, store.DefaultMaxBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			b.ReportMetric(storetest.RawInsertRate(b, b.N, batch), "rows/s")
 		})

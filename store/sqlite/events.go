@@ -15,7 +15,7 @@ func (w *Writer) SetStatus(ctx context.Context, ev devices.StatusEvent) error {
 	if err := devices.ValidateDeviceID(ev.Device); err != nil {
 		return err
 	}
-	return w.run(ctx, func() (err error) {
+	return w.Run(ctx, func() (err error) {
 		tx, err := w.conn.BeginTx(ctx, nil)
 		if err != nil {
 			return describe(err)
@@ -27,23 +27,19 @@ func (w *Writer) SetStatus(ctx context.Context, ev devices.StatusEvent) error {
 		}
 		defer func() {
 			if err != nil && created { // the row was rolled back
-				w.mu.Lock()
-				delete(w.devs, ev.Device)
-				w.mu.Unlock()
+				w.sums.Remove(ev.Device)
 			}
 		}()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO device_events (device_id, at, status, reason) VALUES (?, ?, ?, ?)`, d.id, ev.At, ev.Status, ev.Reason); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO device_events (device_id, at, status, reason) VALUES (?, ?, ?, ?)`, d.ID, ev.At, ev.Status, ev.Reason); err != nil {
 			return describe(err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET status = ?, status_at = ? WHERE id = ?`, ev.Status, ev.At, d.id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET status = ?, status_at = ? WHERE id = ?`, ev.Status, ev.At, d.ID); err != nil {
 			return describe(err)
 		}
 		if err := tx.Commit(); err != nil {
 			return describe(err)
 		}
-		w.mu.Lock()
-		d.dev.Status, d.dev.StatusAt = ev.Status, ev.At
-		w.mu.Unlock()
+		w.sums.Update(d, func(dv *devices.Device) { dv.Status, dv.StatusAt = ev.Status, ev.At })
 		if w.OnStatus != nil {
 			w.OnStatus(ev)
 		}

@@ -12,7 +12,7 @@ var (
 
 // FlushRollups writes the pending rollup deltas now, on the write loop.
 func (w *Writer) FlushRollups(ctx context.Context) error {
-	return w.run(ctx, func() error { return w.flushRollups(ctx) })
+	return w.Run(ctx, func() error { return w.flushRollups(ctx) })
 }
 
 // RollupRoundStep begins a rollup round unless one is under way, then
@@ -20,7 +20,7 @@ func (w *Writer) FlushRollups(ctx context.Context) error {
 // still under way.
 func (w *Writer) RollupRoundStep(ctx context.Context) (bool, error) {
 	var more bool
-	err := w.run(ctx, func() error {
+	err := w.Run(ctx, func() error {
 		if w.roll.round == nil {
 			if err := w.startRollupRound(ctx); err != nil {
 				return err

@@ -96,7 +96,7 @@ func waitRollups(b *testing.B, db *sqlite.DB, w *sqlite.Writer) {
 func BenchmarkHistory(b *testing.B) {
 	db, w := seededDB(b)
 	s := sqlite.NewMessageService(db)
-	s.Writer = w
+	s.Summaries = w.Summaries()
 	ctx := context.Background()
 	day := int64(86_400_000)
 	b.Run("last100", func(b *testing.B) {

@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
 )
 
 // MaxListLimit caps MessageFilter.Limit: a safety bound on one query's
@@ -21,10 +21,11 @@ const MaxListLimit = 100000
 // so queries never wait for the writer (WAL readers see the last commit).
 type MessageService struct {
 	db *DB
-	// Writer, when one runs in this process, supplies the current device
-	// summaries and sequence number from memory; the saved rows trail it by
-	// up to its FlushInterval. Nil means read everything from the file.
-	Writer *Writer
+	// Summaries, when a Writer runs in this process (Writer.Summaries),
+	// supply the current device summaries and sequence number from memory;
+	// the saved rows trail them by up to the writer's FlushInterval. Nil
+	// means read everything from the file.
+	Summaries *store.Summaries
 
 	far chan struct{} // replays from far back under way (replayFar)
 }
@@ -42,8 +43,8 @@ func NewMessageService(db *DB) *MessageService {
 
 // LastSeq implements devices.MessageService.
 func (s *MessageService) LastSeq() devices.Seq {
-	if s.Writer != nil {
-		return s.Writer.LastSeq()
+	if s.Summaries != nil {
+		return s.Summaries.Seq()
 	}
 	var seq sql.NullInt64
 	s.db.read.QueryRow(`SELECT max(seq) FROM messages`).Scan(&seq)
@@ -69,8 +70,8 @@ func scanDevice(sc interface{ Scan(...any) error }) (*devices.Device, error) {
 
 // FindDevice implements devices.MessageService.
 func (s *MessageService) FindDevice(ctx context.Context, id string) (*devices.Device, error) {
-	if s.Writer != nil {
-		return s.Writer.Device(id)
+	if s.Summaries != nil {
+		return s.Summaries.Device(id)
 	}
 	d, err := scanDevice(s.db.read.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE name = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -81,10 +82,8 @@ func (s *MessageService) FindDevice(ctx context.Context, id string) (*devices.De
 
 // ListDevices implements devices.MessageService.
 func (s *MessageService) ListDevices(ctx context.Context) ([]*devices.Device, error) {
-	if s.Writer != nil {
-		list := s.Writer.Devices()
-		sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
-		return list, nil
+	if s.Summaries != nil {
+		return s.Summaries.Devices(), nil
 	}
 	rows, err := s.db.read.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices ORDER BY name`)
 	if err != nil {

@@ -88,7 +88,7 @@ func TestMessageService_ListMessages(t *testing.T) {
 	})
 	t.Run("ListDevices", func(t *testing.T) {
 		s := sqlite.NewMessageService(db)
-		s.Writer = w
+		s.Summaries = w.Summaries()
 		ds, err := s.ListDevices(ctx)
 		if err != nil || len(ds) != 2 || ds[0].ID != "a" || ds[0].MessageCount != 15 || ds[0].Latest["temp"].Value == nil {
 			t.Fatalf("ListDevices=%+v, %v", ds, err)

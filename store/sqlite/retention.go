@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
 )
 
 // retentionChunk is how many messages one retention step deletes. Each step
@@ -13,23 +14,11 @@ import (
 // so retention never holds ingestion up for more than one step.
 const retentionChunk = 1000
 
-// RetentionResult tells what one retention pass did.
-type RetentionResult struct {
-	// Deleted counts the messages deleted, BySize those of them deleted to
-	// keep the database under MaxDBSize.
-	Deleted, BySize int64
-	// Devices counts the devices that lost messages to their retention.
-	Devices int
-	// Took is the whole pass; LongestStep the longest single delete, the
-	// most that ingestion waited for it.
-	Took, LongestStep time.Duration
-}
-
 // RunRetention runs a retention pass now (it also runs every
 // RetentionInterval).
-func (w *Writer) RunRetention(ctx context.Context) (RetentionResult, error) {
-	var res RetentionResult
-	err := w.run(ctx, func() (err error) { res, err = w.retain(time.Now()); return err })
+func (w *Writer) RunRetention(ctx context.Context) (devices.RetentionResult, error) {
+	var res devices.RetentionResult
+	err := w.Run(ctx, func() (err error) { res, err = w.retain(time.Now()); return err })
 	return res, err
 }
 
@@ -42,7 +31,7 @@ func (w *Writer) SetRetention(ctx context.Context, device string, d time.Duratio
 	if d < 0 {
 		return fmt.Errorf("%w: retention must not be negative", devices.ErrInvalid)
 	}
-	return w.run(ctx, func() error {
+	return w.Run(ctx, func() error {
 		if _, err := w.conn.ExecContext(ctx, `INSERT INTO retention_overrides (device, retention) VALUES (?, ?)
 			ON CONFLICT (device) DO UPDATE SET retention = excluded.retention`, device, d.Milliseconds()); err != nil {
 			return describe(err)
@@ -55,7 +44,7 @@ func (w *Writer) SetRetention(ctx context.Context, device string, d time.Duratio
 
 // ClearRetention removes a device's own retention.
 func (w *Writer) ClearRetention(ctx context.Context, device string) error {
-	return w.run(ctx, func() error {
+	return w.Run(ctx, func() error {
 		if _, err := w.conn.ExecContext(ctx, `DELETE FROM retention_overrides WHERE device = ?`, device); err != nil {
 			return describe(err)
 		}
@@ -70,7 +59,7 @@ func (w *Writer) ClearRetention(ctx context.Context, device string) error {
 func (w *Writer) RetentionOf(ctx context.Context, device string) (time.Duration, bool, error) {
 	var d time.Duration
 	var own bool
-	err := w.run(ctx, func() error {
+	err := w.Run(ctx, func() error {
 		d, own = w.overrides[device]
 		if !own {
 			d = w.Retention
@@ -82,8 +71,8 @@ func (w *Writer) RetentionOf(ctx context.Context, device string) (time.Duration,
 
 // untrim makes the next pass look at device again.
 func (w *Writer) untrim(device string) {
-	if d, ok := w.devs[device]; ok {
-		d.trimmedTo = 0
+	if d := w.sums.Get(device); d != nil {
+		d.TrimmedTo = 0
 	}
 }
 
@@ -112,9 +101,9 @@ func (w *Writer) loadOverrides(ctx context.Context) error {
 // two (nothing to rebuild), and a device is looked at again only when its
 // cutoff has moved on. Size-based: while the database uses more than
 // MaxDBSize, the oldest messages by arrival (lowest seq) go.
-func (w *Writer) retain(now time.Time) (RetentionResult, error) {
+func (w *Writer) retain(now time.Time) (devices.RetentionResult, error) {
 	start := time.Now()
-	var res RetentionResult
+	var res devices.RetentionResult
 	ctx := context.Background()
 	step := func(q string, args ...any) (int64, error) {
 		t := time.Now()
@@ -124,20 +113,12 @@ func (w *Writer) retain(now time.Time) (RetentionResult, error) {
 			return 0, describe(err)
 		}
 		n, _ := r.RowsAffected()
-		if len(w.q) > 0 { // let waiting messages in between steps
-			w.commitRetrying(w.collect(nil))
-		}
+		w.Yield() // let waiting messages in between steps
 		return n, nil
 	}
 
-	w.mu.RLock()
-	list := make([]*devState, 0, len(w.devs))
-	for _, d := range w.devs {
-		list = append(list, d)
-	}
-	w.mu.RUnlock()
-	for _, d := range list {
-		keep, own := w.overrides[d.name]
+	for _, d := range w.sums.All() {
+		keep, own := w.overrides[d.Name]
 		if !own {
 			keep = w.Retention
 		}
@@ -145,12 +126,12 @@ func (w *Writer) retain(now time.Time) (RetentionResult, error) {
 			continue
 		}
 		cutoff := floorDiv(now.UnixMilli()-keep.Milliseconds(), rollupHour) * rollupHour
-		if d.trimmedTo >= cutoff {
+		if d.TrimmedTo >= cutoff {
 			continue
 		}
 		var deleted int64
 		for {
-			n, err := step(`DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE device_id = ? AND ts < ? LIMIT ?)`, d.id, cutoff, retentionChunk)
+			n, err := step(`DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE device_id = ? AND ts < ? LIMIT ?)`, d.ID, cutoff, retentionChunk)
 			if err != nil {
 				return res, err
 			}
@@ -159,30 +140,27 @@ func (w *Writer) retain(now time.Time) (RetentionResult, error) {
 				break
 			}
 		}
-		if _, ok := w.devs[d.name]; !ok {
+		if w.sums.Get(d.Name) == nil {
 			continue // deleted between steps
 		}
 		for k := range w.roll.deltas {
-			if k.device == d.id && k.bucket < cutoff {
+			if k.device == d.ID && k.bucket < cutoff {
 				delete(w.roll.deltas, k)
 			}
 		}
-		for metric := range d.dev.Latest {
-			if _, err := step(`DELETE FROM rollups WHERE device_id = ? AND metric = ? AND res IN (?, ?) AND bucket < ?`, d.id, metric, rollupMinute, rollupHour, cutoff); err != nil {
+		for metric := range d.Device.Latest {
+			if _, err := step(`DELETE FROM rollups WHERE device_id = ? AND metric = ? AND res IN (?, ?) AND bucket < ?`, d.ID, metric, rollupMinute, rollupHour, cutoff); err != nil {
 				return res, err
 			}
 		}
-		if _, err := step(`DELETE FROM device_events WHERE device_id = ? AND at < ?`, d.id, cutoff); err != nil {
+		if _, err := step(`DELETE FROM device_events WHERE device_id = ? AND at < ?`, d.ID, cutoff); err != nil {
 			return res, err
 		}
-		d.trimmedTo = cutoff
+		d.TrimmedTo = cutoff
 		if deleted > 0 {
 			res.Deleted += deleted
 			res.Devices++
-			w.mu.Lock()
-			d.dev.MessageCount = max(d.dev.MessageCount-deleted, 0)
-			d.dirty = true
-			w.mu.Unlock()
+			w.sums.Update(d, func(dv *devices.Device) { dv.MessageCount = max(dv.MessageCount-deleted, 0) })
 		}
 	}
 
@@ -203,15 +181,15 @@ const maxSizeSteps = 200
 
 // trimToSize deletes the oldest messages while the database uses more than
 // MaxDBSize, down to 90% of it.
-func (w *Writer) trimToSize(ctx context.Context, res *RetentionResult) (int64, error) {
+func (w *Writer) trimToSize(ctx context.Context, res *devices.RetentionResult) (int64, error) {
 	used, err := w.usedBytes(ctx)
 	if err != nil || used <= w.MaxDBSize {
 		return 0, err
 	}
 	target := w.MaxDBSize / 10 * 9
-	byID := make(map[int64]*devState, len(w.devs))
-	for _, d := range w.devs {
-		byID[d.id] = d
+	byID := make(map[int64]*store.Summary)
+	for _, d := range w.sums.All() {
+		byID[d.ID] = d
 	}
 	var total int64
 	for i := 0; i < maxSizeSteps && used > target; i++ {
@@ -236,21 +214,16 @@ func (w *Writer) trimToSize(ctx context.Context, res *RetentionResult) (int64, e
 			return total, describe(err)
 		}
 		res.LongestStep = max(res.LongestStep, time.Since(t))
-		w.mu.Lock()
 		for id, c := range counts {
 			if d := byID[id]; d != nil {
-				d.dev.MessageCount = max(d.dev.MessageCount-c, 0)
-				d.dirty = true
+				w.sums.Update(d, func(dv *devices.Device) { dv.MessageCount = max(dv.MessageCount-c, 0) })
 			}
 		}
-		w.mu.Unlock()
 		total += n
 		if n == 0 {
 			break
 		}
-		if len(w.q) > 0 { // let waiting messages in between steps
-			w.commitRetrying(w.collect(nil))
-		}
+		w.Yield() // let waiting messages in between steps
 		if used, err = w.usedBytes(ctx); err != nil {
 			return total, err
 		}

@@ -79,7 +79,7 @@ func TestWriter_Retention(t *testing.T) {
 	}
 	// Charts of the deleted hours are empty too (rollups went with them).
 	s := sqlite.NewMessageService(db)
-	s.Writer = w
+	s.Summaries = w.Summaries()
 	series, err := s.Series(ctx, devices.SeriesQuery{Device: "a", Metrics: []string{"v"}, From: now.Add(-240 * time.Hour).UnixMilli(), To: now.UnixMilli(), Interval: hour, Agg: devices.AggCount, Limit: 1000})
 	if err != nil {
 		t.Fatal(err)

@@ -428,9 +428,7 @@ func (w *Writer) maintainRollups(ctx context.Context, force bool) error {
 		}
 		// Behind (after a restart): keep messages flowing between chunks,
 		// or under steady load the rollups would never catch up.
-		if len(w.q) > 0 {
-			w.commitRetrying(w.collect(nil))
-		}
+		w.Yield()
 	}
 	if force || len(w.roll.deltas) >= rollupMaxDeltas {
 		return w.flushRollups(ctx)

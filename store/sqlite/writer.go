@@ -8,34 +8,20 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
 )
 
 // Defaults for Writer fields.
 const (
-	DefaultMaxBatch       = 4096
-	DefaultQueueSize      = 16384
 	DefaultFlushInterval  = time.Second
 	DefaultRollupInterval = 5 * time.Second
-	// DefaultLinger is Writer.Linger's default.
-	DefaultLinger = 2 * time.Millisecond
-	// DefaultMaxMetrics is how many metric names one device may have.
-	DefaultMaxMetrics = 1000
-	// DefaultMaxMetricName is the longest metric name accepted, in bytes.
-	DefaultMaxMetricName = 128
-	// maxLatestValue is the longest value kept among a device's latest
-	// values, in bytes of JSON; longer ones stay in their message only.
-	maxLatestValue = 1024
 	// DefaultRetentionInterval is how often retention runs.
 	DefaultRetentionInterval = time.Minute
 )
-
-// lingerRows is the queue length below which the writer lingers.
-const lingerRows = 64
 
 // rowsPerInsert is how many rows one INSERT statement carries. Multi-row
 // inserts cut the per-statement cost of database/sql, which dominates with
@@ -51,34 +37,23 @@ const devicesPerFlush = 128
 // devices with many metrics spread over several commits too.
 const summaryBytesPerFlush = 256 << 10
 
-// Writer is the only goroutine that writes messages. It takes Pending
-// messages from a bounded queue and commits them in groups: as soon as one
-// commit is done it commits everything that arrived meanwhile (up to
-// MaxBatch), so batches are small at low load and grow with load, and no
-// timer is ever waited out. After each commit a dispatch goroutine calls
-// every Done callback in order (the broker's acker then writes the PUBACKs)
-// and then OnCommit.
+// Writer is the SQLite backend of the ingest pipeline (store.Pipeline, whose
+// fields it has) and the only writer of the database file: a lock file
+// keeps a second process from opening one. Each batch is one transaction
+// begun by hand on the writer's own connection, with statements prepared
+// once.
 //
-// Device summaries (counts, last seen, latest values) live in memory, are
-// served from there, and are saved every FlushInterval in rounds of at most
-// devicesPerFlush devices per commit. Because they are derived from the
-// messages, a crash loses nothing: Open folds in again every message above
-// meta.summary_seq.
-//
-// A failed commit is retried with backoff until it succeeds or the Writer is
-// closed: nothing accepted is dropped, and while the store is failing the
-// queue fills and producers wait (QoS 1 back-pressure).
+// Device summaries (counts, last seen, latest values) live in memory
+// (store.Summaries, shared with the readers), and are saved every
+// FlushInterval in rounds of at most devicesPerFlush devices, each part
+// riding on a message commit. Because they are derived from the messages, a
+// crash loses nothing: Open folds in again every message above
+// meta.summary_seq. Rollups are built the same way (rollups).
 type Writer struct {
+	store.Pipeline
+
 	// DB is the opened database. Required.
 	DB *DB
-	// MaxBatch caps the messages in one transaction. Default DefaultMaxBatch.
-	MaxBatch int
-	// Linger is how long the writer waits for more messages before a
-	// commit when fewer than 64 are queued: at most that much latency for
-	// fewer, larger commits. Default DefaultLinger; 0 commits at once.
-	Linger time.Duration
-	// QueueSize is the capacity of the ingest queue, in messages. Default DefaultQueueSize.
-	QueueSize int
 	// FlushInterval is how often changed device summaries are saved. Default
 	// DefaultFlushInterval.
 	FlushInterval time.Duration
@@ -86,20 +61,6 @@ type Writer struct {
 	// database (series add the messages above them meanwhile). Default
 	// DefaultRollupInterval.
 	RollupInterval time.Duration
-	// OnCommit receives each committed batch, in sequence order, after the
-	// Done callbacks. The slice is shared and must not be modified. Optional.
-	OnCommit func([]devices.Message)
-	// Stats counts stored messages. Optional.
-	Stats *devices.Stats
-	// MaxMetrics caps the metric names of one device: a message that would
-	// add names past it is refused (devices.ErrTooManyMetrics), so that one
-	// device cannot grow the hub's memory, its latest values and its
-	// rollups without bound. Default DefaultMaxMetrics.
-	MaxMetrics int
-	// MaxMetricName caps the length of a metric name, in bytes; a message
-	// with a longer one is refused (devices.ErrMetricName). Default
-	// DefaultMaxMetricName.
-	MaxMetricName int
 	// Retention deletes messages whose ts (the reading's time) is older than
 	// this, in whole hours, with their rollups; 0 keeps everything. Devices
 	// may override it (SetRetention).
@@ -114,19 +75,6 @@ type Writer struct {
 	// OnStatus receives each status event recorded by SetStatus, after it
 	// is stored (for the live feed). Optional.
 	OnStatus func(devices.StatusEvent)
-	// Observe, when set, is told the size and duration of every commit
-	// that stored messages (metrics). It runs on the write loop: keep it cheap.
-	Observe func(rows int, d time.Duration)
-	// Logger defaults to slog.Default() with component=writer.
-	Logger *slog.Logger
-
-	q        chan *devices.Pending
-	ops      chan func() // maintenance run on the write loop (deletes, retention)
-	dispatch chan *batch
-	stopping chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
-	closed   atomic.Bool
 
 	lock    *writerLock // one Writer per database file
 	conn    *sql.Conn
@@ -136,70 +84,39 @@ type Writer struct {
 	setMeta *sql.Stmt         // upsert of a meta counter
 	upsert  *sql.Stmt         // upsert of a rollup bucket (upsertRollup)
 	args    []any
-	lastSeq atomic.Int64
+	seq     int64 // highest committed seq; write loop only
 
-	mu   sync.RWMutex // guards devs for readers; only the write loop changes it
-	devs map[string]*devState
-
-	namesMu sync.Mutex
-	names   map[string]map[string]struct{} // metric names admitted per device (admit)
-
+	sums      *store.Summaries
 	roll      rollups                  // write loop only
 	overrides map[string]time.Duration // per-device retention; write loop only
-
-	round    []*devState // devices left to save in the current flush round
-	roundSeq int64       // every message up to this seq is in the round's devices
-
-	failing  atomic.Bool
-	lastErr  atomic.Pointer[string]
-	commitNs atomic.Int64 // duration of the latest commit
-	commits  atomic.Int64 // transactions that stored messages
-	failures atomic.Int64 // failed commit attempts
 
 	rollupDropped  atomic.Int64 // rollup buckets that could not be written
 	rollupThrottle devices.Throttle
 }
 
-type devState struct {
-	id        int64
-	name      string
-	dev       devices.Device // FirstSeen .. Latest; ID is name
-	dirty     bool           // changed since last saved
-	trimmedTo int64          // retention: no message older than this ts is left (write loop only)
-}
-
-type batch struct {
-	pending []*devices.Pending
-	msgs    []devices.Message
-}
-
 // NewWriter returns a Writer on db with every field at its default.
 func NewWriter(db *DB) *Writer {
 	return &Writer{
+		Pipeline: store.Pipeline{
+			MaxBatch:      store.DefaultMaxBatch,
+			Linger:        store.DefaultLinger,
+			QueueSize:     store.DefaultQueueSize,
+			MaxMetrics:    store.DefaultMaxMetrics,
+			MaxMetricName: store.DefaultMaxMetricName,
+			Logger:        slog.Default().With("component", "writer"),
+		},
 		DB:             db,
-		MaxBatch:       DefaultMaxBatch,
-		Linger:         DefaultLinger,
-		QueueSize:      DefaultQueueSize,
 		FlushInterval:  DefaultFlushInterval,
 		RollupInterval: DefaultRollupInterval,
-		MaxMetrics:     DefaultMaxMetrics,
-		MaxMetricName:  DefaultMaxMetricName,
-		Logger:         slog.Default().With("component", "writer"),
 	}
 }
 
 // Open loads the device summaries and the sequence high-water mark, folds
 // in messages the summaries do not yet reflect, prepares the statements and
-// starts the writer and dispatch goroutines.
+// starts the pipeline.
 func (w *Writer) Open() (err error) {
 	if w.DB == nil || w.DB.write == nil {
 		return errors.New("open writer: opened DB required")
-	}
-	if w.MaxBatch <= 0 {
-		w.MaxBatch = DefaultMaxBatch
-	}
-	if w.QueueSize <= 0 {
-		w.QueueSize = DefaultQueueSize
 	}
 	if w.FlushInterval <= 0 {
 		w.FlushInterval = DefaultFlushInterval
@@ -210,17 +127,8 @@ func (w *Writer) Open() (err error) {
 	if w.RetentionInterval <= 0 {
 		w.RetentionInterval = DefaultRetentionInterval
 	}
-	if w.MaxMetrics <= 0 {
-		w.MaxMetrics = DefaultMaxMetrics
-	}
-	if w.MaxMetricName <= 0 {
-		w.MaxMetricName = DefaultMaxMetricName
-	}
 	if w.Logger == nil {
 		w.Logger = slog.Default().With("component", "writer")
-	}
-	if w.Stats == nil {
-		w.Stats = new(devices.Stats)
 	}
 	ctx := context.Background()
 	if w.lock, err = lockWriter(w.DB.Path); err != nil {
@@ -258,15 +166,21 @@ func (w *Writer) Open() (err error) {
 	if err := w.loadOverrides(ctx); err != nil {
 		return fmt.Errorf("open writer: %w", err)
 	}
-	w.q = make(chan *devices.Pending, w.QueueSize)
-	w.ops = make(chan func())
-	w.dispatch = make(chan *batch, 4)
-	w.stopping = make(chan struct{})
-	w.wg.Add(2)
-	go w.writeLoop()
-	go w.dispatchLoop()
+	w.Every(w.FlushInterval, w.tick)
+	w.Every(w.RetentionInterval, func(context.Context) {
+		if res, err := w.retain(time.Now()); err != nil {
+			w.Logger.Error("retention pass failed; will retry", "error", err)
+		} else if res.Deleted > 0 {
+			w.Logger.Info("retention deleted old messages", "messages", res.Deleted, "devices", res.Devices, "by_size", res.BySize, "took", res.Took, "longest_step", res.LongestStep)
+		}
+	})
+	w.sums.SetSeq(devices.Seq(w.seq))
+	w.Start(w, devices.Seq(w.seq), w.sums)
 	return nil
 }
+
+// Summaries returns the device summaries the writer keeps, for readers.
+func (w *Writer) Summaries() *store.Summaries { return w.sums }
 
 func insertSQL(rows int) string {
 	var b strings.Builder
@@ -301,7 +215,7 @@ func (w *Writer) load(ctx context.Context) error {
 	if err := w.conn.QueryRowContext(ctx, `SELECT max(seq) FROM messages`).Scan(&maxSeq); err != nil {
 		return describe(err)
 	}
-	w.lastSeq.Store(max(last, maxSeq.Int64))
+	w.seq = max(last, maxSeq.Int64)
 	if w.roll.saved, err = w.meta(ctx, "rollup_seq"); err != nil {
 		return err
 	}
@@ -315,88 +229,32 @@ func (w *Writer) load(ctx context.Context) error {
 		return describe(err)
 	}
 	defer rows.Close()
-	w.devs = make(map[string]*devState)
-	byID := make(map[int64]*devState)
+	w.sums = store.NewSummaries()
+	byID := make(map[int64]*store.Summary)
 	for rows.Next() {
-		d := &devState{}
+		d := &store.Summary{}
 		var latest string
-		dv := &d.dev
-		if err := rows.Scan(&d.id, &d.name, &dv.FirstSeen, &dv.LastSeen, &dv.MessageCount, &dv.LastSeq, &dv.Status, &dv.StatusAt, &latest); err != nil {
+		dv := &d.Device
+		if err := rows.Scan(&d.ID, &d.Name, &dv.FirstSeen, &dv.LastSeen, &dv.MessageCount, &dv.LastSeq, &dv.Status, &dv.StatusAt, &latest); err != nil {
 			return err
 		}
-		dv.ID = d.name
-		if err := json.Unmarshal([]byte(latest), &dv.Latest); err != nil || dv.Latest == nil {
-			dv.Latest = make(map[string]devices.Latest)
+		if err := json.Unmarshal([]byte(latest), &dv.Latest); err != nil {
+			dv.Latest = nil
 		}
-		w.devs[d.name] = d
-		byID[d.id] = d
+		w.sums.Add(d)
+		byID[d.ID] = d
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
 	rows.Close()
-	if err := w.fold(ctx, byID); err != nil {
-		return err
-	}
-	w.names = make(map[string]map[string]struct{}, len(w.devs))
-	for name, d := range w.devs {
-		set := make(map[string]struct{}, len(d.dev.Latest))
-		for k := range d.dev.Latest {
-			set[k] = struct{}{}
-		}
-		w.names[name] = set
-	}
-	return nil
-}
-
-// admit checks m's metric names against MaxMetricName and the device's
-// MaxMetrics, and records the new ones, before m is queued: the names of
-// messages still in the queue count already, so the cap holds exactly.
-func (w *Writer) admit(m *devices.Message) error {
-	if len(m.Values) == 0 {
-		return nil
-	}
-	for _, v := range m.Values {
-		if len(v.Name) > w.MaxMetricName {
-			return fmt.Errorf("%w: %d bytes, at most %d", devices.ErrMetricName, len(v.Name), w.MaxMetricName)
-		}
-	}
-	w.namesMu.Lock()
-	defer w.namesMu.Unlock()
-	set := w.names[m.Device]
-	fresh := 0
-	for _, v := range m.Values {
-		if _, ok := set[v.Name]; !ok {
-			fresh++ // a repeated new name counts twice; harmless and rare
-		}
-	}
-	if fresh == 0 {
-		return nil
-	}
-	if len(set)+fresh > w.MaxMetrics {
-		return fmt.Errorf("%w: device %q has %d, at most %d", devices.ErrTooManyMetrics, m.Device, len(set), w.MaxMetrics)
-	}
-	if set == nil {
-		set = make(map[string]struct{}, len(m.Values))
-		w.names[m.Device] = set
-	}
-	for _, v := range m.Values {
-		set[v.Name] = struct{}{}
-	}
-	return nil
-}
-
-// forgetNames drops a deleted device's admitted metric names.
-func (w *Writer) forgetNames(device string) {
-	w.namesMu.Lock()
-	delete(w.names, device)
-	w.namesMu.Unlock()
+	return w.fold(ctx, byID)
 }
 
 // fold applies the messages above meta.summary_seq to the device summaries.
 // Each device skips what its saved row already counts (seq <= its last_seq),
 // so folding twice changes nothing.
-func (w *Writer) fold(ctx context.Context, byID map[int64]*devState) error {
+func (w *Writer) fold(ctx context.Context, byID map[int64]*store.Summary) error {
 	from, err := w.meta(ctx, "summary_seq")
 	if err != nil {
 		return err
@@ -414,15 +272,16 @@ func (w *Writer) fold(ctx context.Context, byID map[int64]*devState) error {
 			return err
 		}
 		d := byID[id]
-		if d == nil || m.Seq <= d.dev.LastSeq {
+		if d == nil {
 			continue
 		}
 		m.Kind, m.Flags = devices.Kind(kind), devices.Flags(flags)
 		if m.Kind == devices.KindTelemetry && m.IsJSON() {
 			_, m.Values, _ = devices.DecodePayload(m.Payload, m.Received)
 		}
-		d.apply(&m)
-		n++
+		if d.Fold(&m) {
+			n++
+		}
 	}
 	if n > 0 {
 		w.Logger.Info("folded messages into device summaries", "messages", n, "after_seq", from)
@@ -430,148 +289,33 @@ func (w *Writer) fold(ctx context.Context, byID map[int64]*devState) error {
 	return rows.Err()
 }
 
-// LastSeq returns the highest committed sequence number.
-func (w *Writer) LastSeq() devices.Seq { return devices.Seq(w.lastSeq.Load()) }
-
 // Device returns the current summary of one device, or ErrNotFound.
-func (w *Writer) Device(id string) (*devices.Device, error) {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	d, ok := w.devs[id]
-	if !ok || d.dev.MessageCount == 0 {
-		return nil, fmt.Errorf("device %q: %w", id, devices.ErrNotFound)
-	}
-	return d.snapshot(), nil
-}
+func (w *Writer) Device(id string) (*devices.Device, error) { return w.sums.Device(id) }
 
-// Devices returns the current summaries of every device, in no order.
-func (w *Writer) Devices() []*devices.Device {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	out := make([]*devices.Device, 0, len(w.devs))
-	for _, d := range w.devs {
-		if d.dev.MessageCount > 0 {
-			out = append(out, d.snapshot())
-		}
-	}
-	return out
-}
+// Devices returns the current summaries of every device, ordered by id.
+func (w *Writer) Devices() []*devices.Device { return w.sums.Devices() }
 
-// Activity lists every device's last-seen time and status, cheaply (no
-// latest values), for devices.Presence.
-func (w *Writer) Activity() []devices.Activity {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	out := make([]devices.Activity, 0, len(w.devs))
-	for _, d := range w.devs {
-		out = append(out, devices.Activity{ID: d.name, LastSeen: d.dev.LastSeen, Status: d.dev.Status, StatusAt: d.dev.StatusAt})
-	}
-	return out
-}
+// Activity lists every device's last-seen time and status, for
+// devices.Presence.
+func (w *Writer) Activity() []devices.Activity { return w.sums.Activity() }
 
 // ActivityOf returns one device's Activity.
-func (w *Writer) ActivityOf(id string) (devices.Activity, bool) {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	d, ok := w.devs[id]
-	if !ok {
-		return devices.Activity{}, false
-	}
-	return devices.Activity{ID: d.name, LastSeen: d.dev.LastSeen, Status: d.dev.Status, StatusAt: d.dev.StatusAt}, true
-}
-
-func (d *devState) snapshot() *devices.Device {
-	c := d.dev
-	c.Latest = make(map[string]devices.Latest, len(d.dev.Latest))
-	for k, v := range d.dev.Latest {
-		c.Latest[k] = v
-	}
-	return &c
-}
-
-// CommitFailures returns how many commit attempts failed (each is retried).
-func (w *Writer) CommitFailures() int64 { return w.failures.Load() }
-
-// Healthy reports whether the latest commit succeeded, and the latest error.
-func (w *Writer) Healthy() (bool, string) {
-	if !w.failing.Load() {
-		return true, ""
-	}
-	if p := w.lastErr.Load(); p != nil {
-		return false, *p
-	}
-	return false, "commit failing"
-}
-
-// QueueLen returns the number of messages waiting in the queue.
-func (w *Writer) QueueLen() int { return len(w.q) }
-
-// Commits returns how many transactions have stored messages so far.
-func (w *Writer) Commits() int64 { return w.commits.Load() }
-
-// LastCommit returns how long the latest commit took.
-func (w *Writer) LastCommit() time.Duration { return time.Duration(w.commitNs.Load()) }
+func (w *Writer) ActivityOf(id string) (devices.Activity, bool) { return w.sums.ActivityOf(id) }
 
 var (
 	_ devices.MessageWriter = (*Writer)(nil)
 	_ devices.DataDeleter   = (*Writer)(nil)
+	_ store.Backend         = (*Writer)(nil)
 )
 
-// Write implements devices.MessageWriter.
-func (w *Writer) Write(ctx context.Context, p *devices.Pending) error {
-	if w.closed.Load() {
-		return devices.ErrClosed
-	}
-	if err := w.admit(&p.Message); err != nil {
-		return err
-	}
-	select {
-	case w.q <- p:
-		return nil
-	case <-w.stopping:
-		return devices.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// TryWrite implements devices.MessageWriter.
-func (w *Writer) TryWrite(p *devices.Pending) error {
-	if w.closed.Load() {
-		return devices.ErrClosed
-	}
-	if err := w.admit(&p.Message); err != nil {
-		return err
-	}
-	select {
-	case w.q <- p:
-		return nil
-	default:
-		return devices.ErrQueueFull
-	}
-}
-
 // Close stops taking messages, commits and dispatches everything already
-// queued, saves every device summary and waits for both goroutines. A batch
-// that keeps failing is given up 2 s after Close begins (its devices were
-// not acknowledged and will resend); when ctx ends before the goroutines,
-// Close still waits for them but returns ctx's error. It does not close the
-// DB.
+// queued, saves every device summary and the rollups, and waits for the
+// pipeline (store.Pipeline.Stop). It does not close the DB.
 func (w *Writer) Close(ctx context.Context) error {
-	if w.stopping == nil {
+	if w.conn == nil {
 		return nil
 	}
-	w.closed.Store(true)
-	w.stopOnce.Do(func() { close(w.stopping) })
-	done := make(chan struct{})
-	go func() { w.wg.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("close writer: %w", ctx.Err())
-		<-done // the loop gives up retrying shortly after stopping
-	}
+	err := w.Stop(ctx)
 	w.closeStatements()
 	if cerr := w.conn.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -593,82 +337,48 @@ func (w *Writer) closeStatements() {
 	}
 }
 
-func (w *Writer) writeLoop() {
-	defer w.wg.Done()
-	defer close(w.dispatch)
-	tick := time.NewTicker(w.FlushInterval)
-	defer tick.Stop()
-	retainTick := time.NewTicker(w.RetentionInterval)
-	defer retainTick.Stop()
-	retain := retainTick.C
-	for {
-		var first *devices.Pending
-		select {
-		case first = <-w.q:
-		case op := <-w.ops:
-			op()
-			continue
-		case <-retain:
-			if res, err := w.retain(time.Now()); err != nil {
-				w.Logger.Error("retention pass failed; will retry", "error", err)
-			} else if res.Deleted > 0 {
-				w.Logger.Info("retention deleted old messages", "messages", res.Deleted, "devices", res.Devices, "by_size", res.BySize, "took", res.Took, "longest_step", res.LongestStep)
-			}
-			continue
-		case <-tick.C:
-			w.startRound()
-			// Idle: save the round's summaries without waiting for messages.
-			for len(w.round) > 0 && len(w.q) == 0 {
-				w.commitRetrying(&batch{})
-			}
-			// A round of rollup writes begins every RollupInterval; series
-			// add the raw messages above the rows meanwhile.
-			if err := w.maintainRollups(context.Background(), false); err != nil {
-				w.Logger.Error("building rollups failed; will retry", "error", err)
-			}
-			for w.roll.round != nil && len(w.q) == 0 {
-				if w.roll.inline {
-					w.commitRetrying(&batch{}) // carries the next rollup step
-				} else if !w.stepRollups() {
-					break
-				}
-			}
-			continue
-		case <-w.stopping:
-			// Commit what was accepted before Close, then save every summary.
-			for {
-				b := w.collect(nil)
-				if len(b.pending) == 0 {
-					break
-				}
-				w.commitRetrying(b)
-			}
-			w.startRound()
-			for len(w.round) > 0 {
-				if !w.commitRetrying(&batch{}) {
-					break
-				}
-			}
-			if err := w.flushRollups(context.Background()); err != nil {
-				w.Logger.Error("saving rollups at shutdown failed; they are rebuilt at the next start", "error", err)
-			}
-			return
+// tick runs every FlushInterval on the write loop: it begins a round of
+// summary saves and of rollup writes, and while the hub is idle carries
+// them out in commits of their own.
+func (w *Writer) tick(ctx context.Context) {
+	w.sums.StartRound(w.seq)
+	// Idle: save the round's summaries without waiting for messages.
+	for w.sums.InRound() && !w.Busy() {
+		w.CommitEmpty()
+	}
+	// A round of rollup writes begins every RollupInterval; series add the
+	// raw messages above the rows meanwhile.
+	if err := w.maintainRollups(ctx, false); err != nil {
+		w.Logger.Error("building rollups failed; will retry", "error", err)
+	}
+	for w.roll.round != nil && !w.Busy() {
+		if w.roll.inline {
+			w.CommitEmpty() // carries the next rollup step
+		} else if !w.stepRollups() {
+			break
 		}
-		if w.Linger > 0 && len(w.q) < lingerRows {
-			// Few messages: wait a moment for more, so that a thousand
-			// devices at a moderate rate share commits instead of paying
-			// one each. The busier the hub, the less this waits.
-			t := time.NewTimer(w.Linger)
-			select {
-			case <-t.C:
-			case <-w.stopping:
-				t.Stop()
-			}
+	}
+}
+
+// AfterBatch implements store.Backend: a rollup round that no longer rides
+// on message commits takes its next step.
+func (w *Writer) AfterBatch(ctx context.Context) {
+	if !w.roll.inline {
+		w.stepRollups()
+	}
+}
+
+// Drain implements store.Backend: at shutdown, every summary and every
+// rollup delta is saved.
+func (w *Writer) Drain(ctx context.Context) {
+	w.sums.StartRound(w.seq)
+	for w.sums.InRound() {
+		if !w.CommitEmpty() {
+			break
 		}
-		w.commitRetrying(w.collect(first))
-		if !w.roll.inline {
-			w.stepRollups()
-		}
+	}
+	if err := w.flushRollups(ctx); err != nil {
+		w.Logger.Error("saving rollups at shutdown failed; they are rebuilt at the next start", "error", err)
 	}
 }
 
@@ -688,153 +398,60 @@ func (w *Writer) stepRollups() bool {
 	return true
 }
 
-// startRound begins saving every changed device summary, unless a round is
-// still under way.
-func (w *Writer) startRound() {
-	if len(w.round) > 0 {
-		return
-	}
-	w.roundSeq = w.lastSeq.Load()
-	for _, d := range w.devs {
-		if d.dirty {
-			w.round = append(w.round, d)
-		}
-	}
-	if len(w.round) == 0 {
-		// Nothing changed: every summary is complete up to roundSeq.
-		w.round = nil
-	}
+// batch is one transaction on the writer's connection: the messages, plus
+// the next part of the summary round and the next rollup step.
+type batch struct {
+	w       *Writer
+	seq     int64 // the last seq assigned
+	msgs    []*devices.Message
+	ds      []*store.Summary // msgs[i]'s device
+	created []string         // devices whose rows this transaction inserts
+	rows    int              // rows in w.args, not yet inserted
 }
 
-// collect takes first (if any) plus whatever is queued, up to MaxBatch.
-func (w *Writer) collect(first *devices.Pending) *batch {
-	b := &batch{pending: make([]*devices.Pending, 0, min(w.MaxBatch, len(w.q)+1))}
-	if first != nil {
-		b.pending = append(b.pending, first)
-	}
-	for len(b.pending) < w.MaxBatch {
-		select {
-		case p := <-w.q:
-			b.pending = append(b.pending, p)
-		default:
-			return b
-		}
-	}
-	return b
-}
-
-// commitRetrying commits b, retrying with exponential backoff (50 ms to 5 s)
-// while the store fails. Once the Writer is stopping it gives up after a
-// short grace, fails the batch and returns false.
-func (w *Writer) commitRetrying(b *batch) bool {
-	backoff := 50 * time.Millisecond
-	failures := 0
-	var giveUp <-chan time.Time
-	for {
-		start := time.Now()
-		err := w.commit(b)
-		if err == nil {
-			d := time.Since(start)
-			w.commitNs.Store(int64(d))
-			if w.Observe != nil && len(b.pending) > 0 {
-				w.Observe(len(b.pending), d)
-			}
-			if failures > 0 {
-				w.Logger.Info("store recovered", "failed_attempts", failures)
-			}
-			w.failing.Store(false)
-			if len(b.pending) > 0 {
-				w.commits.Add(1)
-				w.dispatch <- b
-			}
-			return true
-		}
-		failures++
-		w.failures.Add(1)
-		msg := err.Error()
-		w.lastErr.Store(&msg)
-		w.failing.Store(true)
-		if failures == 1 || failures%20 == 0 {
-			w.Logger.Error("commit failed; retrying", "error", err, "messages", len(b.pending), "attempts", failures)
-		}
-		if giveUp == nil {
-			select {
-			case <-w.stopping:
-				giveUp = time.After(2 * time.Second)
-			default:
-			}
-		}
-		select {
-		case <-time.After(backoff):
-		case <-giveUp:
-			w.Logger.Error("giving up on batch at shutdown; its devices were not acknowledged", "messages", len(b.pending), "error", err)
-			for _, p := range b.pending {
-				w.Stats.Rejected(devices.ReasonStoreError)
-				if p.Done != nil {
-					p.Done(&p.Message, err)
-				}
-			}
-			return false
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-}
-
-// commit writes b's messages, plus the next part of a flush round, in one
-// transaction. Only after the commit succeeds does it advance the sequence
-// and the in-memory summaries, so a failed attempt leaves no trace.
-func (w *Writer) commit(b *batch) (err error) {
-	ctx := context.Background()
-	seq := w.lastSeq.Load()
-	// The transaction is begun and ended by hand on the writer's own
-	// connection, so that the statements prepared on it run as they are:
-	// database/sql's Tx.StmtContext prepares a Conn's statement again for
-	// every transaction, the 576-placeholder INSERT included.
+// Begin implements store.Backend. The transaction is begun and ended by
+// hand on the writer's own connection, so that the statements prepared on
+// it run as they are: database/sql's Tx.StmtContext prepares a Conn's
+// statement again for every transaction, the 576-placeholder INSERT
+// included.
+func (w *Writer) Begin(ctx context.Context) (store.Batch, error) {
 	if _, err := w.conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return describe(err)
+		return nil, describe(err)
 	}
-	tx := w.conn
-	var created []string
-	defer func() {
-		if err != nil {
-			if _, rerr := w.conn.ExecContext(ctx, `ROLLBACK`); rerr != nil && !strings.Contains(rerr.Error(), "no transaction is active") {
-				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
-			}
-			w.mu.Lock()
-			for _, name := range created { // their rows were rolled back
-				delete(w.devs, name)
-			}
-			w.mu.Unlock()
-		}
-	}()
-
-	msgs := make([]devices.Message, len(b.pending))
-	ds := make([]*devState, len(b.pending))
 	w.args = w.args[:0]
-	rows := 0
-	for i, p := range b.pending {
-		m := &msgs[i]
-		*m = p.Message
-		seq++
-		m.Seq = devices.Seq(seq)
-		d, isNew, err := w.device(ctx, tx, m.Device, m.Received)
-		if err != nil {
-			return err
-		}
-		if isNew {
-			created = append(created, m.Device)
-		}
-		ds[i] = d
-		w.args = append(w.args, seq, d.id, m.TS, m.Received, m.Topic, int64(m.Kind), int64(m.QoS), int64(m.Flags), payloadArg(m.Payload))
-		if rows++; rows == rowsPerInsert {
-			if _, err := w.full.ExecContext(ctx, w.args...); err != nil {
-				return describe(err)
-			}
-			w.args, rows = w.args[:0], 0
-		}
+	return &batch{w: w, seq: w.seq}, nil
+}
+
+// Append implements store.Batch: rows are inserted rowsPerInsert at a time.
+func (b *batch) Append(ctx context.Context, m *devices.Message) error {
+	w := b.w
+	d, isNew, err := w.device(ctx, w.conn, m.Device, m.Received)
+	if err != nil {
+		return err
 	}
-	if rows > 0 {
-		stmt, err := w.partialStmt(ctx, rows)
+	if isNew {
+		b.created = append(b.created, m.Device)
+	}
+	b.seq++
+	m.Seq = devices.Seq(b.seq)
+	b.msgs, b.ds = append(b.msgs, m), append(b.ds, d)
+	w.args = append(w.args, b.seq, d.ID, m.TS, m.Received, m.Topic, int64(m.Kind), int64(m.QoS), int64(m.Flags), payloadArg(m.Payload))
+	if b.rows++; b.rows == rowsPerInsert {
+		if _, err := w.full.ExecContext(ctx, w.args...); err != nil {
+			return describe(err)
+		}
+		w.args, b.rows = w.args[:0], 0
+	}
+	return nil
+}
+
+// Commit implements store.Batch. It writes the rest of the rows, the next
+// part of the summary round and the next rollup step, commits, and only
+// then advances the sequence, the summaries and the rollups.
+func (b *batch) Commit(ctx context.Context) error {
+	w := b.w
+	if b.rows > 0 {
+		stmt, err := w.partialStmt(ctx, b.rows)
 		if err != nil {
 			return err
 		}
@@ -842,8 +459,8 @@ func (w *Writer) commit(b *batch) (err error) {
 			return describe(err)
 		}
 	}
-	if len(msgs) > 0 {
-		if _, err := w.setMeta.ExecContext(ctx, "last_seq", seq); err != nil {
+	if len(b.msgs) > 0 {
+		if _, err := w.setMeta.ExecContext(ctx, "last_seq", b.seq); err != nil {
 			return describe(err)
 		}
 	}
@@ -856,58 +473,51 @@ func (w *Writer) commit(b *batch) (err error) {
 		return describe(err)
 	}
 	w.rollupCommitted(rolled)
-
-	w.mu.Lock()
-	for i := range msgs {
-		ds[i].apply(&msgs[i])
+	msgs := make([]devices.Message, len(b.msgs))
+	ids := make([]int64, len(b.msgs))
+	for i, m := range b.msgs {
+		msgs[i], ids[i] = *m, b.ds[i].ID
 	}
-	w.mu.Unlock()
-	if len(msgs) > 0 {
-		ids := make([]int64, len(ds))
-		for i, d := range ds {
-			ids[i] = d.id
-		}
-		w.foldCommitted(msgs, ids)
-	}
-	if w.round = w.round[flushed:]; len(w.round) == 0 {
-		w.round = nil
-	}
-	w.lastSeq.Store(seq)
-	b.msgs = msgs
+	w.sums.Apply(b.ds, msgs)
+	w.foldCommitted(msgs, ids)
+	w.sums.Saved(flushed)
+	w.seq = b.seq
 	return nil
 }
 
-// flushPart saves up to devicesPerFlush summaries of the current round in
-// tx, and records summary_seq when the round is complete. It returns how
-// many devices it saved; the caller drops them from the round after commit.
+// Rollback implements store.Batch; the devices it created are forgotten,
+// their rows being rolled back.
+func (b *batch) Rollback(ctx context.Context) error {
+	w := b.w
+	for _, name := range b.created {
+		w.sums.Remove(name)
+	}
+	if _, err := w.conn.ExecContext(ctx, `ROLLBACK`); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+		return describe(err)
+	}
+	return nil
+}
+
+// flushPart saves the next part of the summary round in the transaction
+// under way, and records summary_seq when it completes the round. It
+// returns how many devices it saved; they leave the round after commit.
 func (w *Writer) flushPart(ctx context.Context) (int, error) {
-	if w.round == nil {
+	if !w.sums.InRound() {
 		return 0, nil
 	}
-	update := w.update
-	n, bytes := 0, 0
-	for _, d := range w.round[:min(len(w.round), devicesPerFlush)] {
-		if bytes >= summaryBytesPerFlush {
-			break // devices with many metrics: the rest wait for the next commit
-		}
-		dv := &d.dev
-		latest, _ := json.Marshal(dv.Latest)
-		if _, err := update.ExecContext(ctx, dv.FirstSeen, dv.LastSeen, dv.MessageCount, dv.LastSeq, dv.Status, dv.StatusAt, string(latest), d.id); err != nil {
-			return 0, describe(err)
-		}
-		n++
-		bytes += len(latest)
-	}
-	if n == len(w.round) {
-		if _, err := w.setMeta.ExecContext(ctx, "summary_seq", w.roundSeq); err != nil {
+	part, latest, last := w.sums.RoundPart(devicesPerFlush, summaryBytesPerFlush)
+	for i, d := range part {
+		dv := &d.Device
+		if _, err := w.update.ExecContext(ctx, dv.FirstSeen, dv.LastSeen, dv.MessageCount, dv.LastSeq, dv.Status, dv.StatusAt, string(latest[i]), d.ID); err != nil {
 			return 0, describe(err)
 		}
 	}
-	// Marked clean now; a failed commit leaves them in the round to retry.
-	for _, d := range w.round[:n] {
-		d.dirty = false
+	if last {
+		if _, err := w.setMeta.ExecContext(ctx, "summary_seq", w.sums.RoundSeq()); err != nil {
+			return 0, describe(err)
+		}
 	}
-	return n, nil
+	return len(part), nil
 }
 
 // payloadArg keeps an empty payload a zero-length BLOB rather than NULL.
@@ -931,85 +541,23 @@ func (w *Writer) partialStmt(ctx context.Context, rows int) (*sql.Stmt, error) {
 }
 
 // rowQuerier is a transaction: a *sql.Tx, or the writer's connection
-// inside a transaction begun by hand (commit).
+// inside a transaction begun by hand (Begin).
 type rowQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// device returns the state of name, inserting the device row first when it
-// is new.
-func (w *Writer) device(ctx context.Context, tx rowQuerier, name string, now int64) (*devState, bool, error) {
-	if d, ok := w.devs[name]; ok {
+// device returns the summary of name, inserting the device row first when
+// it is new.
+func (w *Writer) device(ctx context.Context, tx rowQuerier, name string, now int64) (*store.Summary, bool, error) {
+	if d := w.sums.Get(name); d != nil {
 		return d, false, nil
 	}
-	d := &devState{name: name, dev: devices.Device{ID: name, FirstSeen: now, LastSeen: now, Latest: make(map[string]devices.Latest)}}
-	if err := tx.QueryRowContext(ctx, `INSERT INTO devices (name, first_seen, last_seen) VALUES (?, ?, ?) RETURNING id`, name, now, now).Scan(&d.id); err != nil {
+	d := &store.Summary{Name: name, Device: devices.Device{FirstSeen: now, LastSeen: now}}
+	if err := tx.QueryRowContext(ctx, `INSERT INTO devices (name, first_seen, last_seen) VALUES (?, ?, ?) RETURNING id`, name, now, now).Scan(&d.ID); err != nil {
 		return nil, false, describe(err)
 	}
-	w.mu.Lock()
-	w.devs[name] = d
-	w.mu.Unlock()
+	w.sums.Add(d)
 	return d, true, nil
-}
-
-// apply folds one committed message into the device's summary.
-func (d *devState) apply(m *devices.Message) {
-	dv := &d.dev
-	if dv.MessageCount == 0 {
-		dv.FirstSeen = m.Received
-	}
-	dv.MessageCount++
-	dv.LastSeen = max(dv.LastSeen, m.Received)
-	dv.LastSeq = m.Seq
-	if m.Kind == devices.KindStatus {
-		dv.Status = statusText(m.Payload)
-		dv.StatusAt = m.Received
-	}
-	for _, v := range m.Values {
-		if old, ok := dv.Latest[v.Name]; ok && old.TS > v.TS || len(v.Value) > maxLatestValue {
-			continue
-		}
-		dv.Latest[v.Name] = devices.Latest{Value: v.Value, TS: v.TS, Seq: m.Seq}
-	}
-	d.dirty = true
-}
-
-// statusText reads a status payload: a bare word ("online") or a JSON
-// string or {"status":"online"}; anything else is kept as "unknown".
-func statusText(p []byte) string {
-	s := strings.TrimSpace(string(p))
-	var js string
-	if json.Unmarshal(p, &js) == nil {
-		s = js
-	} else {
-		var obj struct{ Status string }
-		if json.Unmarshal(p, &obj) == nil && obj.Status != "" {
-			s = obj.Status
-		}
-	}
-	if s == "" || len(s) > 32 || strings.ContainsAny(s, "{}[]\"\n") {
-		return "unknown"
-	}
-	return s
-}
-
-func (w *Writer) dispatchLoop() {
-	defer w.wg.Done()
-	for b := range w.dispatch {
-		flagged := 0
-		for i, p := range b.pending {
-			if b.msgs[i].Flags != 0 {
-				flagged++
-			}
-			if p.Done != nil {
-				p.Done(&b.msgs[i], nil)
-			}
-		}
-		w.Stats.Stored(len(b.msgs), flagged)
-		if w.OnCommit != nil {
-			w.OnCommit(b.msgs)
-		}
-	}
 }
 
 // deleteChunk is how many rows one delete transaction removes; queued
@@ -1049,32 +597,19 @@ func (w *Writer) DeleteDevice(ctx context.Context, device string) (int64, error)
 
 func (w *Writer) delete(ctx context.Context, op deleteOp) (int64, error) {
 	var n int64
-	err := w.run(ctx, func() (err error) { n, err = w.deleteMessages(op); return err })
+	err := w.Run(ctx, func() (err error) { n, err = w.deleteMessages(op); return err })
 	return n, err
-}
-
-// run runs fn on the write loop, between commits, and returns its error.
-func (w *Writer) run(ctx context.Context, fn func() error) error {
-	done := make(chan error, 1)
-	select {
-	case w.ops <- func() { done <- fn() }:
-	case <-w.stopping:
-		return devices.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return <-done
 }
 
 // deleteMessages runs on the write loop.
 func (w *Writer) deleteMessages(op deleteOp) (int64, error) {
-	d, ok := w.devs[op.device]
-	if !ok {
+	d := w.sums.Get(op.device)
+	if d == nil {
 		return 0, fmt.Errorf("device %q: %w", op.device, devices.ErrNotFound)
 	}
 	ctx := context.Background()
 	q := `DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE device_id = ?`
-	args := []any{d.id}
+	args := []any{d.ID}
 	if op.from > devices.MinTime {
 		q += ` AND ts >= ?`
 		args = append(args, op.from)
@@ -1096,39 +631,29 @@ func (w *Writer) deleteMessages(op deleteOp) (int64, error) {
 		if n < deleteChunk {
 			break
 		}
-		if len(w.q) > 0 { // let waiting messages in between chunks
-			w.commitRetrying(w.collect(nil))
-		}
+		w.Yield() // let waiting messages in between chunks
 	}
 	if op.all {
 		return total, w.dropDevice(ctx, d)
 	}
 	lo, hi := floorDiv(max(op.from, devices.MinTime), rollupHour)*rollupHour, (floorDiv(min(op.to, devices.MaxTime), rollupHour)+1)*rollupHour
-	if err := w.rebuildRollups(ctx, d.id, lo, hi); err != nil {
+	if err := w.rebuildRollups(ctx, d.ID, lo, hi); err != nil {
 		return total, err
 	}
 	return total, w.rebuildAfterDelete(ctx, d, total)
 }
 
-func (w *Writer) dropDevice(ctx context.Context, d *devState) error {
+func (w *Writer) dropDevice(ctx context.Context, d *store.Summary) error {
 	for k := range w.roll.deltas {
-		if k.device == d.id {
+		if k.device == d.ID {
 			delete(w.roll.deltas, k)
 		}
 	}
-	if err := w.deleteDeviceRows(ctx, d.id); err != nil {
+	if err := w.deleteDeviceRows(ctx, d.ID); err != nil {
 		return err
 	}
-	w.mu.Lock()
-	delete(w.devs, d.name)
-	w.mu.Unlock()
-	w.forgetNames(d.name)
-	for i, r := range w.round {
-		if r == d {
-			w.round = append(w.round[:i:i], w.round[i+1:]...)
-			break
-		}
-	}
+	w.sums.Remove(d.Name)
+	w.ForgetNames(d.Name)
 	return nil
 }
 
@@ -1156,8 +681,8 @@ func (w *Writer) deleteDeviceRows(ctx context.Context, id int64) error {
 
 // rebuildAfterDelete corrects a device's count and rebuilds its latest
 // values from its newest remaining messages, then saves the summary.
-func (w *Writer) rebuildAfterDelete(ctx context.Context, d *devState, deleted int64) error {
-	rows, err := w.conn.QueryContext(ctx, `SELECT seq, ts, received, kind, flags, payload FROM messages WHERE device_id = ? ORDER BY ts DESC, seq DESC LIMIT ?`, d.id, latestRebuildRows)
+func (w *Writer) rebuildAfterDelete(ctx context.Context, d *store.Summary, deleted int64) error {
+	rows, err := w.conn.QueryContext(ctx, `SELECT seq, ts, received, kind, flags, payload FROM messages WHERE device_id = ? ORDER BY ts DESC, seq DESC LIMIT ?`, d.ID, latestRebuildRows)
 	if err != nil {
 		return describe(err)
 	}
@@ -1173,29 +698,12 @@ func (w *Writer) rebuildAfterDelete(ctx context.Context, d *devState, deleted in
 		recent = append(recent, m)
 	}
 	rows.Close()
-	latest := make(map[string]devices.Latest)
-	for i := len(recent) - 1; i >= 0; i-- { // oldest first, so newer values win
-		m := &recent[i]
-		if m.Kind != devices.KindTelemetry || !m.IsJSON() {
-			continue
-		}
-		_, values, _ := devices.DecodePayload(m.Payload, m.Received)
-		for _, v := range values {
-			if len(v.Value) > maxLatestValue {
-				continue
-			}
-			if old, ok := latest[v.Name]; !ok || old.TS <= v.TS {
-				latest[v.Name] = devices.Latest{Value: v.Value, TS: v.TS, Seq: m.Seq}
-			}
-		}
-	}
-	w.mu.Lock()
-	d.dev.MessageCount = max(d.dev.MessageCount-deleted, 0)
-	d.dev.Latest = latest
-	d.dirty = true
-	w.mu.Unlock()
+	latest := store.LatestFrom(recent)
+	w.sums.Update(d, func(dv *devices.Device) {
+		dv.MessageCount = max(dv.MessageCount-deleted, 0)
+		dv.Latest = latest
+	})
 	latestJSON, _ := json.Marshal(latest)
-	dv := &d.dev
-	_, err = w.conn.ExecContext(ctx, `UPDATE devices SET message_count = ?, latest = ? WHERE id = ?`, dv.MessageCount, string(latestJSON), d.id)
+	_, err = w.conn.ExecContext(ctx, `UPDATE devices SET message_count = ?, latest = ? WHERE id = ?`, d.Device.MessageCount, string(latestJSON), d.ID)
 	return describe(err)
 }

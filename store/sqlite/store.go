@@ -1,0 +1,53 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
+)
+
+// Store is the SQLite backend as one devices.Store: the database file, its
+// single Writer, the readers and the credentials.
+type Store struct {
+	*Writer
+	*MessageService
+	*Credentials
+	DB *DB
+}
+
+var _ devices.Store = (*Store)(nil)
+
+// Open opens (or creates) the database at path, applies its migrations and
+// starts its writer with o.
+func Open(path string, o store.Options) (*Store, error) {
+	db := NewDB(path)
+	if o.Logger != nil {
+		db.Logger = o.Logger.With("component", "store")
+	}
+	if err := db.Open(); err != nil {
+		return nil, err
+	}
+	w := NewWriter(db)
+	o.Configure(&w.Pipeline)
+	w.OnStatus, w.Retention, w.MaxDBSize = o.OnStatus, o.Retention, o.MaxDBSize
+	if err := w.Open(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	ms := NewMessageService(db)
+	ms.Summaries = w.Summaries()
+	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), DB: db}, nil
+}
+
+// LastSeq implements devices.MessageService.
+func (s *Store) LastSeq() devices.Seq { return s.MessageService.LastSeq() }
+
+// Backup writes a consistent copy of the database to path (dashboard.Backuper).
+func (s *Store) Backup(ctx context.Context, path string) error { return s.DB.Backup(ctx, path) }
+
+// Close closes the writer (committing what it accepted), then the database.
+func (s *Store) Close(ctx context.Context) error {
+	return errors.Join(s.Writer.Close(ctx), s.DB.Close())
+}
