@@ -35,10 +35,13 @@ type Store interface {
 	CommitFailures() int64
 	LastCommit() time.Duration
 
-	// Close stops taking messages, commits and acknowledges everything
-	// accepted, saves what the backend holds in memory and releases the
-	// database.
-	Close(ctx context.Context) error
+	// Drain stops taking messages, commits and acknowledges everything
+	// accepted and saves what the backend holds in memory; reads go on
+	// working until Close. When ctx ends first, Drain gives up on batches
+	// that keep failing (their devices were not acknowledged).
+	Drain(ctx context.Context) error
+	// Close releases the database, draining first if that was not done.
+	Close() error
 }
 
 // RetentionService keeps each device's messages for a while: the hub's

@@ -95,7 +95,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("rejected[%s]=%d, want %d", r, s.Rejected[r], n)
 		}
 	}
-	rows, err := m.DB.ReadDB().Query(`SELECT m.flags, count(*) FROM messages m JOIN devices d ON d.id = m.device_id WHERE d.name = 'bad' GROUP BY m.flags`)
+	rows, err := m.SQLite.DB.ReadDB().Query(`SELECT m.flags, count(*) FROM messages m JOIN devices d ON d.id = m.device_id WHERE d.name = 'bad' GROUP BY m.flags`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -162,13 +162,13 @@ func BenchmarkIngest(b *testing.B) {
 	m := MustRunMain(b)
 	clients := fleet(b, m, benchDevices())
 	per := (b.N + len(clients) - 1) / len(clients)
-	commits0 := m.Writer.Commits()
+	commits0 := m.Store.Commits()
 	b.ResetTimer()
 	samples, elapsed := drive(b, clients, per, 0)
 	b.StopTimer()
 	lat := latencies(samples, ackLatency)
 	total := per * len(clients)
-	rowsPerCommit := float64(total) / float64(max(m.Writer.Commits()-commits0, 1))
+	rowsPerCommit := float64(total) / float64(max(m.Store.Commits()-commits0, 1))
 	rate := float64(total) / elapsed.Seconds()
 	raw := storetest.RawInsertRate(b, max(total, 50000), max(int(rowsPerCommit), 1))
 	b.ReportMetric(rate, "msgs/s")
@@ -203,7 +203,7 @@ func BenchmarkIngestLatency(b *testing.B) {
 	// (messages.received, ms): into the hub (client, TCP, broker read) and
 	// through the hub (queue, commit, PUBACK written and read).
 	received := map[[2]int]int64{}
-	rows, err := m.DB.ReadDB().Query(`SELECT d.name, m.payload, m.received FROM messages m JOIN devices d ON d.id = m.device_id`)
+	rows, err := m.SQLite.DB.ReadDB().Query(`SELECT d.name, m.payload, m.received FROM messages m JOIN devices d ON d.id = m.device_id`)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -223,8 +223,8 @@ func BenchmarkIngestLatency(b *testing.B) {
 	in := latencies(samples, func(s sample) time.Duration { return at(s).Sub(s.sent) })
 	through := latencies(samples, func(s sample) time.Duration { return s.acked.Sub(at(s)) })
 	var rolled int64
-	m.DB.ReadDB().QueryRow(`SELECT value FROM meta WHERE key = 'rollup_seq'`).Scan(&rolled)
-	b.ReportMetric(float64(int64(m.Writer.LastSeq())-rolled), "rollup-lag-msgs")
+	m.SQLite.DB.ReadDB().QueryRow(`SELECT value FROM meta WHERE key = 'rollup_seq'`).Scan(&rolled)
+	b.ReportMetric(float64(int64(m.Store.LastSeq())-rolled), "rollup-lag-msgs")
 	b.ReportMetric(percentile(in, 0.99), "in-p99-ms")
 	b.ReportMetric(percentile(through, 0.50), "through-p50-ms")
 	b.ReportMetric(percentile(through, 0.99), "through-p99-ms")

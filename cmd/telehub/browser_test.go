@@ -256,7 +256,7 @@ func TestBrowser_Dashboard(t *testing.T) {
 	ts, temp = readings(base-100_000, 100, 10)
 	publishReadings(t, c, "greenhouse", ts, temp)
 	b.waitPage(t, "live readings", func(st *pageState) error { return checkChart(st, "temp", wantTS, wantTemp) })
-	last := fmt.Sprintf(`table.log tr[data-seq="%d"]`, m.Messages.LastSeq())
+	last := fmt.Sprintf(`table.log tr[data-seq="%d"]`, m.Store.LastSeq())
 	b.run(t, chromedp.WaitVisible(chromedp.CSS(last)))
 	if row := b.text(t, last); !strings.Contains(row, `"temp":109`) {
 		t.Fatalf("the raw log shows the last message as %q, want its payload", row)
@@ -288,8 +288,8 @@ func TestBrowser_Dashboard(t *testing.T) {
 		}
 		seen[seq] = true
 	}
-	if st.Seq != int64(m.Messages.LastSeq()) {
-		t.Fatalf("page at seq %d, hub at %d", st.Seq, m.Messages.LastSeq())
+	if st.Seq != int64(m.Store.LastSeq()) {
+		t.Fatalf("page at seq %d, hub at %d", st.Seq, m.Store.LastSeq())
 	}
 
 	// Phone width, dark scheme: still renders, for a person to look at.
@@ -334,7 +334,7 @@ func checkChart(st *pageState, metric string, ts, values []float64) error {
 func TestBrowser_Login(t *testing.T) {
 	b := newBrowser(t)
 	m := MustRunMain(t, func(c *Config) { c.APIToken = "config-admin-token-0123456789" })
-	read, err := m.Creds.AddToken(context.Background(), "viewer", "read")
+	read, err := m.Store.AddToken(context.Background(), "viewer", "read")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"reflect"
 	"strings"
 	"time"
@@ -118,15 +117,13 @@ func runConfigCheck(args []string, getenv func(string) string, stdout, stderr io
 // dbHasTokens reports whether the database at path holds an API token; a
 // database that does not exist yet holds none.
 func dbHasTokens(path string) (bool, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	db := sqlite.NewDB(path)
-	if err := db.Open(); err != nil {
+	ctx := context.Background()
+	creds, closeDB, err := openCredentials(ctx, path, true)
+	if err != nil || creds == nil {
 		return false, err
 	}
-	defer db.Close()
-	return sqlite.NewCredentials(db).HasTokens(context.Background())
+	defer closeDB()
+	return creds.HasTokens(ctx)
 }
 
 // runCredentials serves "telehub device ..." and "telehub token ...":
@@ -179,13 +176,12 @@ it at once.`)
 		fs.Usage()
 		return 2
 	}
-	db := sqlite.NewDB(*dbPath)
-	if err := db.Open(); err != nil {
+	creds, closeDB, err := openCredentials(ctx, *dbPath, false)
+	if err != nil {
 		fmt.Fprintf(stderr, "telehub %s: %v\n", kind, err)
 		return 1
 	}
-	defer db.Close()
-	creds := sqlite.NewCredentials(db)
+	defer closeDB()
 	var name string
 	if len(pos) > 0 {
 		name = pos[0]

@@ -108,7 +108,7 @@ func TestBackup_API(t *testing.T) {
 	if d.MessageCount != 300 {
 		t.Fatalf("restored bk has %d messages, want 300", d.MessageCount)
 	}
-	if err := m2.DB.IntegrityCheck(context.Background()); err != nil {
+	if err := m2.SQLite.DB.IntegrityCheck(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }

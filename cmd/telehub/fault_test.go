@@ -238,7 +238,7 @@ func TestFault_DiskFull(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "full") {
 		t.Fatalf("/readyz %d %s; want 503 naming the full disk", resp.StatusCode, body)
 	}
-	if m.Writer.CommitFailures() == 0 {
+	if m.Store.CommitFailures() == 0 {
 		t.Fatal("no commit failure counted")
 	}
 
@@ -262,7 +262,7 @@ func TestFault_DiskFull(t *testing.T) {
 	mu.Lock()
 	ackedAll := maps.Clone(acked)
 	mu.Unlock()
-	failures := m.Writer.CommitFailures()
+	failures := m.Store.CommitFailures()
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestFault_MosquittoRestart(t *testing.T) {
 
 	var stored map[string]int
 	checkFor(t, 60*time.Second, func() error {
-		rows, err := m.DB.ReadDB().Query(`SELECT payload FROM messages`)
+		rows, err := m.SQLite.DB.ReadDB().Query(`SELECT payload FROM messages`)
 		if err != nil {
 			return err
 		}

@@ -221,8 +221,8 @@ func TestHistory_SeriesMaxPoints(t *testing.T) {
 			readings += p[2]
 			sum += p[1] * p[2]
 		}
-		if readings != 500 || sum != 499*500/2 || s.Seq != int64(m.Messages.LastSeq()) {
-			t.Fatalf("max_points=%d: %v readings summing to %v, seq %d; want 500, %d, %d", maxPoints, readings, sum, s.Seq, 499*500/2, m.Messages.LastSeq())
+		if readings != 500 || sum != 499*500/2 || s.Seq != int64(m.Store.LastSeq()) {
+			t.Fatalf("max_points=%d: %v readings summing to %v, seq %d; want 500, %d, %d", maxPoints, readings, sum, s.Seq, 499*500/2, m.Store.LastSeq())
 		}
 	}
 }
@@ -268,7 +268,7 @@ func TestHistory_Delete(t *testing.T) {
 		t.Fatalf("after range delete: count %d latest n %s; want 6000, 5999", d.MessageCount, d.Latest["n"].V)
 	}
 	var rows int
-	m.DB.ReadDB().QueryRow(`SELECT count(*) FROM messages m JOIN devices d ON d.id = m.device_id WHERE d.name = 'del'`).Scan(&rows)
+	m.SQLite.DB.ReadDB().QueryRow(`SELECT count(*) FROM messages m JOIN devices d ON d.id = m.device_id WHERE d.name = 'del'`).Scan(&rows)
 	if rows != 6000 {
 		t.Fatalf("rows left %d, want 6000", rows)
 	}
@@ -317,7 +317,7 @@ func TestHistory_Retention(t *testing.T) {
 	if code, body := request(t, "PUT", m.HTTP.URL()+"/api/v1/devices/archive/retention", "", `{"retention":"forever"}`); code != 400 {
 		t.Fatalf("bad retention: %d %s", code, body)
 	}
-	res, err := m.Writer.RunRetention(context.Background())
+	res, err := m.Store.RunRetention(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,12 +69,12 @@ type Main struct {
 	Config Config
 	Logger *slog.Logger
 
-	Stats      *devices.Stats
-	Feed       *devices.Feed
-	DB         *sqlite.DB
-	Writer     *sqlite.Writer
-	Messages   *sqlite.MessageService
-	Creds      *sqlite.Credentials
+	Stats *devices.Stats
+	Feed  *devices.Feed
+	// Store is the storage backend --db selects; SQLite is the same one
+	// when it is the embedded SQLite file (nil on PostgreSQL).
+	Store      devices.Store
+	SQLite     *sqlite.Store
 	Broker     *broker.Broker     // nil with an external broker
 	Subscriber *ingest.Subscriber // nil with the embedded broker
 	HTTP       *dashboard.Server
@@ -117,44 +117,23 @@ func (m *Main) Run() error {
 		return err
 	}
 	m.Registry = m.newRegistry()
-	m.DB = sqlite.NewDB(cfg.DB)
-	m.DB.Logger = m.Logger.With("component", "store")
-	if err := m.DB.Open(); err != nil {
+	if err := m.openStore(); err != nil {
 		return err
 	}
-	m.Writer = sqlite.NewWriter(m.DB)
-	m.Writer.MaxBatch = cfg.BatchMax
-	m.Writer.Linger = cfg.CommitLinger
-	m.Writer.MaxMetrics = cfg.MaxMetrics
-	m.Writer.MaxMetricName = cfg.MaxMetricName
-	m.Writer.QueueSize = cfg.QueueSize
-	m.Writer.Stats = m.Stats
-	m.Writer.OnCommit = m.Feed.Publish
-	m.Writer.OnStatus = func(ev devices.StatusEvent) { m.Feed.Publish([]devices.Message{ev.FeedMessage()}) }
-	m.Writer.Observe = m.observeCommit
-	m.Writer.Logger = m.Logger.With("component", "writer")
-	m.Writer.Retention, _ = devices.ParseRetention(cfg.Retention) // checked by Validate
-	m.Writer.MaxDBSize, _ = parseSize(cfg.MaxDBSize)
-	if err := m.Writer.Open(); err != nil {
-		return err
-	}
-	m.Messages = sqlite.NewMessageService(m.DB)
-	m.Messages.Writer = m.Writer
-	m.Creds = sqlite.NewCredentials(m.DB)
-	m.Logger.Info("database open", "path", cfg.DB, "last_seq", m.Writer.LastSeq())
+	m.Logger.Info("database open", "db", redactDSN(cfg.DB), "last_seq", m.Store.LastSeq())
 	if err := m.checkHTTPExposure(); err != nil {
 		return err
 	}
 
-	m.Presence = &devices.Presence{Recorder: m.Writer, Devices: m.Writer.Activity, Lookup: m.Writer.ActivityOf,
+	m.Presence = &devices.Presence{Recorder: m.Store, Devices: m.Store.Activity, Lookup: m.Store.ActivityOf,
 		Timeout: cfg.DeviceTimeout, Logger: m.Logger.With("component", "presence")}
 	if cfg.MQTTURL == "" {
-		m.Broker = broker.New(m.Writer)
+		m.Broker = broker.New(m.Store)
 		m.Broker.Presence = m.Presence
 		m.Presence.Connected = m.Broker.DeviceConnected
 		// Connections the hub saw before it stopped are gone: those devices
 		// are offline until they connect again.
-		stale, err := m.Messages.StaleOnline(context.Background())
+		stale, err := m.Store.StaleOnline(context.Background())
 		if err != nil {
 			return err
 		}
@@ -163,7 +142,7 @@ func (m *Main) Run() error {
 		m.Broker.Scheme = scheme
 		m.Broker.MaxPayload = cfg.MaxPayload
 		m.Broker.Stats = m.Stats
-		m.Broker.Auth = m.Creds
+		m.Broker.Auth = m.Store
 		m.Broker.RequireAuth = cfg.DeviceAuth
 		m.Broker.MaxConnections = cfg.MaxConnections
 		m.Broker.ClientWritesPending = cfg.MQTTClientQueue
@@ -184,7 +163,7 @@ func (m *Main) Run() error {
 		}
 		m.Logger.Info("mqtt broker listening", "addr", m.Broker.ListenAddr(), "tls_addr", m.Broker.TLSListenAddr(), "device_auth", cfg.DeviceAuth)
 	} else {
-		m.Subscriber = ingest.New(cfg.MQTTURL, m.Writer)
+		m.Subscriber = ingest.New(cfg.MQTTURL, m.Store)
 		m.Subscriber.ClientID = cfg.MQTTClientID
 		m.Subscriber.Username = cfg.MQTTUsername
 		m.Subscriber.Password = cfg.MQTTPassword
@@ -203,19 +182,21 @@ func (m *Main) Run() error {
 	m.presenceDone = make(chan struct{})
 	go func() { defer close(m.presenceDone); m.Presence.Run(pctx) }()
 
-	m.HTTP = dashboard.NewServer(m.Messages, m.Feed)
+	m.HTTP = dashboard.NewServer(m.Store, m.Feed)
 	m.HTTP.Addr = cfg.HTTPAddr
 	m.HTTP.Stats = m.Stats
-	m.HTTP.Deleter = m.Writer
-	m.HTTP.Retention = m.Writer
-	m.HTTP.Events = m.Messages
-	m.HTTP.Backup = m.DB
+	m.HTTP.Deleter = m.Store
+	m.HTTP.Retention = m.Store
+	m.HTTP.Events = m.Store
+	if b, ok := m.Store.(dashboard.Backuper); ok {
+		m.HTTP.Backup = b
+	}
 	m.HTTP.Ready = m.Ready
 	m.HTTP.Metrics = promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 	m.HTTP.WSQueue = cfg.WSQueue
 	m.HTTP.WSWriteTimeout = cfg.WSWriteTimeout
 	m.HTTP.WSMaxClients = cfg.WSMaxClients
-	m.HTTP.Credentials = m.Creds
+	m.HTTP.Credentials = m.Store
 	m.HTTP.APIToken = cfg.APIToken
 	m.HTTP.Version = devices.BuildVersion()
 	if m.Broker != nil {
@@ -294,7 +275,7 @@ func btoi(b bool) int {
 // latest commit succeeded and, with an external broker, the hub is
 // connected and subscribed.
 func (m *Main) Ready() error {
-	if ok, msg := m.Writer.Healthy(); !ok {
+	if ok, msg := m.Store.Healthy(); !ok {
 		return fmt.Errorf("store failing: %s", msg)
 	}
 	if m.Subscriber != nil && !m.Subscriber.Connected() {
@@ -337,8 +318,8 @@ func (m *Main) close(ctx context.Context) error {
 	if m.Subscriber != nil {
 		m.Subscriber.Drain()
 	}
-	if m.Writer != nil {
-		add(m.Writer.Close(ctx))
+	if m.Store != nil {
+		add(m.Store.Drain(ctx))
 	}
 	if m.Broker != nil {
 		add(m.Broker.Close(ctx))
@@ -350,8 +331,8 @@ func (m *Main) close(ctx context.Context) error {
 	if m.HTTP != nil {
 		add(m.HTTP.Close(ctx))
 	}
-	if m.DB != nil {
-		add(m.DB.Close())
+	if m.Store != nil {
+		add(m.Store.Close())
 	}
 	return errors.Join(errs...)
 }

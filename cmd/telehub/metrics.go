@@ -41,7 +41,7 @@ func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	m := c.m
-	if m.Writer == nil {
+	if m.Store == nil {
 		return // not running yet
 	}
 	s := m.Stats.Snapshot()
@@ -54,9 +54,9 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range devices.Refusals {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(s.Refused[r]), string(r))
 	}
-	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(m.Writer.QueueLen()))
-	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, m.Writer.LastCommit().Seconds())
-	ch <- prometheus.MustNewConstMetric(descSeq, prometheus.GaugeValue, float64(m.Writer.LastSeq()))
+	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(m.Store.QueueLen()))
+	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, m.Store.LastCommit().Seconds())
+	ch <- prometheus.MustNewConstMetric(descSeq, prometheus.GaugeValue, float64(m.Store.LastSeq()))
 	if m.Broker != nil {
 		ch <- prometheus.MustNewConstMetric(descClients, prometheus.GaugeValue, float64(m.Broker.Clients()))
 	}
@@ -70,16 +70,20 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descResyncs, prometheus.CounterValue, float64(resyncs))
 		ch <- prometheus.MustNewConstMetric(descWSSlow, prometheus.CounterValue, float64(slow))
 	}
-	ch <- prometheus.MustNewConstMetric(descDevices, prometheus.GaugeValue, float64(len(m.Writer.Activity())))
-	var size int64
-	for _, suffix := range []string{"", "-wal"} {
-		if fi, err := os.Stat(m.Config.DB + suffix); err == nil {
-			size += fi.Size()
+	ch <- prometheus.MustNewConstMetric(descDevices, prometheus.GaugeValue, float64(len(m.Store.Activity())))
+	if m.SQLite != nil {
+		var size int64
+		for _, suffix := range []string{"", "-wal"} {
+			if fi, err := os.Stat(m.Config.DB + suffix); err == nil {
+				size += fi.Size()
+			}
 		}
+		ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(size))
 	}
-	ch <- prometheus.MustNewConstMetric(descDBBytes, prometheus.GaugeValue, float64(size))
-	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(m.Writer.CommitFailures()))
-	ch <- prometheus.MustNewConstMetric(descRollDrop, prometheus.CounterValue, float64(m.Writer.RollupBucketsDropped()))
+	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(m.Store.CommitFailures()))
+	if m.SQLite != nil {
+		ch <- prometheus.MustNewConstMetric(descRollDrop, prometheus.CounterValue, float64(m.SQLite.RollupBucketsDropped()))
+	}
 	ready := 1.0
 	if m.Ready() != nil {
 		ready = 0

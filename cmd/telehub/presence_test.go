@@ -82,7 +82,7 @@ func TestPresence(t *testing.T) {
 	// silence, then a message.
 	write := func() {
 		now := time.Now().UnixMilli()
-		if err := m.Writer.Write(context.Background(), &devices.Pending{Message: devices.Message{
+		if err := m.Store.Write(context.Background(), &devices.Pending{Message: devices.Message{
 			Device: "remote", Topic: "devices/remote/telemetry", Kind: devices.KindTelemetry, TS: now, Received: now, Payload: []byte(`{"x":1}`)}}); err != nil {
 			t.Fatal(err)
 		}

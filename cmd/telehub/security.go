@@ -16,7 +16,7 @@ import (
 // while anyone could use it: the user must configure a token (--api-token
 // or 'telehub token add') or say --allow-anonymous.
 func (m *Main) checkHTTPExposure() error {
-	return checkHTTPExposure(m.Config, func() (bool, error) { return m.Creds.HasTokens(context.Background()) })
+	return checkHTTPExposure(m.Config, func() (bool, error) { return m.Store.HasTokens(context.Background()) })
 }
 
 // checkHTTPExposure is the rule, with hasTokens asked only when it matters.
@@ -41,9 +41,9 @@ func (m *Main) demoTokens(prefix string, n int) ([]string, error) {
 	tokens := make([]string, n)
 	for i := range tokens {
 		id := simulator.DeviceID(prefix, i)
-		tok, err := m.Creds.RotateDevice(ctx, id)
+		tok, err := m.Store.RotateDevice(ctx, id)
 		if errors.Is(err, devices.ErrNotFound) {
-			tok, err = m.Creds.AddDevice(ctx, id)
+			tok, err = m.Store.AddDevice(ctx, id)
 		}
 		if err != nil {
 			return nil, err

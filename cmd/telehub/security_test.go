@@ -98,12 +98,12 @@ func TestSecurity_APITokens(t *testing.T) {
 	m := MustRunMain(t, func(c *Config) { c.APIToken = admin })
 	base := m.HTTP.URL()
 	ctx := context.Background()
-	read, err := m.Creds.AddToken(ctx, "viewer", devices.ScopeRead)
+	read, err := m.Store.AddToken(ctx, "viewer", devices.ScopeRead)
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, _ := m.Creds.AddToken(ctx, "old", devices.ScopeAdmin)
-	m.Creds.RevokeToken(ctx, "old")
+	revoked, _ := m.Store.AddToken(ctx, "old", devices.ScopeAdmin)
+	m.Store.RevokeToken(ctx, "old")
 	c := mqttConnect(t, m.Broker.URL(), "pub")
 	publishN(t, c, "kitchen", 3)
 

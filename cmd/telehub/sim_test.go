@@ -124,14 +124,14 @@ func TestSimulator_SecuredHub(t *testing.T) {
 	cfg := simConfig(m)
 	cfg.Devices, cfg.Rate, cfg.Count = 5, 50, 40
 	for i := 0; i < cfg.Devices; i++ {
-		tok, err := m.Creds.AddDevice(ctx, simulator.DeviceID(cfg.IDPrefix, i))
+		tok, err := m.Store.AddDevice(ctx, simulator.DeviceID(cfg.IDPrefix, i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Tokens = append(cfg.Tokens, tok)
 	}
 	var err error
-	if cfg.HubToken, err = m.Creds.AddToken(ctx, "telesim", "read"); err != nil {
+	if cfg.HubToken, err = m.Store.AddToken(ctx, "telesim", "read"); err != nil {
 		t.Fatal(err)
 	}
 	r, err := simulator.Run(ctx, cfg)

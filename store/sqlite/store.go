@@ -47,7 +47,11 @@ func (s *Store) LastSeq() devices.Seq { return s.MessageService.LastSeq() }
 // Backup writes a consistent copy of the database to path (dashboard.Backuper).
 func (s *Store) Backup(ctx context.Context, path string) error { return s.DB.Backup(ctx, path) }
 
-// Close closes the writer (committing what it accepted), then the database.
-func (s *Store) Close(ctx context.Context) error {
-	return errors.Join(s.Writer.Close(ctx), s.DB.Close())
+// Drain implements devices.Store: the writer commits what it accepted and
+// closes.
+func (s *Store) Drain(ctx context.Context) error { return s.Writer.Close(ctx) }
+
+// Close implements devices.Store.
+func (s *Store) Close() error {
+	return errors.Join(s.Writer.Close(context.Background()), s.DB.Close())
 }

@@ -90,6 +90,7 @@ type Writer struct {
 	roll      rollups                  // write loop only
 	overrides map[string]time.Duration // per-device retention; write loop only
 
+	closing        atomic.Bool  // Close was called
 	rollupDropped  atomic.Int64 // rollup buckets that could not be written
 	rollupThrottle devices.Throttle
 }
@@ -312,7 +313,7 @@ var (
 // queued, saves every device summary and the rollups, and waits for the
 // pipeline (store.Pipeline.Stop). It does not close the DB.
 func (w *Writer) Close(ctx context.Context) error {
-	if w.conn == nil {
+	if w.conn == nil || !w.closing.CompareAndSwap(false, true) {
 		return nil
 	}
 	err := w.Stop(ctx)
