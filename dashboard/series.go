@@ -32,7 +32,7 @@ var niceIntervals = []int64{
 // than least, that keeps [from, to] within n epoch-aligned buckets
 // (counting the partial buckets at each end); past the list, whole days.
 func pickInterval(from, to, n, least int64) int64 {
-	fits := func(iv int64) bool { return floorDiv(to, iv)-floorDiv(from, iv)+1 <= n }
+	fits := func(iv int64) bool { return devices.FloorDiv(to, iv)-devices.FloorDiv(from, iv)+1 <= n }
 	for _, iv := range niceIntervals {
 		if iv >= least && fits(iv) {
 			return iv
@@ -47,14 +47,6 @@ func pickInterval(from, to, n, least int64) int64 {
 		}
 	}
 	return iv
-}
-
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if a%b != 0 && (a < 0) != (b < 0) {
-		q--
-	}
-	return q
 }
 
 // ParseInterval reads an interval: a number and a unit, ms, s, m, h or d

@@ -180,3 +180,13 @@ func (b *Bucket) Merge(o Bucket) {
 		b.Last, b.LastTS = o.Last, o.LastTS
 	}
 }
+
+// FloorDiv divides rounding towards minus infinity, so that buckets before
+// 1970 align too.
+func FloorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}

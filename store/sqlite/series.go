@@ -6,22 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
 )
-
-// MaxSeriesScan caps the messages one series query reads. A longer range
-// comes back Truncated; it needs a coarser interval or a shorter range.
-const MaxSeriesScan = 5_000_000
 
 // Series implements devices.MessageService. An interval of whole hours or
 // whole minutes reads the rollups (seriesRollup); raw points and other
 // intervals read the messages (seriesRaw).
 func (s *MessageService) Series(ctx context.Context, q devices.SeriesQuery) (*devices.Series, error) {
-	if len(q.Metrics) == 0 || q.Limit <= 0 || q.Interval < 0 || q.From > q.To {
-		return nil, fmt.Errorf("%w: series needs metrics, a positive limit and from <= to", devices.ErrInvalid)
+	if err := store.CheckSeriesQuery(q); err != nil {
+		return nil, err
 	}
 	switch {
 	case q.Interval > 0 && q.Interval%rollupHour == 0:
@@ -175,115 +171,15 @@ func (s *MessageService) seriesRollup(ctx context.Context, q devices.SeriesQuery
 		return nil, err
 	}
 	for name, bs := range buckets {
-		setPoints(out, name, bucketPoints(bs, q.Agg), q.Limit)
+		store.SetPoints(out, name, store.BucketPoints(bs, q.Agg), q.Limit)
 	}
 	return out, nil
 }
 
-// seriesRaw answers q from the messages: it reads the device's messages in
-// the range through its ts index, a page at a time, decodes the payloads
-// and aggregates the requested metrics into epoch-aligned buckets.
+// seriesRaw answers q from the messages (store.SeriesFromMessages).
 func (s *MessageService) seriesRaw(ctx context.Context, q devices.SeriesQuery) (*devices.Series, error) {
-	want := make(map[string]bool, len(q.Metrics))
-	for _, m := range q.Metrics {
-		want[m] = true
-	}
-	type acc struct {
-		buckets map[int64]*devices.Bucket
-		raw     []devices.Point
-	}
-	accs := make(map[string]*acc, len(q.Metrics))
-	for _, m := range q.Metrics {
-		accs[m] = &acc{buckets: map[int64]*devices.Bucket{}}
-	}
-	// The pages below are separate reads; messages committed after this
-	// point are skipped, so that the answer is exact up to out.Seq.
-	out := &devices.Series{Points: make(map[string][]devices.Point, len(q.Metrics)), Seq: s.LastSeq()}
-	f := devices.MessageFilter{Device: q.Device, From: q.From, To: q.To, Limit: 1000}
-scan:
-	for {
-		page, err := s.ListMessages(ctx, f)
-		if err != nil {
-			return nil, err
-		}
-		for i := range page {
-			m := &page[i]
-			out.Scanned++
-			if m.Seq > out.Seq || m.Kind == devices.KindStatus || !m.IsJSON() {
-				continue
-			}
-			_, values, _ := devices.DecodePayload(m.Payload, m.Received)
-			for _, v := range values {
-				if !want[v.Name] || v.TS < q.From || v.TS > q.To {
-					continue
-				}
-				x, ok := devices.NumericValue(v.Value)
-				if !ok {
-					continue
-				}
-				a := accs[v.Name]
-				if q.Interval == 0 {
-					if len(a.raw) >= q.Limit {
-						out.Truncated = true
-						continue
-					}
-					a.raw = append(a.raw, devices.Point{TS: v.TS, V: x, N: 1})
-					continue
-				}
-				start := floorDiv(v.TS, q.Interval) * q.Interval
-				b := a.buckets[start]
-				if b == nil {
-					b = &devices.Bucket{}
-					a.buckets[start] = b
-				}
-				b.Add(x, v.TS)
-			}
-			if out.Scanned >= MaxSeriesScan {
-				out.Truncated = true
-				break scan
-			}
-		}
-		if len(page) < f.Limit {
-			break
-		}
-		last := page[len(page)-1]
-		f.After = &devices.Position{TS: last.TS, Seq: last.Seq}
-	}
-	for name, a := range accs {
-		pts := a.raw
-		if q.Interval > 0 {
-			pts = bucketPoints(a.buckets, q.Agg)
-		}
-		setPoints(out, name, pts, q.Limit)
-	}
-	return out, nil
+	return store.SeriesFromMessages(ctx, s, q, s.LastSeq())
 }
 
-// setPoints stores a metric's points in time order, cut to limit (which
-// marks the answer truncated).
-func setPoints(out *devices.Series, name string, pts []devices.Point, limit int) {
-	sort.Slice(pts, func(i, j int) bool { return pts[i].TS < pts[j].TS })
-	if len(pts) > limit {
-		pts, out.Truncated = pts[:limit], true
-	}
-	out.Points[name] = pts
-}
-
-// bucketPoints turns buckets keyed by start time into points under agg.
-func bucketPoints(bs map[int64]*devices.Bucket, agg devices.Agg) []devices.Point {
-	pts := make([]devices.Point, 0, len(bs))
-	for start, b := range bs {
-		pts = append(pts, devices.Point{TS: start, V: b.Value(agg), N: b.Count})
-	}
-	return pts
-}
-
-// floorDiv divides rounding towards minus infinity, so buckets before 1970
-// align too.
-func floorDiv(a, b int64) int64 {
-	q := a / b
-	if (a%b != 0) && ((a < 0) != (b < 0)) {
-		q--
-	}
-	return q
-}
+// floorDiv divides rounding towards minus infinity.
+func floorDiv(a, b int64) int64 { return devices.FloorDiv(a, b) }
