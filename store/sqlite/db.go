@@ -16,6 +16,8 @@ import (
 
 	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/telehub/telehub/store"
 )
 
 //go:embed migration/*.sql
@@ -324,4 +326,19 @@ func (db *DB) IntegrityCheck(ctx context.Context) error {
 		return fmt.Errorf("integrity check: %s", res)
 	}
 	return nil
+}
+
+// Credentials is the credential store on a SQLite database.
+type Credentials = store.Credentials
+
+// NewCredentials returns the credential store of an open db: lookups on
+// the read pool, writes on a connection of their own.
+func NewCredentials(db *DB) *Credentials {
+	return &store.Credentials{ReadDB: db.read, WriteDB: db.admin, Now: db.Now, IsUnique: isUniqueViolation}
+}
+
+// isUniqueViolation reports a PRIMARY KEY or UNIQUE constraint failure.
+func isUniqueViolation(err error) bool {
+	var se *msqlite.Error
+	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE)
 }

@@ -1,4 +1,4 @@
-package sqlite
+package store
 
 import (
 	"context"
@@ -6,26 +6,35 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	msqlite "modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
+	"time"
 
 	"github.com/telehub/telehub/devices"
 )
 
-// Credentials implements devices.CredentialService on the database. Lookups
-// use the read pool; the rare writes use a connection of their own, so they
-// work from another process (the CLI) while the hub runs.
+// Credentials implements devices.CredentialService in SQL that both
+// backends run as it is (through database/sql; parameters as $1, $2).
+// Lookups use ReadDB; the rare writes use WriteDB, which in SQLite is a
+// connection of its own, so that they work from another process (the CLI)
+// while the hub runs.
 type Credentials struct {
-	db *DB
+	ReadDB, WriteDB *sql.DB
+	// Now is the clock of the created times. Default time.Now.
+	Now func() time.Time
+	// IsUnique reports a PRIMARY KEY or UNIQUE constraint failure of the
+	// backend's driver.
+	IsUnique func(error) bool
 }
 
 var _ devices.CredentialService = (*Credentials)(nil)
 
-// NewCredentials returns the credential store of an open db.
-func NewCredentials(db *DB) *Credentials { return &Credentials{db: db} }
+func (c *Credentials) now() int64 {
+	if c.Now == nil {
+		return time.Now().UnixMilli()
+	}
+	return c.Now().UnixMilli()
+}
 
-func (c *Credentials) now() int64 { return c.db.Now().UnixMilli() }
+func (c *Credentials) isUniqueViolation(err error) bool { return err != nil && c.IsUnique(err) }
 
 // AddDevice implements devices.CredentialService.
 func (c *Credentials) AddDevice(ctx context.Context, device string) (string, error) {
@@ -33,9 +42,9 @@ func (c *Credentials) AddDevice(ctx context.Context, device string) (string, err
 		return "", err
 	}
 	token := devices.NewToken(devices.DeviceTokenPrefix)
-	_, err := c.db.admin.ExecContext(ctx, `INSERT INTO device_credentials (device, token_hash, created) VALUES (?, ?, ?)`,
+	_, err := c.WriteDB.ExecContext(ctx, `INSERT INTO device_credentials (device, token_hash, created) VALUES ($1, $2, $3)`,
 		device, devices.HashToken(token), c.now())
-	if isUniqueViolation(err) {
+	if c.isUniqueViolation(err) {
 		return "", fmt.Errorf("device %q already has a credential (rotate it instead): %w", device, devices.ErrConflict)
 	} else if err != nil {
 		return "", fmt.Errorf("add device credential: %w", err)
@@ -46,7 +55,7 @@ func (c *Credentials) AddDevice(ctx context.Context, device string) (string, err
 // RotateDevice implements devices.CredentialService.
 func (c *Credentials) RotateDevice(ctx context.Context, device string) (string, error) {
 	token := devices.NewToken(devices.DeviceTokenPrefix)
-	res, err := c.db.admin.ExecContext(ctx, `UPDATE device_credentials SET token_hash = ?, created = ? WHERE device = ?`,
+	res, err := c.WriteDB.ExecContext(ctx, `UPDATE device_credentials SET token_hash = $1, created = $2 WHERE device = $3`,
 		devices.HashToken(token), c.now(), device)
 	if err != nil {
 		return "", fmt.Errorf("rotate device credential: %w", err)
@@ -59,7 +68,7 @@ func (c *Credentials) RotateDevice(ctx context.Context, device string) (string, 
 
 // RevokeDevice implements devices.CredentialService.
 func (c *Credentials) RevokeDevice(ctx context.Context, device string) error {
-	res, err := c.db.admin.ExecContext(ctx, `DELETE FROM device_credentials WHERE device = ?`, device)
+	res, err := c.WriteDB.ExecContext(ctx, `DELETE FROM device_credentials WHERE device = $1`, device)
 	if err != nil {
 		return fmt.Errorf("revoke device credential: %w", err)
 	}
@@ -71,7 +80,7 @@ func (c *Credentials) RevokeDevice(ctx context.Context, device string) error {
 
 // DeviceCredentials implements devices.CredentialService.
 func (c *Credentials) DeviceCredentials(ctx context.Context) ([]devices.Credential, error) {
-	rows, err := c.db.read.QueryContext(ctx, `SELECT device, created FROM device_credentials ORDER BY device`)
+	rows, err := c.ReadDB.QueryContext(ctx, `SELECT device, created FROM device_credentials ORDER BY device`)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +102,7 @@ func (c *Credentials) AuthenticateDevice(ctx context.Context, token string) (str
 		return "", devices.ErrUnauthorized
 	}
 	var device string
-	err := c.db.read.QueryRowContext(ctx, `SELECT device FROM device_credentials WHERE token_hash = ?`, devices.HashToken(token)).Scan(&device)
+	err := c.ReadDB.QueryRowContext(ctx, `SELECT device FROM device_credentials WHERE token_hash = $1`, devices.HashToken(token)).Scan(&device)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", devices.ErrUnauthorized
 	}
@@ -109,9 +118,9 @@ func (c *Credentials) AddToken(ctx context.Context, name string, scope devices.S
 		return "", err
 	}
 	token := devices.NewToken(devices.APITokenPrefix)
-	_, err := c.db.admin.ExecContext(ctx, `INSERT INTO api_tokens (name, token_hash, scope, created) VALUES (?, ?, ?, ?)`,
+	_, err := c.WriteDB.ExecContext(ctx, `INSERT INTO api_tokens (name, token_hash, scope, created) VALUES ($1, $2, $3, $4)`,
 		name, devices.HashToken(token), string(scope), c.now())
-	if isUniqueViolation(err) {
+	if c.isUniqueViolation(err) {
 		return "", fmt.Errorf("a token named %q exists: %w", name, devices.ErrConflict)
 	} else if err != nil {
 		return "", fmt.Errorf("add token: %w", err)
@@ -121,7 +130,7 @@ func (c *Credentials) AddToken(ctx context.Context, name string, scope devices.S
 
 // RevokeToken implements devices.CredentialService.
 func (c *Credentials) RevokeToken(ctx context.Context, name string) error {
-	res, err := c.db.admin.ExecContext(ctx, `DELETE FROM api_tokens WHERE name = ?`, name)
+	res, err := c.WriteDB.ExecContext(ctx, `DELETE FROM api_tokens WHERE name = $1`, name)
 	if err != nil {
 		return fmt.Errorf("revoke token: %w", err)
 	}
@@ -133,7 +142,7 @@ func (c *Credentials) RevokeToken(ctx context.Context, name string) error {
 
 // Tokens implements devices.CredentialService.
 func (c *Credentials) Tokens(ctx context.Context) ([]devices.APIToken, error) {
-	rows, err := c.db.read.QueryContext(ctx, `SELECT name, scope, created FROM api_tokens ORDER BY name`)
+	rows, err := c.ReadDB.QueryContext(ctx, `SELECT name, scope, created FROM api_tokens ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +161,7 @@ func (c *Credentials) Tokens(ctx context.Context) ([]devices.APIToken, error) {
 // HasTokens implements devices.CredentialService.
 func (c *Credentials) HasTokens(ctx context.Context) (bool, error) {
 	var ok bool
-	err := c.db.read.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM api_tokens)`).Scan(&ok)
+	err := c.ReadDB.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM api_tokens)`).Scan(&ok)
 	return ok, err
 }
 
@@ -162,15 +171,9 @@ func (c *Credentials) AuthenticateToken(ctx context.Context, token string) (devi
 	if !strings.HasPrefix(token, devices.APITokenPrefix) {
 		return t, devices.ErrUnauthorized
 	}
-	err := c.db.read.QueryRowContext(ctx, `SELECT name, scope, created FROM api_tokens WHERE token_hash = ?`, devices.HashToken(token)).Scan(&t.Name, &t.Scope, &t.Created)
+	err := c.ReadDB.QueryRowContext(ctx, `SELECT name, scope, created FROM api_tokens WHERE token_hash = $1`, devices.HashToken(token)).Scan(&t.Name, &t.Scope, &t.Created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return t, devices.ErrUnauthorized
 	}
 	return t, err
-}
-
-// isUniqueViolation reports a PRIMARY KEY or UNIQUE constraint failure.
-func isUniqueViolation(err error) bool {
-	var se *msqlite.Error
-	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE)
 }
