@@ -1,0 +1,47 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
+)
+
+// Store is the PostgreSQL backend as one devices.Store.
+type Store struct {
+	*Writer
+	*MessageService
+	*store.Credentials
+	DB *DB
+}
+
+var _ devices.Store = (*Store)(nil)
+
+// Open connects to the database at url, applies its migrations and starts
+// its writer with o. The caller drains and closes the Store.
+func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
+	db, err := OpenDB(ctx, url, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	w := NewWriter(db)
+	o.Configure(&w.Pipeline)
+	w.OnStatus, w.Retention = o.OnStatus, o.Retention
+	if err := w.Open(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db), DB: db}, nil
+}
+
+// LastSeq implements devices.MessageService.
+func (s *Store) LastSeq() devices.Seq { return s.MessageService.LastSeq() }
+
+// Drain implements devices.Store.
+func (s *Store) Drain(ctx context.Context) error { return s.Writer.Close(ctx) }
+
+// Close implements devices.Store.
+func (s *Store) Close() error {
+	return errors.Join(s.Writer.Close(context.Background()), s.DB.Close())
+}
