@@ -192,9 +192,16 @@ func testDenseSeq(t *testing.T, h *harness) {
 	if got := s.LastSeq(); got != 500 {
 		t.Fatalf("LastSeq=%d, want 500", got)
 	}
-	h.mu.Lock()
-	committed := slices.Clone(h.committed)
-	h.mu.Unlock()
+	// OnCommit follows the Done callbacks of its batch: wait for the last.
+	var committed []devices.Message
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		h.mu.Lock()
+		committed = slices.Clone(h.committed)
+		h.mu.Unlock()
+		if len(committed) >= 500 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(committed) != 500 {
 		t.Fatalf("OnCommit saw %d messages, want 500", len(committed))
 	}

@@ -5,8 +5,10 @@
 // server runs as the "postgres" user (Debian's package creates it).
 //
 // A test package calls Main from its TestMain; each test takes a database
-// of its own with NewDB. Where PostgreSQL is not installed, tests skip with
-// a clear message, or fail when TELEHUB_REQUIRE_TOOLS is set (CI).
+// of its own with NewDB. The server starts at the first NewDB, so a package
+// whose tests that run need none pays nothing. Where PostgreSQL is not
+// installed, tests skip with a clear message, or fail when
+// TELEHUB_REQUIRE_TOOLS is set (CI).
 package pgtest
 
 import (
@@ -21,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,32 +42,33 @@ type Server struct {
 }
 
 var (
-	current *Server
-	skipWhy string
+	inMain   bool
+	once     sync.Once
+	current  *Server
+	startErr error
 )
 
-// Main starts a server, runs the package's tests and stops it. Use it as
-// func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }.
+// Main runs the package's tests and stops the server if one started. Use
+// it as func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }.
 func Main(m *testing.M) int {
-	s, err := Start()
-	if err != nil {
-		skipWhy = err.Error()
-		return m.Run()
+	inMain = true
+	code := m.Run()
+	if current != nil {
+		current.Stop()
 	}
-	current = s
-	defer s.Stop()
-	return m.Run()
+	return code
 }
 
-// Current returns the package's server, or skips t (fails it in CI) when
-// there is none.
+// Current returns the package's server, starting it at the first call, or
+// skips t (fails it in CI) when there can be none.
 func Current(t testing.TB) *Server {
 	t.Helper()
+	if !inMain {
+		t.Fatal("pgtest: call pgtest.Main from the package's TestMain")
+	}
+	once.Do(func() { current, startErr = Start() })
 	if current == nil {
-		why := skipWhy
-		if why == "" {
-			why = "pgtest.Main did not run in this package's TestMain"
-		}
+		why := startErr.Error()
 		if os.Getenv("TELEHUB_REQUIRE_TOOLS") != "" {
 			t.Fatalf("PostgreSQL required: %s", why)
 		}
