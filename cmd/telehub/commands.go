@@ -67,6 +67,10 @@ backup in place of --db and delete the old -wal and -shm files.`)
 		fs.Usage()
 		return 2
 	}
+	if isPostgres(*dbPath) {
+		fmt.Fprintln(stderr, "telehub backup: backs up a SQLite file; back PostgreSQL up with its own tools (pg_dump, pg_basebackup)")
+		return 2
+	}
 	db := sqlite.NewDB(*dbPath)
 	if err := db.Open(); err != nil {
 		fmt.Fprintln(stderr, "telehub backup:", err)
@@ -107,6 +111,9 @@ func runConfigCheck(args []string, getenv func(string) string, stdout, stderr io
 		}
 		if u, err := url.Parse(val); name == "MQTTURL" && err == nil && u.User != nil {
 			val = u.Redacted()
+		}
+		if name == "DB" {
+			val = redactDSN(val)
 		}
 		fmt.Fprintf(stdout, "%-16s %s\n", name, val)
 	}

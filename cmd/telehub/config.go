@@ -132,7 +132,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 		fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
 	}
 
-	str(&c.DB, "db", "telehub.db", "SQLite database file, created if missing")
+	str(&c.DB, "db", "telehub.db", "SQLite database file, created if missing; or a PostgreSQL URL, postgres://user:password@host:5432/db?sslmode=...")
 	str(&c.HTTPAddr, "http", dashboard.DefaultAddr, "HTTP listen address for the dashboard, REST API and WebSocket")
 	str(&c.MQTTAddr, "mqtt", broker.DefaultAddr, "embedded MQTT broker listen address (ignored with --mqtt-url)")
 	str(&c.MQTTURL, "mqtt-url", "", "external broker URL, e.g. tcp://127.0.0.1:1883; empty runs the embedded broker")
@@ -200,6 +200,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.DB == "":
 		return errors.New("--db is required")
+	case isPostgres(c.DB) && c.MaxDBSize != "" && c.MaxDBSize != "0":
+		return errors.New("--max-db-size applies to SQLite only; on PostgreSQL, use --retention")
 	case c.MaxPayload <= 0:
 		return errors.New("--max-payload must be positive")
 	case c.MaxMetrics <= 0 || c.MaxMetricName <= 0:

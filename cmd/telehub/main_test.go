@@ -16,18 +16,21 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fasthttp/websocket"
+
+	"github.com/telehub/telehub/store/postgres/pgtest"
 )
 
 // TestMain lets the test binary act as the hub in a child process (the crash
 // test kills it with SIGKILL): with TELEHUB_TEST_CHILD=1 it runs main() with
-// the arguments in TELEHUB_TEST_ARGS.
+// the arguments in TELEHUB_TEST_ARGS. Tests on PostgreSQL share a private
+// server (pgtest), started by the first of them.
 func TestMain(m *testing.M) {
 	if os.Getenv("TELEHUB_TEST_CHILD") == "1" {
 		os.Args = append([]string{"telehub"}, strings.Fields(os.Getenv("TELEHUB_TEST_ARGS"))...)
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 // MustRunMain runs the hub in-process with a temporary database and random
@@ -232,7 +235,12 @@ func getJSON(tb testing.TB, url string, v any) int {
 // embedded broker; all are stored and served by REST, and WebSocket clients
 // that connect halfway see every message exactly once, in sequence order.
 func TestMain_EndToEnd(t *testing.T) {
-	m := MustRunMain(t)
+	t.Run("SQLite", func(t *testing.T) { testEndToEnd(t) })
+	t.Run("PostgreSQL", func(t *testing.T) { testEndToEnd(t, func(c *Config) { c.DB = pgtest.NewDB(t) }) })
+}
+
+func testEndToEnd(t *testing.T, configure ...func(*Config)) {
+	m := MustRunMain(t, configure...)
 	const nDevices, perDevice = 10, 1000
 	var wg sync.WaitGroup
 	var acked atomic.Int64

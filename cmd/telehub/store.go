@@ -6,9 +6,11 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/postgres"
 	"github.com/telehub/telehub/store/sqlite"
 )
 
@@ -48,6 +50,16 @@ func (m *Main) storeOptions() store.Options {
 
 // openStore opens the backend --db selects.
 func (m *Main) openStore() error {
+	if isPostgres(m.Config.DB) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := postgres.Open(ctx, m.Config.DB, m.storeOptions())
+		if err != nil {
+			return err
+		}
+		m.Store = s
+		return nil
+	}
 	s, err := sqlite.Open(m.Config.DB, m.storeOptions())
 	if err != nil {
 		return err
@@ -60,6 +72,13 @@ func (m *Main) openStore() error {
 // CLI (which works while the hub runs). With mustExist, a SQLite file that
 // does not exist yet is not created: it returns nil, nil.
 func openCredentials(ctx context.Context, db string, mustExist bool) (devices.CredentialService, func() error, error) {
+	if isPostgres(db) {
+		d, err := postgres.OpenDB(ctx, db, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		return postgres.NewCredentials(d), d.Close, nil
+	}
 	if mustExist {
 		if _, err := os.Stat(db); errors.Is(err, os.ErrNotExist) {
 			return nil, nil, nil
