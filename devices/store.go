@@ -18,6 +18,7 @@ type Store interface {
 	StatusRecorder
 	RetentionService
 	EventLog
+	CommandStore
 
 	// Activity lists every device's last-seen time and status, cheaply,
 	// and ActivityOf one device's (Presence).

@@ -13,6 +13,7 @@ type Store struct {
 	*Writer
 	*MessageService
 	*store.Credentials
+	*store.Commands
 	DB *DB
 }
 
@@ -32,7 +33,8 @@ func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db), DB: db}, nil
+	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db),
+		Commands: &store.Commands{ReadDB: db.SQL, WriteDB: db.SQL}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

@@ -14,6 +14,7 @@ type Store struct {
 	*Writer
 	*MessageService
 	*Credentials
+	*store.Commands
 	DB *DB
 }
 
@@ -38,7 +39,7 @@ func Open(path string, o store.Options) (*Store, error) {
 	}
 	ms := NewMessageService(db)
 	ms.Summaries = w.Summaries()
-	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), DB: db}, nil
+	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), Commands: NewCommands(db), DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

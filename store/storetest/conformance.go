@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -51,6 +52,7 @@ func Run(t *testing.T, b Backend) {
 		{"MetricLimits", testMetricLimits},
 		{"EmptyAndExtremePayloads", testExtremes},
 		{"DrainAcknowledgesEverything", testDrain},
+		{"Commands", testCommands},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, &harness{t: t, b: b, db: b.NewDB(t)})
@@ -989,5 +991,111 @@ func testDrain(t *testing.T, h *harness) {
 	s = h.open(store.Options{})
 	if s.LastSeq() != 2000 {
 		t.Fatalf("LastSeq after reopen %d, want 2000", s.LastSeq())
+	}
+}
+
+func testCommands(t *testing.T, h *harness) {
+	s := h.open(store.Options{})
+	ctx := context.Background()
+	mk := func(device, method string, expires int64, oneway bool) *devices.Command {
+		t.Helper()
+		c, err := s.CreateCommand(ctx, devices.Command{Device: device, Method: method, Params: json.RawMessage(`{"n":1}`), Oneway: oneway, Created: t0, Expires: expires})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a1 := mk("a", "m1", t0+60_000, false)
+	a2 := mk("a", "m2", t0+60_000, false)
+	a3 := mk("a", "m3", t0+1000, true)
+	b1 := mk("b", "m1", t0+60_000, false)
+	if a1.ID <= 0 || a2.ID <= a1.ID || a3.ID <= a2.ID || b1.ID <= a3.ID || a1.Status != devices.CommandQueued {
+		t.Fatalf("ids %d %d %d %d, status %s: want positive, increasing, queued", a1.ID, a2.ID, a3.ID, b1.ID, a1.Status)
+	}
+	if _, err := s.CreateCommand(ctx, devices.Command{Device: "bad/id", Method: "m"}); err == nil {
+		t.Fatal("CreateCommand accepted an invalid device id")
+	}
+	got, err := s.Command(ctx, "a", a2.ID)
+	if err != nil || got.Method != "m2" || string(got.Params) != `{"n":1}` || got.Expires != t0+60_000 || len(got.History) != 1 {
+		t.Fatalf("Command = %+v %v", got, err)
+	}
+	if _, err := s.Command(ctx, "b", a2.ID); !errors.Is(err, devices.ErrNotFound) {
+		t.Fatalf("another device's command: %v, want ErrNotFound", err)
+	}
+	// Compare-and-set status changes, each recorded.
+	up := func(id int64, from []devices.CommandStatus, to devices.CommandStatus, resp string) bool {
+		t.Helper()
+		var r json.RawMessage
+		if resp != "" {
+			r = json.RawMessage(resp)
+		}
+		c, ok, err := s.UpdateCommand(ctx, id, from, to, t0+100, string(to), r, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && c.Status != to {
+			t.Fatalf("updated to %s, reads %s", to, c.Status)
+		}
+		return ok
+	}
+	Q, S, D := devices.CommandQueued, devices.CommandSent, devices.CommandDelivered
+	if !up(a1.ID, []devices.CommandStatus{Q}, S, "") || !up(a1.ID, []devices.CommandStatus{S}, D, "") {
+		t.Fatal("queued -> sent -> delivered refused")
+	}
+	if up(a1.ID, []devices.CommandStatus{Q}, S, "") {
+		t.Fatal("a delivered command moved back to sent")
+	}
+	if !up(a1.ID, []devices.CommandStatus{S, D}, devices.CommandReplied, `{"ok":true}`) {
+		t.Fatal("delivered -> replied refused")
+	}
+	c, _ := s.Command(ctx, "a", a1.ID)
+	var hist []string
+	for _, e := range c.History {
+		hist = append(hist, string(e.Status))
+	}
+	if string(c.Response) != `{"ok":true}` || fmt.Sprint(hist) != "[queued sent delivered replied]" {
+		t.Fatalf("replied command: response %s, history %v", c.Response, hist)
+	}
+	// Pending: queued or sent, not expired, oldest first.
+	pend, err := s.PendingCommands(ctx, "a", t0+500)
+	if err != nil || len(pend) != 2 || pend[0].ID != a2.ID || pend[1].ID != a3.ID {
+		t.Fatalf("pending at t0+500 = %v %v; want a2, a3", pend, err)
+	}
+	if pend, _ := s.PendingCommands(ctx, "a", t0+2000); len(pend) != 1 || pend[0].ID != a2.ID {
+		t.Fatalf("pending at t0+2s = %v; a3 has expired", pend)
+	}
+	// Due: open and past the deadline; a delivered one-way command is done.
+	if due, err := s.DueCommands(ctx, t0+2000, 10); err != nil || len(due) != 1 || due[0].ID != a3.ID {
+		t.Fatalf("due at t0+2s = %v %v; want a3", due, err)
+	}
+	up(a3.ID, []devices.CommandStatus{Q}, D, "")
+	if due, _ := s.DueCommands(ctx, t0+2000, 10); len(due) != 0 {
+		t.Fatalf("a delivered one-way command is due: %v", due)
+	}
+	if n, err := s.CountPending(ctx, "a"); err != nil || n != 1 {
+		t.Fatalf("CountPending(a) = %d %v, want 1", n, err)
+	}
+	// Listing: newest first, by status, in pages.
+	list, err := s.ListCommands(ctx, devices.CommandFilter{Device: "a", Limit: 2})
+	if err != nil || len(list) != 2 || list[0].ID != a3.ID || list[1].ID != a2.ID {
+		t.Fatalf("list = %v %v", list, err)
+	}
+	if rest, _ := s.ListCommands(ctx, devices.CommandFilter{Device: "a", Limit: 2, Before: a2.ID}); len(rest) != 1 || rest[0].ID != a1.ID {
+		t.Fatalf("second page = %v", rest)
+	}
+	if q, _ := s.ListCommands(ctx, devices.CommandFilter{Device: "a", Status: Q, Limit: 10}); len(q) != 1 || q[0].ID != a2.ID {
+		t.Fatalf("queued = %v", q)
+	}
+	if _, err := s.ListCommands(ctx, devices.CommandFilter{Device: "a"}); !errors.Is(err, devices.ErrInvalid) {
+		t.Fatalf("no limit: %v, want ErrInvalid", err)
+	}
+	// Commands survive a restart.
+	h.close(s)
+	s = h.open(store.Options{})
+	if c, err := s.Command(ctx, "b", b1.ID); err != nil || c.Status != Q {
+		t.Fatalf("after reopen: %+v %v", c, err)
+	}
+	if next, err := s.CreateCommand(ctx, devices.Command{Device: "b", Method: "m", Params: json.RawMessage(`{}`), Created: t0, Expires: t0 + 1}); err != nil || next.ID <= b1.ID {
+		t.Fatalf("id after reopen %v %v: ids never go back", next, err)
 	}
 }

@@ -1,0 +1,314 @@
+package devices
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// ErrTooManyCommands refuses a command for a device that has too many
+// commands waiting already (Downlink.MaxPending).
+var ErrTooManyCommands = errors.New("too many commands waiting for the device")
+
+// CommandSender publishes commands to devices over MQTT (the embedded
+// broker, or the hub's client of an external one).
+type CommandSender interface {
+	// SendCommand publishes c, QoS 1, on the device's connections that
+	// listen to its commands and were not sent c yet, and returns on how
+	// many; 0 means the device is not listening now.
+	SendCommand(c *Command) int
+}
+
+// Default limits of Downlink.
+const (
+	DefaultMaxPendingCommands = 100
+	downlinkQueue             = 1024
+)
+
+// Downlink delivers commands to devices and follows them to their end:
+// stored first (queued), published when the device listens (sent; at once
+// if it does, else when it subscribes to its command topics, in creation
+// order, also after a restart), delivered at the device's PUBACK, replied
+// at its answer, expired at their deadline, each change stored and pushed
+// through OnChange. Its one goroutine (Run) does every store write and
+// send; the broker's hooks only hand it work (Listening, Delivered,
+// Replied), so no client waits on another.
+type Downlink struct {
+	// Store keeps the commands. Required.
+	Store CommandStore
+	// Sender publishes them; nil until a broker or external client is
+	// attached (commands then wait, queued).
+	Sender CommandSender
+	// OnChange receives every command after each change of its status
+	// (the live feed). Optional.
+	OnChange func(Command)
+	// MaxPending caps a device's commands not yet final. Default
+	// DefaultMaxPendingCommands.
+	MaxPending int
+	// Now is the clock. Default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+
+	initOnce sync.Once
+	work     chan func(ctx context.Context)
+	mu       sync.Mutex
+	listen   map[string]bool // devices to send to at the next turn
+	waiters  map[int64][]chan *Command
+}
+
+func (d *Downlink) init() {
+	d.initOnce.Do(func() {
+		if d.MaxPending <= 0 {
+			d.MaxPending = DefaultMaxPendingCommands
+		}
+		if d.Now == nil {
+			d.Now = time.Now
+		}
+		if d.Logger == nil {
+			d.Logger = slog.Default().With("component", "downlink")
+		}
+		d.work = make(chan func(context.Context), downlinkQueue)
+		d.listen = make(map[string]bool)
+		d.waiters = make(map[int64][]chan *Command)
+	})
+}
+
+// Create stores a command for device and sends it if the device listens.
+func (d *Downlink) Create(ctx context.Context, device string, r CommandRequest) (*Command, error) {
+	d.init()
+	if err := ValidateDeviceID(device); err != nil {
+		return nil, err
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	n, err := d.Store.CountPending(ctx, device)
+	if err != nil {
+		return nil, err
+	}
+	if n >= d.MaxPending {
+		return nil, fmt.Errorf("%w: %d waiting for %q, at most %d", ErrTooManyCommands, n, device, d.MaxPending)
+	}
+	now := d.Now().UnixMilli()
+	c, err := d.Store.CreateCommand(ctx, Command{Device: device, Method: r.Method, Params: r.Params, Oneway: r.Oneway,
+		Created: now, Expires: now + r.Timeout.Milliseconds()})
+	if err != nil {
+		return nil, err
+	}
+	d.changed(c)
+	d.Listening(device)
+	return c, nil
+}
+
+// Cancel ends a command that is not final yet; ErrConflict otherwise.
+func (d *Downlink) Cancel(ctx context.Context, device string, id int64) (*Command, error) {
+	d.init()
+	c, err := d.Store.Command(ctx, device, id)
+	if err != nil {
+		return nil, err
+	}
+	if c.finished() {
+		return nil, fmt.Errorf("command %d is %s already: %w", id, c.Status, ErrConflict)
+	}
+	c, ok, err := d.Store.UpdateCommand(ctx, id, []CommandStatus{CommandQueued, CommandSent, CommandDelivered}, CommandCancelled, d.Now().UnixMilli(), "cancelled", nil, "")
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("command %d ended meanwhile: %w", id, ErrConflict)
+	}
+	d.changed(c)
+	return c, nil
+}
+
+// Wait returns the command once it is final (or delivered, one way), or
+// its latest state when ctx ends first.
+func (d *Downlink) Wait(ctx context.Context, device string, id int64) (*Command, error) {
+	d.init()
+	ch := make(chan *Command, 1)
+	d.mu.Lock()
+	d.waiters[id] = append(d.waiters[id], ch)
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		list := d.waiters[id]
+		for i, w := range list {
+			if w == ch {
+				d.waiters[id] = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(d.waiters[id]) == 0 {
+			delete(d.waiters, id)
+		}
+		d.mu.Unlock()
+	}()
+	c, err := d.Store.Command(ctx, device, id) // after registering: no change is missed
+	if err != nil || c.finished() {
+		return c, err
+	}
+	select {
+	case c := <-ch:
+		return c, nil
+	case <-ctx.Done():
+		return d.Store.Command(context.WithoutCancel(ctx), device, id)
+	}
+}
+
+// finished reports whether nothing more will happen to c.
+func (c *Command) finished() bool {
+	return c.Status.Final() || c.Oneway && c.Status == CommandDelivered
+}
+
+// Listening tells that device may now receive commands (it subscribed to
+// its command topics): the commands waiting for it go out.
+func (d *Downlink) Listening(device string) {
+	d.init()
+	d.mu.Lock()
+	first := !d.listen[device]
+	d.listen[device] = true
+	d.mu.Unlock()
+	if first {
+		d.do(func(ctx context.Context) { d.send(ctx, device) })
+	}
+}
+
+// Delivered records the device's PUBACK of command id.
+func (d *Downlink) Delivered(device string, id int64) {
+	d.init()
+	d.do(func(ctx context.Context) {
+		d.update(ctx, device, id, []CommandStatus{CommandQueued, CommandSent}, CommandDelivered, "acknowledged by the device", nil, "")
+	})
+}
+
+// Replied records the device's answer to command id: JSON as it came (text
+// that is not JSON becomes a JSON string); an object with an "error"
+// string fails the command with it.
+func (d *Downlink) Replied(device string, id int64, payload []byte) {
+	d.init()
+	payload = bytes.Clone(payload)
+	d.do(func(ctx context.Context) {
+		to, note, errText := CommandReplied, "answered", ""
+		resp := json.RawMessage(bytes.TrimSpace(payload))
+		switch {
+		case len(payload) > MaxCommandResponse:
+			resp, to, errText = nil, CommandFailed, fmt.Sprintf("answer larger than %d bytes", MaxCommandResponse)
+		case !json.Valid(resp):
+			resp, _ = json.Marshal(string(payload))
+		default:
+			var e struct {
+				Error any `json:"error"`
+			}
+			if json.Unmarshal(resp, &e) == nil && e.Error != nil {
+				to, note = CommandFailed, "the device answered with an error"
+				if s, ok := e.Error.(string); ok {
+					errText = s
+				} else {
+					b, _ := json.Marshal(e.Error)
+					errText = string(b)
+				}
+			}
+		}
+		d.update(ctx, device, id, []CommandStatus{CommandQueued, CommandSent, CommandDelivered}, to, note, resp, errText)
+	})
+}
+
+// Run does the Downlink's work until ctx ends: sends, status changes, and
+// every second the expiry of commands past their deadline.
+func (d *Downlink) Run(ctx context.Context) {
+	d.init()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case fn := <-d.work:
+			fn(ctx)
+		case <-tick.C:
+			d.expire(ctx)
+		}
+	}
+}
+
+// do hands fn to Run; when the queue is full the caller waits (only the
+// client whose packets called it).
+func (d *Downlink) do(fn func(context.Context)) { d.work <- fn }
+
+// send publishes device's pending commands, oldest first.
+func (d *Downlink) send(ctx context.Context, device string) {
+	d.mu.Lock()
+	delete(d.listen, device)
+	d.mu.Unlock()
+	if d.Sender == nil {
+		return
+	}
+	pending, err := d.Store.PendingCommands(ctx, device, d.Now().UnixMilli())
+	if err != nil {
+		d.Logger.Error("reading pending commands failed", "device", device, "error", err)
+		return
+	}
+	for i := range pending {
+		c := &pending[i]
+		if d.Sender.SendCommand(c) == 0 {
+			return // not listening: the rest wait too
+		}
+		if c.Status == CommandQueued {
+			d.update(ctx, device, c.ID, []CommandStatus{CommandQueued}, CommandSent, "published", nil, "")
+		}
+	}
+}
+
+func (d *Downlink) update(ctx context.Context, device string, id int64, from []CommandStatus, to CommandStatus, note string, resp json.RawMessage, errText string) {
+	if device != "" {
+		if _, err := d.Store.Command(ctx, device, id); err != nil {
+			return // not the device's command: a device answers only its own
+		}
+	}
+	c, ok, err := d.Store.UpdateCommand(ctx, id, from, to, d.Now().UnixMilli(), note, resp, errText)
+	if err != nil {
+		d.Logger.Error("updating a command failed", "id", id, "status", string(to), "error", err)
+		return
+	}
+	if ok {
+		d.changed(c)
+	}
+}
+
+// expire ends the commands past their deadline.
+func (d *Downlink) expire(ctx context.Context) {
+	due, err := d.Store.DueCommands(ctx, d.Now().UnixMilli(), 500)
+	if err != nil {
+		d.Logger.Error("reading expired commands failed", "error", err)
+		return
+	}
+	for _, c := range due {
+		note := "not delivered in time"
+		if c.Status == CommandDelivered {
+			note = "no answer in time"
+		}
+		d.update(ctx, "", c.ID, []CommandStatus{CommandQueued, CommandSent, CommandDelivered}, CommandExpired, note, nil, "")
+	}
+}
+
+func (d *Downlink) changed(c *Command) {
+	if d.OnChange != nil {
+		d.OnChange(*c)
+	}
+	if !c.finished() {
+		return
+	}
+	d.mu.Lock()
+	for _, ch := range d.waiters[c.ID] {
+		select {
+		case ch <- c:
+		default:
+		}
+	}
+	d.mu.Unlock()
+}

@@ -1,0 +1,221 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// Commands implements devices.CommandStore in SQL that both backends run as
+// it is (through database/sql, parameters as $1, $2), like Credentials.
+// Commands are rare next to telemetry: they take the credential store's
+// connections, never the message writer's.
+type Commands struct {
+	ReadDB, WriteDB *sql.DB
+}
+
+var _ devices.CommandStore = (*Commands)(nil)
+
+// MaxCommandList caps CommandFilter.Limit.
+const MaxCommandList = 1000
+
+// openCommand selects the commands that are not finished: a one-way
+// command is finished once delivered.
+const openCommand = `(status IN ('queued', 'sent') OR (status = 'delivered' AND oneway = 0))`
+
+const commandCols = `id, device, method, params, oneway, status, created, expires, updated, response, error`
+
+// CreateCommand implements devices.CommandStore.
+func (s *Commands) CreateCommand(ctx context.Context, c devices.Command) (*devices.Command, error) {
+	if err := devices.ValidateDeviceID(c.Device); err != nil {
+		return nil, err
+	}
+	tx, err := s.WriteDB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	c.Status, c.Updated = devices.CommandQueued, c.Created
+	err = tx.QueryRowContext(ctx, `INSERT INTO commands (device, method, params, oneway, status, created, expires, updated)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+		c.Device, c.Method, string(c.Params), btoi(c.Oneway), string(c.Status), c.Created, c.Expires, c.Updated).Scan(&c.ID)
+	if err != nil {
+		return nil, fmt.Errorf("create command: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`,
+		c.ID, c.Created, string(c.Status), ""); err != nil {
+		return nil, fmt.Errorf("create command: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("create command: %w", err)
+	}
+	c.History = []devices.CommandEvent{{Status: c.Status, At: c.Created}}
+	return &c, nil
+}
+
+// Command implements devices.CommandStore.
+func (s *Commands) Command(ctx context.Context, device string, id int64) (*devices.Command, error) {
+	list, err := s.query(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands WHERE id = $1 AND device = $2`, id, device)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("command %d of device %q: %w", id, device, devices.ErrNotFound)
+	}
+	return &list[0], nil
+}
+
+// ListCommands implements devices.CommandStore.
+func (s *Commands) ListCommands(ctx context.Context, f devices.CommandFilter) ([]devices.Command, error) {
+	if f.Limit <= 0 || f.Limit > MaxCommandList {
+		return nil, fmt.Errorf("%w: limit must be 1..%d", devices.ErrInvalid, MaxCommandList)
+	}
+	q := `SELECT ` + commandCols + ` FROM commands WHERE device = $1`
+	args := []any{f.Device}
+	if f.Status != "" {
+		args = append(args, string(f.Status))
+		q += ` AND status = $` + strconv.Itoa(len(args))
+	}
+	if f.Before > 0 {
+		args = append(args, f.Before)
+		q += ` AND id < $` + strconv.Itoa(len(args))
+	}
+	args = append(args, f.Limit)
+	q += ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
+	return s.query(ctx, s.ReadDB, q, args...)
+}
+
+// PendingCommands implements devices.CommandStore.
+func (s *Commands) PendingCommands(ctx context.Context, device string, now int64) ([]devices.Command, error) {
+	return s.query(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
+		WHERE device = $1 AND status IN ('queued', 'sent') AND expires > $2 ORDER BY id LIMIT 1000`, device, now)
+}
+
+// CountPending implements devices.CommandStore.
+func (s *Commands) CountPending(ctx context.Context, device string) (int, error) {
+	var n int
+	err := s.ReadDB.QueryRowContext(ctx, `SELECT count(*) FROM commands WHERE device = $1 AND `+openCommand, device).Scan(&n)
+	return n, err
+}
+
+// DueCommands implements devices.CommandStore.
+func (s *Commands) DueCommands(ctx context.Context, now int64, limit int) ([]devices.Command, error) {
+	return s.query(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
+		WHERE `+openCommand+` AND expires <= $1 ORDER BY expires LIMIT $2`, now, limit)
+}
+
+// UpdateCommand implements devices.CommandStore.
+func (s *Commands) UpdateCommand(ctx context.Context, id int64, from []devices.CommandStatus, to devices.CommandStatus, at int64, note string, response json.RawMessage, errText string) (*devices.Command, bool, error) {
+	if len(from) == 0 {
+		return nil, false, errors.New("update command: no status to move from")
+	}
+	tx, err := s.WriteDB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	defer tx.Rollback()
+	args := []any{string(to), at, nullJSON(response), errText, id}
+	in := make([]string, len(from))
+	for i, st := range from {
+		args = append(args, string(st))
+		in[i] = "$" + strconv.Itoa(len(args))
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
+		error = CASE WHEN $4 = '' THEN error ELSE $4 END
+		WHERE id = $5 AND status IN (`+strings.Join(in, ", ")+`)`, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("update command %d: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, false, nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`, id, at, string(to), note); err != nil {
+		return nil, false, fmt.Errorf("update command %d: %w", id, err)
+	}
+	list, err := s.query(ctx, tx, `SELECT `+commandCols+` FROM commands WHERE id = $1`, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, fmt.Errorf("update command %d: %w", id, err)
+	}
+	return &list[0], true, nil
+}
+
+func nullJSON(b json.RawMessage) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+type queryer interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+// query reads commands with their histories.
+func (s *Commands) query(ctx context.Context, db queryer, q string, args ...any) ([]devices.Command, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := []devices.Command{}
+	byID := map[int64]int{}
+	for rows.Next() {
+		var c devices.Command
+		var params, status string
+		var oneway int
+		var response sql.NullString
+		if err := rows.Scan(&c.ID, &c.Device, &c.Method, &params, &oneway, &status, &c.Created, &c.Expires, &c.Updated, &response, &c.Error); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		c.Params, c.Oneway, c.Status = json.RawMessage(params), oneway != 0, devices.CommandStatus(status)
+		if response.Valid {
+			c.Response = json.RawMessage(response.String)
+		}
+		c.History = []devices.CommandEvent{}
+		byID[c.ID] = len(out)
+		out = append(out, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(out) == 0 {
+		return out, err
+	}
+	ids := make([]any, 0, len(out))
+	in := make([]string, 0, len(out))
+	for _, c := range out {
+		ids = append(ids, c.ID)
+		in = append(in, "$"+strconv.Itoa(len(ids)))
+	}
+	ev, err := db.QueryContext(ctx, `SELECT command_id, at, status, note FROM command_events WHERE command_id IN (`+strings.Join(in, ", ")+`) ORDER BY id`, ids...)
+	if err != nil {
+		return nil, err
+	}
+	defer ev.Close()
+	for ev.Next() {
+		var id int64
+		var e devices.CommandEvent
+		var status string
+		if err := ev.Scan(&id, &e.At, &status, &e.Note); err != nil {
+			return nil, err
+		}
+		e.Status = devices.CommandStatus(status)
+		c := &out[byID[id]]
+		c.History = append(c.History, e)
+	}
+	return out, ev.Err()
+}

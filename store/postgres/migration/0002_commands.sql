@@ -1,0 +1,25 @@
+-- Commands to devices (RPC), with their answers, and every status change.
+-- Kept by device name, like retention overrides. See devices.Command.
+CREATE TABLE commands (
+	id       bigint   GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	device   text     NOT NULL,
+	method   text     NOT NULL,
+	params   text     NOT NULL, -- JSON
+	oneway   smallint NOT NULL, -- 0 or 1
+	status   text     NOT NULL,
+	created  bigint   NOT NULL, -- Unix ms
+	expires  bigint   NOT NULL,
+	updated  bigint   NOT NULL,
+	response text,              -- JSON, NULL until answered
+	error    text     NOT NULL DEFAULT ''
+);
+CREATE INDEX commands_device ON commands (device, id);
+CREATE INDEX commands_open ON commands (expires) WHERE status IN ('queued', 'sent', 'delivered');
+CREATE TABLE command_events (
+	id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	command_id bigint NOT NULL,
+	at         bigint NOT NULL,
+	status     text   NOT NULL,
+	note       text   NOT NULL DEFAULT ''
+);
+CREATE INDEX command_events_command ON command_events (command_id, at);

@@ -1,0 +1,25 @@
+-- Commands to devices (RPC), with their answers, and every status change.
+-- Kept by device name, like retention overrides. See devices.Command.
+CREATE TABLE commands (
+	id       INTEGER PRIMARY KEY,
+	device   TEXT    NOT NULL,
+	method   TEXT    NOT NULL,
+	params   TEXT    NOT NULL, -- JSON
+	oneway   INTEGER NOT NULL, -- 0 or 1
+	status   TEXT    NOT NULL,
+	created  INTEGER NOT NULL, -- Unix ms
+	expires  INTEGER NOT NULL,
+	updated  INTEGER NOT NULL,
+	response TEXT,             -- JSON, NULL until answered
+	error    TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX commands_device ON commands (device, id);
+CREATE INDEX commands_open ON commands (expires) WHERE status IN ('queued', 'sent', 'delivered');
+CREATE TABLE command_events (
+	id         INTEGER PRIMARY KEY,
+	command_id INTEGER NOT NULL,
+	at         INTEGER NOT NULL,
+	status     TEXT    NOT NULL,
+	note       TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX command_events_command ON command_events (command_id, at);
