@@ -29,6 +29,8 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		status, detail = fiber.StatusBadRequest, strings.TrimPrefix(err.Error(), devices.ErrInvalid.Error()+": ")
 	case errors.Is(err, devices.ErrNotFound):
 		status, detail = fiber.StatusNotFound, err.Error()
+	case errors.Is(err, devices.ErrTooManyCommands):
+		status, detail = fiber.StatusTooManyRequests, err.Error()
 	case errors.Is(err, devices.ErrConflict):
 		status, detail = fiber.StatusConflict, err.Error()
 	case errors.Is(err, devices.ErrUnauthorized):

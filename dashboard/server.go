@@ -54,6 +54,8 @@ type Server struct {
 	Deleter devices.DataDeleter
 	// Backup writes database copies for POST /api/v1/backup; nil disables it.
 	Backup Backuper
+	// Commands sends commands to devices; nil disables those routes.
+	Commands CommandService
 	// Events lists devices' status events; nil disables that route.
 	Events devices.EventLog
 	// Retention reads and sets per-device retention; nil disables those routes.
@@ -223,6 +225,10 @@ func (s *Server) routes() {
 	api.Delete("/devices/:id", s.handleDeleteDevice)
 	api.Delete("/devices/:id/messages", s.handleDeleteMessages)
 	api.Get("/devices/:id/events", s.handleEvents)
+	api.Post("/devices/:id/commands", s.handleCreateCommand)
+	api.Get("/devices/:id/commands", s.handleListCommands)
+	api.Get("/devices/:id/commands/:cmd", s.handleGetCommand)
+	api.Delete("/devices/:id/commands/:cmd", s.handleCancelCommand)
 	api.Get("/devices/:id/retention", s.handleGetRetention)
 	api.Put("/devices/:id/retention", s.handleSetRetention)
 	api.Delete("/devices/:id/retention", s.handleClearRetention)

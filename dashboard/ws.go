@@ -270,8 +270,12 @@ func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 				if st.opts.device != "" && m.Device != st.opts.device {
 					continue
 				}
-				if m.Seq == 0 { // a status event: not a stored message, no seq
-					if err := st.writeStatus(m); err != nil {
+				if m.Seq == 0 { // a status event or a command: not a stored message, no seq
+					write := st.writeStatus
+					if m.Kind == devices.KindCommand {
+						write = st.writeCommand
+					}
+					if err := write(m); err != nil {
 						return err
 					}
 					continue
@@ -337,6 +341,19 @@ func (st *wsStream) writeStatus(m *devices.Message) error {
 	b = strconv.AppendInt(b, m.Received, 10)
 	b = append(b, ',')
 	b = append(b, m.Payload[1:]...) // the payload object's members
+	st.buf = b
+	return st.write(b)
+}
+
+// writeCommand sends a command's change (devices.Command.FeedMessage) as
+// {"type":"command","command":{...}}.
+func (st *wsStream) writeCommand(m *devices.Message) error {
+	if err := st.flush(); err != nil {
+		return err
+	}
+	b := append(st.buf[:0], `{"type":"command","command":`...)
+	b = append(b, m.Payload...)
+	b = append(b, '}')
 	st.buf = b
 	return st.write(b)
 }

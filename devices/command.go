@@ -79,8 +79,9 @@ type CommandEvent struct {
 
 // Limits of what a command carries.
 const (
-	// MaxCommandParams is the largest params JSON accepted, in bytes.
-	MaxCommandParams = 64 << 10
+	// MaxCommandParams is the largest params JSON accepted, in bytes (the
+	// API takes request bodies of up to 64 KiB).
+	MaxCommandParams = 48 << 10
 	// MaxCommandResponse is the largest answer kept, in bytes; a longer
 	// one fails the command.
 	MaxCommandResponse = 64 << 10

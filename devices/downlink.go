@@ -56,6 +56,7 @@ type Downlink struct {
 
 	initOnce sync.Once
 	work     chan func(ctx context.Context)
+	quit     chan struct{} // closed when Run returns
 	mu       sync.Mutex
 	listen   map[string]bool // devices to send to at the next turn
 	waiters  map[int64][]chan *Command
@@ -73,6 +74,7 @@ func (d *Downlink) init() {
 			d.Logger = slog.Default().With("component", "downlink")
 		}
 		d.work = make(chan func(context.Context), downlinkQueue)
+		d.quit = make(chan struct{})
 		d.listen = make(map[string]bool)
 		d.waiters = make(map[int64][]chan *Command)
 	})
@@ -222,6 +224,7 @@ func (d *Downlink) Replied(device string, id int64, payload []byte) {
 // every second the expiry of commands past their deadline.
 func (d *Downlink) Run(ctx context.Context) {
 	d.init()
+	defer close(d.quit)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -237,8 +240,13 @@ func (d *Downlink) Run(ctx context.Context) {
 }
 
 // do hands fn to Run; when the queue is full the caller waits (only the
-// client whose packets called it).
-func (d *Downlink) do(fn func(context.Context)) { d.work <- fn }
+// client whose packets called it), and after Run returned fn is dropped.
+func (d *Downlink) do(fn func(context.Context)) {
+	select {
+	case d.work <- fn:
+	case <-d.quit:
+	}
+}
 
 // send publishes device's pending commands, oldest first.
 func (d *Downlink) send(ctx context.Context, device string) {
@@ -311,4 +319,22 @@ func (d *Downlink) changed(c *Command) {
 		}
 	}
 	d.mu.Unlock()
+}
+
+// Command returns one of a device's commands, or ErrNotFound.
+func (d *Downlink) Command(ctx context.Context, device string, id int64) (*Command, error) {
+	return d.Store.Command(ctx, device, id)
+}
+
+// ListCommands returns a device's commands, newest first.
+func (d *Downlink) ListCommands(ctx context.Context, f CommandFilter) ([]Command, error) {
+	return d.Store.ListCommands(ctx, f)
+}
+
+// FeedMessage is c as the live feed carries it: a message with no sequence
+// number (not one of the device's), kind KindCommand, topic
+// "$telehub/commands/{device}" and the command as payload.
+func (c Command) FeedMessage() Message {
+	payload, _ := json.Marshal(c)
+	return Message{Device: c.Device, Topic: "$telehub/commands/" + c.Device, Kind: KindCommand, TS: c.Updated, Received: c.Updated, Payload: payload}
 }

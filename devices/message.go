@@ -21,6 +21,9 @@ const (
 	KindTelemetry Kind = iota + 1
 	// KindStatus is a device's online/offline topic (devices/{id}/status).
 	KindStatus
+	// KindCommand marks a command's change on the live feed
+	// (Command.FeedMessage); no topic of the scheme has it.
+	KindCommand
 )
 
 // Flags record what the decoder noticed about a payload. They are stored with

@@ -71,6 +71,8 @@ type Config struct {
 	// Retention.
 	Retention string
 	MaxDBSize string
+	// MaxPendingCommands caps one device's unfinished commands.
+	MaxPendingCommands int
 }
 
 // envName returns the environment variable of a flag: --mqtt-url is TELEHUB_MQTT_URL.
@@ -175,6 +177,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	num(&c.WSMaxClients, "ws-max-clients", dashboard.DefaultWSMaxClients, "most WebSocket clients at once; more get 503")
 	dur(&c.DeviceTimeout, "device-timeout", 0, "a device silent for this long turns offline (and online again when it publishes); 0 disables")
 	str(&c.Retention, "retention", "0", "delete messages older than this (by their ts), e.g. 30d, 2w, 36h; 0 keeps everything; devices may override it through the API")
+	num(&c.MaxPendingCommands, "max-pending-commands", devices.DefaultMaxPendingCommands, "most commands one device may have waiting (not yet answered or expired); more are refused with 429")
 	str(&c.MaxDBSize, "max-db-size", "0", "delete the oldest messages when the database uses more than this, e.g. 10GB, 500MB; 0 for no limit")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -208,6 +211,8 @@ func (c Config) Validate() error {
 		return errors.New("--max-metrics and --max-metric-name must be positive")
 	case c.CommitLinger < 0 || c.CommitLinger > time.Second:
 		return errors.New("--commit-linger must be between 0 and 1s")
+	case c.MaxPendingCommands <= 0:
+		return errors.New("--max-pending-commands must be positive")
 	case c.BatchMax <= 0:
 		return errors.New("--batch-max must be positive")
 	case c.QueueSize <= 0:

@@ -86,6 +86,11 @@ type Main struct {
 	presenceStop context.CancelFunc
 	presenceDone chan struct{}
 
+	// Downlink sends commands to devices (through the embedded broker).
+	Downlink     *devices.Downlink
+	downlinkStop context.CancelFunc
+	downlinkDone chan struct{}
+
 	demoStop context.CancelFunc
 	demoDone chan struct{}
 
@@ -121,6 +126,8 @@ func (m *Main) Run() error {
 		return err
 	}
 	m.Logger.Info("database open", "db", redactDSN(cfg.DB), "last_seq", m.Store.LastSeq())
+	m.Downlink = &devices.Downlink{Store: m.Store, MaxPending: cfg.MaxPendingCommands, Logger: m.Logger.With("component", "downlink"),
+		OnChange: func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) }}
 	if err := m.checkHTTPExposure(); err != nil {
 		return err
 	}
@@ -158,9 +165,11 @@ func (m *Main) Run() error {
 			m.Broker.TLSAddr = cfg.MQTTSAddr
 		}
 		m.Broker.Logger = m.Logger.With("component", "broker")
+		m.Broker.Commands = m.Downlink
 		if err := m.Broker.Open(); err != nil {
 			return err
 		}
+		m.Downlink.Sender = m.Broker
 		m.Logger.Info("mqtt broker listening", "addr", m.Broker.ListenAddr(), "tls_addr", m.Broker.TLSListenAddr(), "device_auth", cfg.DeviceAuth)
 	} else {
 		m.Subscriber = ingest.New(cfg.MQTTURL, m.Store)
@@ -181,6 +190,10 @@ func (m *Main) Run() error {
 	pctx, m.presenceStop = context.WithCancel(context.Background())
 	m.presenceDone = make(chan struct{})
 	go func() { defer close(m.presenceDone); m.Presence.Run(pctx) }()
+	var dctx context.Context
+	dctx, m.downlinkStop = context.WithCancel(context.Background())
+	m.downlinkDone = make(chan struct{})
+	go func() { defer close(m.downlinkDone); m.Downlink.Run(dctx) }()
 
 	m.HTTP = dashboard.NewServer(m.Store, m.Feed)
 	m.HTTP.Addr = cfg.HTTPAddr
@@ -188,6 +201,7 @@ func (m *Main) Run() error {
 	m.HTTP.Deleter = m.Store
 	m.HTTP.Retention = m.Store
 	m.HTTP.Events = m.Store
+	m.HTTP.Commands = m.Downlink
 	if b, ok := m.Store.(dashboard.Backuper); ok {
 		m.HTTP.Backup = b
 	}
@@ -326,6 +340,10 @@ func (m *Main) close(ctx context.Context) error {
 	}
 	if m.Subscriber != nil {
 		add(m.Subscriber.Close(ctx))
+	}
+	if m.downlinkStop != nil { // after the broker: its hooks hand the downlink work
+		m.downlinkStop()
+		<-m.downlinkDone
 	}
 	m.Feed.Close()
 	if m.HTTP != nil {

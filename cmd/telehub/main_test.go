@@ -123,6 +123,8 @@ type frame struct {
 	Status string `json:"status"`
 	Reason string `json:"reason"`
 	At     int64  `json:"at"`
+	// command frames
+	Command json.RawMessage `json:"command"`
 }
 
 type wsClient struct {
@@ -188,6 +190,7 @@ func (c *wsClient) collect(tb testing.TB, n int, d time.Duration) []frame {
 				msgs = append(msgs, f)
 			case "status":
 				c.statuses = append(c.statuses, f)
+			case "command":
 			default:
 				tb.Fatalf("unexpected frame type %q", f.Type)
 			}

@@ -140,3 +140,6 @@ func TestPostgres_CredentialsCLI(t *testing.T) {
 		t.Fatalf("without a token: %d, want 401", code)
 	}
 }
+
+// pgDB is a fresh PostgreSQL database for one test.
+func pgDB(t *testing.T) string { return pgtest.NewDB(t) }

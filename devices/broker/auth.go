@@ -129,6 +129,9 @@ func (h *authHook) authenticate(cl *mqtt.Client, pk packets.Packet) (device stri
 // checked in the ingest hook's OnPublish (mayPublish), which sees the topic
 // after alias resolution and keeps the order of acknowledgements.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if !write && !h.broker.cmds.allowRead(cl, topic) {
+		return false // a command for another connection
+	}
 	device := h.broker.conns.device(cl)
 	if device == "" {
 		return !h.broker.RequireAuth
@@ -144,18 +147,25 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// mayPublish allows a device its own topics of the scheme and the
-// ThingsBoard "me" telemetry topic.
+// mayPublish allows a device its own topics of the scheme, the
+// ThingsBoard "me" telemetry topic and answers to its own commands.
 func (h *authHook) mayPublish(device, topic string) bool {
 	if topic == meTelemetryTopic {
+		return true
+	}
+	if d, _, ok := commandResponse(device, topic); ok && d == device {
 		return true
 	}
 	d, _, ours, err := h.broker.Scheme.ParseTopic(topic)
 	return ours && err == nil && d == device
 }
 
-// maySubscribe allows filters within devices/{device}/commands/.
+// maySubscribe allows filters within devices/{device}/commands/ and
+// ThingsBoard's RPC requests to the device (v1/devices/me/rpc/request/).
 func (h *authHook) maySubscribe(device, filter string) bool {
+	if strings.HasPrefix(filter, tbRPCRequest) {
+		return true
+	}
 	prefix := "devices/" + device + "/commands/"
 	return strings.HasPrefix(filter, prefix) && !strings.ContainsAny(filter[:len(prefix)], "+#")
 }

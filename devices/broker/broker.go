@@ -59,6 +59,9 @@ type Broker struct {
 	Addr string
 	// Writer receives every telemetry and status publish. Required.
 	Writer devices.MessageWriter
+	// Commands follows the commands the broker publishes (SendCommand):
+	// which devices listen, PUBACKs, answers. Optional.
+	Commands CommandHandler
 	// Scheme maps topics to devices. Default devices.DefaultScheme().
 	Scheme *devices.Scheme
 	// MaxPayload is the largest payload stored, in bytes; a larger publish
@@ -126,6 +129,7 @@ type Broker struct {
 	auth     *authHook    // authentication and ACL
 	session  *sessionHook // presence, and the end of each registry entry
 	conns    registry     // every accepted connection's state
+	cmds     downlink     // commands: who listens, packets in flight
 	limiter  rateLimiter  // DeviceRate
 	throttle devices.Throttle
 	acks     *acker
@@ -235,7 +239,9 @@ func (b *Broker) Open() (err error) {
 	b.hook.ctx, b.hook.cancel = context.WithCancel(context.Background())
 	b.auth = &authHook{broker: b}
 	b.session = &sessionHook{broker: b, count: presenceCount{p: b.Presence}}
-	for _, h := range []mqtt.Hook{&limitsHook{broker: b}, b.auth, b.session, b.hook} {
+	// The command hook goes before the session hook, whose OnDisconnect
+	// forgets the connection.
+	for _, h := range []mqtt.Hook{&limitsHook{broker: b}, b.auth, &commandHook{broker: b}, b.session, b.hook} {
 		if err := b.server.AddHook(h, nil); err != nil {
 			return fmt.Errorf("open broker: %w", err)
 		}

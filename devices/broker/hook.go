@@ -77,6 +77,10 @@ func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 // OnPacketRead answers publishes to $SYS topics, which mochi drops before
 // OnPublish without a word (other '$' topics reach OnPublish).
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Puback && !cl.Net.Inline {
+		h.broker.puback(cl, pk.PacketID) // perhaps a command's delivery
+		return pk, nil
+	}
 	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || !isSysTopic(pk.TopicName) {
 		return pk, nil
 	}
@@ -116,6 +120,17 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	self := ""
 	if st != nil {
 		self = st.device // "" for an anonymous client
+	}
+	if device, id, ok := commandResponse(self, pk.TopicName); ok {
+		// A device's answer to a command: recorded, then handled as plain
+		// broker traffic (acknowledged in order, forwarded to subscribers).
+		if b.Commands != nil {
+			b.Commands.Replied(device, id, pk.Payload)
+		}
+		if pk.FixedHeader.Qos > 0 && st != nil {
+			h.waitAcks(st)
+		}
+		return pk, nil
 	}
 	if self != "" && !b.auth.mayPublish(self, pk.TopicName) {
 		b.Stats.Received()

@@ -224,6 +224,12 @@ func TestMQTT5_Retained_3_3_1_5_to_7(t *testing.T) {
 		pub, _ := dial5(t, addr, packets.ConnectParams{Clean: true, ClientIdentifier: "pub-" + topic}, packets.Properties{})
 		pub.publish(topic, []byte(`{"v":1}`), 1, true, packets.Properties{})
 		pub.publish(topic, []byte(`{"v":2}`), 1, true, packets.Properties{})
+		// mochi writes a plain publish's PUBACK before it forwards the
+		// publish: a subscription made in between gets the message twice,
+		// retained and live (as MQTT allows). The broker reads a client's
+		// packets in order, so once a later publish is acknowledged the
+		// forward of {"v":2} is done.
+		pub.publish("test/barrier", []byte("x"), 1, false, packets.Properties{})
 		sub, _ := dial5(t, addr, packets.ConnectParams{Clean: true, ClientIdentifier: "sub-" + topic}, packets.Properties{})
 		sub.subscribe(packets.Subscription{Filter: "#", Qos: 1})
 		var got []string

@@ -19,6 +19,8 @@ type connState struct {
 	// Only the client's own goroutine touches seen (its packet reads, then
 	// OnDisconnect).
 	seen map[string]struct{} // devices it carries, for presence (bounded)
+
+	cmdDevices []string // devices whose commands it listens to (guarded by downlink.mu)
 }
 
 // registry maps each connection mochi accepted to its connState: from the

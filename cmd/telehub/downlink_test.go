@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// command is a command as the API returns it.
+type command struct {
+	ID       int64           `json:"id"`
+	Device   string          `json:"device"`
+	Method   string          `json:"method"`
+	Status   string          `json:"status"`
+	Response json.RawMessage `json:"response"`
+	Error    string          `json:"error"`
+	History  []struct {
+		Status string `json:"status"`
+	} `json:"history"`
+}
+
+func (c command) path() string {
+	var out []string
+	for _, h := range c.History {
+		out = append(out, h.Status)
+	}
+	return strings.Join(out, ">")
+}
+
+// sendCommand POSTs a command and returns the API's answer.
+func sendCommand(t *testing.T, m *Main, token, device, body, query string) (int, command) {
+	t.Helper()
+	code, resp := request(t, "POST", m.HTTP.URL()+"/api/v1/devices/"+device+"/commands"+query, token, body)
+	var c command
+	json.Unmarshal([]byte(resp), &c)
+	if code >= 300 {
+		t.Logf("POST commands: %d %s", code, resp)
+	}
+	return code, c
+}
+
+func getCommand(t *testing.T, m *Main, device string, id int64) command {
+	t.Helper()
+	var c command
+	getJSON(t, fmt.Sprintf("%s/api/v1/devices/%s/commands/%d", m.HTTP.URL(), device, id), &c)
+	return c
+}
+
+// answerCommands subscribes c to device's commands (Telehub's topics) and
+// answers each with {"echo":params}, or an error for method "fail", and
+// "reboot" (one way) not at all; it returns the commands received, as they
+// came.
+func answerCommands(t *testing.T, c paho.Client, device string) func() []string {
+	t.Helper()
+	var mu sync.Mutex
+	var got []string
+	tok := c.Subscribe("devices/"+device+"/commands/+", 1, func(c paho.Client, msg paho.Message) {
+		var req struct {
+			ID     int64           `json:"id"`
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+		}
+		json.Unmarshal(msg.Payload(), &req)
+		mu.Lock()
+		got = append(got, req.Method)
+		mu.Unlock()
+		answer := fmt.Sprintf(`{"echo":%s}`, req.Params)
+		switch req.Method {
+		case "fail":
+			answer = `{"error":"cannot do that"}`
+		case "reboot":
+			return
+		}
+		c.Publish(msg.Topic()+"/response", 1, false, answer)
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+}
+
+// TestDownlink_RoundTrip: a device that listens gets a command at once; its
+// PUBACK makes it delivered and its answer replied, in the API, on the
+// POST that waits for it and on the WebSocket.
+func TestDownlink_RoundTrip(t *testing.T) {
+	for _, backend := range []struct {
+		name string
+		db   func(t *testing.T) func(*Config)
+	}{
+		{"SQLite", func(*testing.T) func(*Config) { return func(*Config) {} }},
+		{"PostgreSQL", func(t *testing.T) func(*Config) { db := pgDB(t); return func(c *Config) { c.DB = db } }},
+	} {
+		t.Run(backend.name, func(t *testing.T) {
+			m := MustRunMain(t, backend.db(t))
+			ws := dialWS(t, m.HTTP.URL(), "since=0")
+			dev := mqttConnect(t, m.Broker.URL(), "thermostat-1")
+			received := answerCommands(t, dev, "thermostat-1")
+
+			code, c := sendCommand(t, m, "", "thermostat-1", `{"method":"setInterval","params":{"seconds":5},"timeout":"30s"}`, "?wait=10s")
+			if code != http.StatusCreated || c.Status != "replied" || string(c.Response) != `{"echo":{"seconds":5}}` {
+				t.Fatalf("POST ?wait: %d %+v", code, c)
+			}
+			if c.path() != "queued>sent>delivered>replied" && c.path() != "queued>sent>replied>delivered" {
+				// The answer may overtake the PUBACK's record; both mean
+				// the device had it. Never delivered before sent.
+				if !strings.HasPrefix(c.path(), "queued>sent>") {
+					t.Fatalf("history %s", c.path())
+				}
+			}
+			if got := received(); len(got) != 1 || got[0] != "setInterval" {
+				t.Fatalf("device received %v, want one setInterval", got)
+			}
+			// An error answer fails the command.
+			_, f := sendCommand(t, m, "", "thermostat-1", `{"method":"fail"}`, "?wait=10s")
+			if f.Status != "failed" || f.Error != "cannot do that" {
+				t.Fatalf("error answer: %+v", f)
+			}
+			// One way: done at the device's PUBACK.
+			_, o := sendCommand(t, m, "", "thermostat-1", `{"method":"reboot","oneway":true}`, "?wait=10s")
+			if o.Status != "delivered" {
+				t.Fatalf("one-way: %+v, want delivered", o)
+			}
+			// The WebSocket saw the command reach replied.
+			deadline := time.After(10 * time.Second)
+			for seen := false; !seen; {
+				select {
+				case fr := <-ws.frames:
+					var wc command
+					if fr.Type == "command" && json.Unmarshal(fr.Command, &wc) == nil && wc.ID == c.ID && wc.Status == "replied" {
+						seen = true
+					}
+				case <-deadline:
+					t.Fatal("no command frame with status replied on the WebSocket")
+				}
+			}
+			var list struct {
+				Commands []command `json:"commands"`
+			}
+			getJSON(t, m.HTTP.URL()+"/api/v1/devices/thermostat-1/commands?limit=10", &list)
+			if len(list.Commands) != 3 || list.Commands[0].ID != o.ID || list.Commands[2].ID != c.ID {
+				t.Fatalf("list: %+v", list.Commands)
+			}
+		})
+	}
+}
+
+// TestDownlink_OfflineAndRestart: commands for a device that is offline
+// wait, in order, also across a hub restart, and go out when it
+// subscribes; an expired command never does.
+func TestDownlink_OfflineAndRestart(t *testing.T) {
+	dbPath := t.TempDir() + "/telehub.db"
+	m := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+	_, first := sendCommand(t, m, "", "sleepy", `{"method":"first","timeout":"1m"}`, "")
+	_, short := sendCommand(t, m, "", "sleepy", `{"method":"short","timeout":"1s"}`, "")
+	_, second := sendCommand(t, m, "", "sleepy", `{"method":"second","timeout":"1m"}`, "")
+	if first.Status != "queued" || second.Status != "queued" {
+		t.Fatalf("offline device: %s, %s; want queued", first.Status, second.Status)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if c := getCommand(t, m, "sleepy", short.ID); c.Status != "expired" {
+			return fmt.Errorf("short command is %s", c.Status)
+		}
+		return nil
+	})
+	m.Close(context.Background())
+
+	m2 := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+	dev := mqttConnect(t, m2.Broker.URL(), "sleepy")
+	received := answerCommands(t, dev, "sleepy")
+	checkFor(t, 10*time.Second, func() error {
+		if c := getCommand(t, m2, "sleepy", second.ID); c.Status != "replied" {
+			return fmt.Errorf("second is %s", c.Status)
+		}
+		return nil
+	})
+	if got := received(); fmt.Sprint(got) != "[first second]" {
+		t.Fatalf("device received %v, want [first second]: in order, never the expired one", got)
+	}
+	if c := getCommand(t, m2, "sleepy", first.ID); c.Status != "replied" || !strings.HasPrefix(c.path(), "queued>sent>") {
+		t.Fatalf("first: %+v", c)
+	}
+	// Cancel: once, then 409.
+	_, later := sendCommand(t, m2, "", "nobody", `{"method":"x"}`, "")
+	if code, _ := request(t, "DELETE", fmt.Sprintf("%s/api/v1/devices/nobody/commands/%d", m2.HTTP.URL(), later.ID), "", ""); code != http.StatusOK {
+		t.Fatalf("cancel: %d", code)
+	}
+	if code, _ := request(t, "DELETE", fmt.Sprintf("%s/api/v1/devices/nobody/commands/%d", m2.HTTP.URL(), later.ID), "", ""); code != http.StatusConflict {
+		t.Fatalf("second cancel: %d, want 409", code)
+	}
+}
+
+// TestDownlink_ThingsBoardAndACL: a device with a token, ThingsBoard's
+// firmware shape (token as username, v1/devices/me/rpc/request/+, answer on
+// .../response/{n}), gets its commands and answers them; it cannot listen
+// to or answer another device's commands.
+func TestDownlink_ThingsBoardAndACL(t *testing.T) {
+	m := MustRunMain(t, func(c *Config) { c.DeviceAuth = true })
+	ctx := context.Background()
+	tokA, _ := m.Store.AddDevice(ctx, "tb-a")
+	tokB, _ := m.Store.AddDevice(ctx, "tb-b")
+	connect := func(id, token string) paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(m.Broker.URL()).SetClientID(id).SetUsername(token).SetAutoReconnect(false))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s: %v", id, tok.Error())
+		}
+		t.Cleanup(func() { c.Disconnect(0) })
+		return c
+	}
+	a := connect("a", tokA)
+	var mu sync.Mutex
+	var requests []string
+	a.Subscribe("v1/devices/me/rpc/request/+", 1, func(c paho.Client, msg paho.Message) {
+		mu.Lock()
+		requests = append(requests, msg.Topic()+" "+string(msg.Payload()))
+		mu.Unlock()
+		if strings.Contains(string(msg.Payload()), `"slow"`) {
+			return // left unanswered
+		}
+		n := strings.TrimPrefix(msg.Topic(), "v1/devices/me/rpc/request/")
+		c.Publish("v1/devices/me/rpc/response/"+n, 1, false, `{"done":true}`)
+	}).WaitTimeout(10 * time.Second)
+
+	api, _ := m.Store.AddToken(ctx, "ops", devices.ScopeAdmin)
+	_, c := sendCommand(t, m, api, "tb-a", `{"method":"getState","params":{"x":1}}`, "?wait=10s")
+	if c.Status != "replied" || string(c.Response) != `{"done":true}` {
+		t.Fatalf("ThingsBoard round trip: %+v", c)
+	}
+	mu.Lock()
+	want := fmt.Sprintf(`v1/devices/me/rpc/request/%d {"method":"getState","params":{"x":1}}`, c.ID)
+	if len(requests) != 1 || requests[0] != want {
+		t.Fatalf("device got %v, want [%s]", requests, want)
+	}
+	mu.Unlock()
+	b0 := connect("b0", tokB)
+	var bGot []string
+	b0.Subscribe("v1/devices/me/rpc/request/+", 1, func(_ paho.Client, msg paho.Message) {
+		mu.Lock()
+		bGot = append(bGot, msg.Topic())
+		mu.Unlock()
+	}).WaitTimeout(10 * time.Second)
+
+	// b cannot listen to a's commands...
+	b := connect("b", tokB)
+	tok := b.Subscribe("devices/tb-a/commands/+", 1, nil)
+	tok.WaitTimeout(10 * time.Second)
+	if st, ok := tok.(*paho.SubscribeToken); !ok || st.Result()["devices/tb-a/commands/+"] != 0x80 {
+		t.Fatalf("subscribe to another device's commands: %v", tok.(*paho.SubscribeToken).Result())
+	}
+	// ...nor answer them through its own topics.
+	_, pending := sendCommand(t, m, api, "tb-a", `{"method":"slow","timeout":"1m"}`, "")
+	b.Publish(fmt.Sprintf("devices/tb-b/commands/%d/response", pending.ID), 1, false, `{"forged":true}`).WaitTimeout(10 * time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if got := getCommandAuth(t, m, api, "tb-a", pending.ID); got.Status != "delivered" || len(got.Response) != 0 {
+		t.Fatalf("after b's forged answer, a's command is %+v; want delivered, unanswered", got)
+	}
+	// b, listening on the same "me" topic, never saw a's commands.
+	mu.Lock()
+	if len(bGot) != 0 {
+		t.Fatalf("device b received a's commands: %v", bGot)
+	}
+	mu.Unlock()
+	// Sending needs an admin token.
+	if code, _ := sendCommand(t, m, "", "tb-a", `{"method":"x"}`, ""); code != http.StatusUnauthorized {
+		t.Fatalf("POST without a token: %d, want 401", code)
+	}
+}
+
+func getCommandAuth(t *testing.T, m *Main, token, device string, id int64) command {
+	t.Helper()
+	var c command
+	getJSONAuth(t, fmt.Sprintf("%s/api/v1/devices/%s/commands/%d", m.HTTP.URL(), device, id), token, &c)
+	return c
+}

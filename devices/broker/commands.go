@@ -1,0 +1,352 @@
+package broker
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// CommandHandler follows commands to their end; devices.Downlink
+// implements it. Its methods must not block for long.
+type CommandHandler interface {
+	// Listening: the device subscribed to its command topics.
+	Listening(device string)
+	// Delivered: the device acknowledged command id (its PUBACK).
+	Delivered(device string, id int64)
+	// Replied: the device answered command id.
+	Replied(device string, id int64, payload []byte)
+}
+
+// Command topics. Telehub's own: the hub publishes command N for device X
+// on devices/X/commands/N, payload {"id":N,"method":..,"params":..}, and
+// the device answers on devices/X/commands/N/response. ThingsBoard's, for
+// a device that authenticated with its token: requests on
+// v1/devices/me/rpc/request/N, payload {"method":..,"params":..}, answers
+// on v1/devices/me/rpc/response/N.
+const (
+	tbRPCRequest  = "v1/devices/me/rpc/request/"
+	tbRPCResponse = "v1/devices/me/rpc/response/"
+)
+
+// command topic styles a connection listens with.
+const (
+	styleTelehub = 1 << iota
+	styleThingsBoard
+)
+
+// downlink is the broker's side of commands: which connections listen to
+// which device's commands, and which packets in flight carry which
+// command.
+type downlink struct {
+	mu        sync.Mutex
+	listeners map[string]map[*mqtt.Client]int // device -> connection -> styles
+
+	sendMu  sync.Mutex              // one command publish at a time (sending)
+	sending atomic.Pointer[sending] // the command publish under way
+	// inflight maps a command packet in flight, by client id (the session,
+	// which outlives a connection) and packet id, to its command; sentOn
+	// holds the same by client id and command id.
+	inflight sync.Map // inflightKey -> inflightCmd
+	sentOn   sync.Map // sentKey -> struct{}
+}
+
+type sentKey struct {
+	client string
+	id     int64
+}
+
+type sending struct {
+	cl    *mqtt.Client
+	topic string
+	id    int64
+}
+
+type inflightKey struct {
+	client string
+	packet uint16
+}
+
+type inflightCmd struct {
+	device string
+	id     int64
+}
+
+// listen records that cl listens to device's commands with style.
+func (d *downlink) listen(cl *mqtt.Client, st *connState, device string, style int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.listeners == nil {
+		d.listeners = make(map[string]map[*mqtt.Client]int)
+	}
+	m := d.listeners[device]
+	if m == nil {
+		m = make(map[*mqtt.Client]int)
+		d.listeners[device] = m
+	}
+	if m[cl]&style == style {
+		return false
+	}
+	m[cl] |= style
+	st.cmdDevices = append(st.cmdDevices, device)
+	return true
+}
+
+// forget drops a closed connection.
+func (d *downlink) forget(cl *mqtt.Client, st *connState) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, device := range st.cmdDevices {
+		if m := d.listeners[device]; m != nil {
+			delete(m, cl)
+			if len(m) == 0 {
+				delete(d.listeners, device)
+			}
+		}
+	}
+}
+
+func (d *downlink) of(device string) map[*mqtt.Client]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[*mqtt.Client]int, len(d.listeners[device]))
+	for cl, s := range d.listeners[device] {
+		out[cl] = s
+	}
+	return out
+}
+
+// SendCommand implements devices.CommandSender: c goes to each connection
+// that listens to its device's commands, at most once per session while it
+// is in flight there (mochi resends what is in flight when a session
+// resumes).
+func (b *Broker) SendCommand(c *devices.Command) int {
+	if b.server == nil {
+		return 0
+	}
+	sent := 0
+	for cl, styles := range b.cmds.of(c.Device) {
+		if cl.Closed() || b.cmds.inFlight(cl.ID, c.ID) {
+			continue
+		}
+		topic, payload := commandPacket(c, styles)
+		b.cmds.sendMu.Lock()
+		s := &sending{cl: cl, topic: topic, id: c.ID}
+		b.cmds.sending.Store(s)
+		err := b.server.Publish(topic, payload, false, 1)
+		b.cmds.sending.Store(nil)
+		b.cmds.sendMu.Unlock()
+		if err != nil {
+			b.logOnce("command|"+c.Device, "command not published", "device", c.Device, "id", c.ID, "error", err)
+			continue
+		}
+		sent++
+	}
+	return sent
+}
+
+// commandPacket is c as published in the style the connection listens
+// with, Telehub's when it listens with both.
+func commandPacket(c *devices.Command, styles int) (string, []byte) {
+	id := strconv.FormatInt(c.ID, 10)
+	if styles&styleTelehub != 0 {
+		payload, _ := json.Marshal(struct {
+			ID     int64           `json:"id"`
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+		}{c.ID, c.Method, c.Params})
+		return "devices/" + c.Device + "/commands/" + id, payload
+	}
+	payload, _ := json.Marshal(struct {
+		Method string          `json:"method"`
+		Params json.RawMessage `json:"params"`
+	}{c.Method, c.Params})
+	return tbRPCRequest + id, payload
+}
+
+func (d *downlink) inFlight(client string, id int64) bool {
+	_, ok := d.sentOn.Load(sentKey{client, id})
+	return ok
+}
+
+// done forgets a command packet that completed or was dropped.
+func (d *downlink) done(client string, packet uint16) (inflightCmd, bool) {
+	v, ok := d.inflight.LoadAndDelete(inflightKey{client, packet})
+	if !ok {
+		return inflightCmd{}, false
+	}
+	c := v.(inflightCmd)
+	d.sentOn.Delete(sentKey{client, c.id})
+	return c, true
+}
+
+// allowRead keeps a command publish from reaching any connection but the
+// one it is for (OnACLCheck on delivery).
+func (d *downlink) allowRead(cl *mqtt.Client, topic string) bool {
+	s := d.sending.Load()
+	return s == nil || s.topic != topic || s.cl == cl
+}
+
+// commandHook follows subscriptions to command topics and the QoS 1 flow
+// of command packets.
+type commandHook struct {
+	mqtt.HookBase
+	broker *Broker
+}
+
+func (h *commandHook) ID() string { return "telehub-commands" }
+
+func (h *commandHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnQosPublish, mqtt.OnQosDropped, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// OnSubscribed tells the handler that a device listens once a connection
+// subscribes to a filter that takes its commands: devices/X/commands/+
+// (or #), and for a device that authenticated, ThingsBoard's request topic.
+// An anonymous client (loopback) stands for the device it subscribes for.
+func (h *commandHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	for i, f := range pk.Filters {
+		if i < len(codes) && codes[i] >= 0x80 {
+			continue
+		}
+		h.subscribed(cl, f.Filter)
+	}
+}
+
+// OnSessionEstablished: a resumed session keeps its subscriptions.
+func (h *commandHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	for _, sub := range cl.State.Subscriptions.GetAll() {
+		h.subscribed(cl, sub.Filter)
+	}
+}
+
+func (h *commandHook) subscribed(cl *mqtt.Client, filter string) {
+	b := h.broker
+	st := b.conns.get(cl)
+	if st == nil || b.Commands == nil {
+		return
+	}
+	device, style := commandFilter(st.device, filter)
+	if device == "" {
+		return
+	}
+	if b.cmds.listen(cl, st, device, style) {
+		b.Commands.Listening(device)
+	}
+}
+
+// commandFilter returns the device whose commands filter takes, and the
+// topic style, or "". self is the device the client authenticated as.
+func commandFilter(self, filter string) (string, int) {
+	if self != "" && topicMatch(filter, tbRPCRequest+"1") {
+		return self, styleThingsBoard
+	}
+	rest, ok := strings.CutPrefix(filter, "devices/")
+	if !ok {
+		return "", 0
+	}
+	device, tail, ok := strings.Cut(rest, "/")
+	if !ok || devices.ValidateDeviceID(device) != nil || (self != "" && device != self) {
+		return "", 0
+	}
+	if !topicMatch(tail, "commands/1") {
+		return "", 0
+	}
+	return device, styleTelehub
+}
+
+// topicMatch reports whether MQTT filter matches topic.
+func topicMatch(filter, topic string) bool {
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		if f == "#" {
+			return true
+		}
+		if i >= len(ts) || (f != "+" && f != ts[i]) {
+			return false
+		}
+	}
+	return len(fs) == len(ts)
+}
+
+// OnQosPublish records which command a packet in flight carries.
+func (h *commandHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	d := &h.broker.cmds
+	if s := d.sending.Load(); s != nil && s.cl == cl && resends == 0 {
+		device := deviceOfTopic(s.topic, h.broker.conns.device(cl))
+		d.inflight.Store(inflightKey{cl.ID, pk.PacketID}, inflightCmd{device: device, id: s.id})
+		d.sentOn.Store(sentKey{cl.ID, s.id}, struct{}{})
+	}
+}
+
+// deviceOfTopic is the device a command topic names, else fallback.
+func deviceOfTopic(topic, fallback string) string {
+	if rest, ok := strings.CutPrefix(topic, "devices/"); ok {
+		if device, _, ok := strings.Cut(rest, "/"); ok {
+			return device
+		}
+	}
+	return fallback
+}
+
+// OnQosDropped forgets a command packet mochi gave up on.
+func (h *commandHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.broker.cmds.done(cl.ID, pk.PacketID)
+}
+
+// OnDisconnect forgets the connection's listening.
+func (h *commandHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if st := h.broker.conns.get(cl); st != nil {
+		h.broker.cmds.forget(cl, st)
+	}
+	if expire { // the session is gone, and its packets in flight with it
+		h.broker.cmds.inflight.Range(func(k, _ any) bool {
+			if key := k.(inflightKey); key.client == cl.ID {
+				h.broker.cmds.done(key.client, key.packet)
+			}
+			return true
+		})
+	}
+}
+
+// puback handles a PUBACK read from cl (from OnPacketRead): one for a
+// command packet tells the handler it was delivered.
+func (b *Broker) puback(cl *mqtt.Client, packetID uint16) {
+	if c, ok := b.cmds.done(cl.ID, packetID); ok && b.Commands != nil {
+		b.Commands.Delivered(c.device, c.id)
+	}
+}
+
+// commandResponse parses an answer topic: the device and command id, for
+// devices/X/commands/N/response (X must be self when the client
+// authenticated) and, for a device that did, ThingsBoard's
+// v1/devices/me/rpc/response/N.
+func commandResponse(self, topic string) (device string, id int64, ok bool) {
+	if n, found := strings.CutPrefix(topic, tbRPCResponse); found {
+		id, err := strconv.ParseInt(n, 10, 64)
+		return self, id, self != "" && err == nil && id > 0
+	}
+	rest, found := strings.CutPrefix(topic, "devices/")
+	if !found {
+		return "", 0, false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 4 || parts[1] != "commands" || parts[3] != "response" || devices.ValidateDeviceID(parts[0]) != nil {
+		return "", 0, false
+	}
+	id, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || id <= 0 || (self != "" && parts[0] != self) {
+		return "", 0, false
+	}
+	return parts[0], id, true
+}
