@@ -158,6 +158,9 @@ type CommandStore interface {
 	// from, with the note (and the answer or error when given) recorded,
 	// and returns it; ok is false when it was in none of from.
 	UpdateCommand(ctx context.Context, id int64, from []CommandStatus, to CommandStatus, at int64, note string, response json.RawMessage, errText string) (c *Command, ok bool, err error)
+	// OpenCommands counts the commands of every device that are queued,
+	// sent or delivered (the queue), by status.
+	OpenCommands(ctx context.Context) (map[CommandStatus]int, error)
 	// DueCommands returns commands that are not final and expired by now.
 	DueCommands(ctx context.Context, now int64, limit int) ([]Command, error)
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,9 +51,14 @@ type Downlink struct {
 	// MaxPending caps a device's commands not yet final. Default
 	// DefaultMaxPendingCommands.
 	MaxPending int
+	// OnRoundTrip is told, for each command that got its answer, how long
+	// it took from creation (metrics). Optional.
+	OnRoundTrip func(time.Duration)
 	// Now is the clock. Default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+
+	counts [7]atomic.Int64 // status changes into each of CommandStatuses
 
 	initOnce sync.Once
 	work     chan func(ctx context.Context)
@@ -305,6 +311,14 @@ func (d *Downlink) expire(ctx context.Context) {
 }
 
 func (d *Downlink) changed(c *Command) {
+	for i, st := range CommandStatuses {
+		if st == c.Status {
+			d.counts[i].Add(1)
+		}
+	}
+	if (c.Status == CommandReplied || c.Status == CommandFailed && c.Response != nil) && d.OnRoundTrip != nil {
+		d.OnRoundTrip(time.Duration(c.Updated-c.Created) * time.Millisecond)
+	}
 	if d.OnChange != nil {
 		d.OnChange(*c)
 	}
@@ -337,4 +351,14 @@ func (d *Downlink) ListCommands(ctx context.Context, f CommandFilter) ([]Command
 func (c Command) FeedMessage() Message {
 	payload, _ := json.Marshal(c)
 	return Message{Device: c.Device, Topic: "$telehub/commands/" + c.Device, Kind: KindCommand, TS: c.Updated, Received: c.Updated, Payload: payload}
+}
+
+// Counts returns how many commands entered each status since start, in
+// the order of CommandStatuses.
+func (d *Downlink) Counts() []int64 {
+	out := make([]int64, len(CommandStatuses))
+	for i := range out {
+		out[i] = d.counts[i].Load()
+	}
+	return out
 }

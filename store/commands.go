@@ -104,6 +104,26 @@ func (s *Commands) CountPending(ctx context.Context, device string) (int, error)
 	return n, err
 }
 
+// OpenCommands implements devices.CommandStore, through the partial index
+// of open commands.
+func (s *Commands) OpenCommands(ctx context.Context) (map[devices.CommandStatus]int, error) {
+	rows, err := s.ReadDB.QueryContext(ctx, `SELECT status, count(*) FROM commands WHERE status IN ('queued', 'sent', 'delivered') GROUP BY status`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[devices.CommandStatus]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[devices.CommandStatus(st)] = n
+	}
+	return out, rows.Err()
+}
+
 // DueCommands implements devices.CommandStore.
 func (s *Commands) DueCommands(ctx context.Context, now int64, limit int) ([]devices.Command, error) {
 	return s.query(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands

@@ -153,6 +153,13 @@ func TestDownlink_RoundTrip(t *testing.T) {
 			if len(list.Commands) != 3 || list.Commands[0].ID != o.ID || list.Commands[2].ID != c.ID {
 				t.Fatalf("list: %+v", list.Commands)
 			}
+			_, metrics := request(t, "GET", m.HTTP.URL()+"/metrics", "", "")
+			for _, want := range []string{`telehub_commands_total{status="replied"} 1`, `telehub_commands_total{status="failed"} 1`,
+				`telehub_commands_open{status="queued"} 0`, "telehub_command_round_trip_seconds_count 2"} {
+				if !strings.Contains(metrics, want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
 		})
 	}
 }

@@ -81,6 +81,7 @@ type Main struct {
 	Registry   *prometheus.Registry
 
 	commitSeconds, commitRows prometheus.Histogram
+	commandSeconds            prometheus.Histogram // command round trips
 
 	Presence     *devices.Presence
 	presenceStop context.CancelFunc
@@ -127,7 +128,8 @@ func (m *Main) Run() error {
 	}
 	m.Logger.Info("database open", "db", redactDSN(cfg.DB), "last_seq", m.Store.LastSeq())
 	m.Downlink = &devices.Downlink{Store: m.Store, MaxPending: cfg.MaxPendingCommands, Logger: m.Logger.With("component", "downlink"),
-		OnChange: func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) }}
+		OnChange:    func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) },
+		OnRoundTrip: func(d time.Duration) { m.commandSeconds.Observe(d.Seconds()) }}
 	if err := m.checkHTTPExposure(); err != nil {
 		return err
 	}
@@ -392,7 +394,12 @@ func (m *Main) newRegistry() *prometheus.Registry {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 to 8192
 	})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&hubCollector{m: m}, m.commitSeconds, m.commitRows)
+	m.commandSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "telehub_command_round_trip_seconds",
+		Help:    "From a command's creation to the device's answer.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1 ms to 33 s
+	})
+	reg.MustRegister(&hubCollector{m: m}, m.commitSeconds, m.commitRows, m.commandSeconds)
 	return reg
 }
 

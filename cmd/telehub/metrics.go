@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -27,6 +29,8 @@ var (
 	descFwdDrop  = prometheus.NewDesc("telehub_mqtt_forward_dropped_total", "Messages not forwarded to an MQTT subscriber whose write queue was full (they are stored all the same).", nil, nil)
 	descFailures = prometheus.NewDesc("telehub_commit_failures_total", "Commit attempts that failed (disk full, read-only, I/O error); each is retried and nothing is acknowledged meanwhile.", nil, nil)
 	descRollDrop = prometheus.NewDesc("telehub_rollup_buckets_dropped_total", "Rollup buckets that could not be written and were left out.", nil, nil)
+	descCmds     = prometheus.NewDesc("telehub_commands_total", "Command status changes since start, by the status entered (queued, sent, delivered, replied, expired, failed, cancelled).", []string{"status"}, nil)
+	descCmdOpen  = prometheus.NewDesc("telehub_commands_open", "Commands waiting for their device or its answer (the queue), by status: queued, sent, delivered.", []string{"status"}, nil)
 	descReady    = prometheus.NewDesc("telehub_ready", "1 when the hub can take and store messages (as /readyz), else 0.", nil, nil)
 )
 
@@ -34,7 +38,7 @@ var (
 type hubCollector struct{ m *Main }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descFwdDrop, descFailures, descRollDrop, descReady} {
+	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descFwdDrop, descFailures, descRollDrop, descCmds, descCmdOpen, descReady} {
 		ch <- d
 	}
 }
@@ -83,6 +87,19 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(m.Store.CommitFailures()))
 	if m.SQLite != nil {
 		ch <- prometheus.MustNewConstMetric(descRollDrop, prometheus.CounterValue, float64(m.SQLite.RollupBucketsDropped()))
+	}
+	if m.Downlink != nil {
+		for i, n := range m.Downlink.Counts() {
+			ch <- prometheus.MustNewConstMetric(descCmds, prometheus.CounterValue, float64(n), string(devices.CommandStatuses[i]))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		open, err := m.Store.OpenCommands(ctx)
+		cancel()
+		if err == nil {
+			for _, st := range []devices.CommandStatus{devices.CommandQueued, devices.CommandSent, devices.CommandDelivered} {
+				ch <- prometheus.MustNewConstMetric(descCmdOpen, prometheus.GaugeValue, float64(open[st]), string(st))
+			}
+		}
 	}
 	ready := 1.0
 	if m.Ready() != nil {

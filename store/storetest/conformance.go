@@ -1072,6 +1072,9 @@ func testCommands(t *testing.T, h *harness) {
 	if due, _ := s.DueCommands(ctx, t0+2000, 10); len(due) != 0 {
 		t.Fatalf("a delivered one-way command is due: %v", due)
 	}
+	if open, err := s.OpenCommands(ctx); err != nil || open[Q] != 2 || open[D] != 1 || open[S] != 0 {
+		t.Fatalf("OpenCommands = %v %v; want a2 and b1 queued, a3 delivered", open, err)
+	}
 	if n, err := s.CountPending(ctx, "a"); err != nil || n != 1 {
 		t.Fatalf("CountPending(a) = %d %v, want 1", n, err)
 	}
