@@ -162,3 +162,49 @@ func (s *Server) handleCancelCommand(c *fiber.Ctx) error {
 	}
 	return c.JSON(cmd)
 }
+
+// AttributeService reads devices' attributes and sets their shared ones;
+// devices.Downlink implements it.
+type AttributeService interface {
+	Attributes(ctx context.Context, device string) (*devices.Attributes, error)
+	SetShared(ctx context.Context, device string, set map[string]json.RawMessage, replace bool) (*devices.Attributes, error)
+}
+
+// handleGetAttributes serves GET /api/v1/devices/{id}/attributes:
+// {"device","shared":{key:{"value","ts"}},"client":{...}}.
+func (s *Server) handleGetAttributes(c *fiber.Ctx) error {
+	if s.Attributes == nil {
+		return fiber.NewError(fiber.StatusNotImplemented, "attributes are not available")
+	}
+	id, err := deviceParam(c)
+	if err != nil {
+		return err
+	}
+	a, err := s.Attributes.Attributes(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(a)
+}
+
+// handleSetShared serves PUT (replace) and PATCH (merge; null deletes a
+// key) /api/v1/devices/{id}/attributes/shared (admin), a JSON object; the
+// change goes to the device.
+func (s *Server) handleSetShared(c *fiber.Ctx) error {
+	if s.Attributes == nil {
+		return fiber.NewError(fiber.StatusNotImplemented, "attributes are not available")
+	}
+	id, err := deviceParam(c)
+	if err != nil {
+		return err
+	}
+	set, err := devices.ParseAttributes(c.Body())
+	if err != nil {
+		return err
+	}
+	a, err := s.Attributes.SetShared(c.UserContext(), id, set, c.Method() == fiber.MethodPut)
+	if err != nil {
+		return err
+	}
+	return c.JSON(a)
+}

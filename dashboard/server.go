@@ -56,6 +56,8 @@ type Server struct {
 	Backup Backuper
 	// Commands sends commands to devices; nil disables those routes.
 	Commands CommandService
+	// Attributes reads and sets device attributes; nil disables those routes.
+	Attributes AttributeService
 	// Events lists devices' status events; nil disables that route.
 	Events devices.EventLog
 	// Retention reads and sets per-device retention; nil disables those routes.
@@ -229,6 +231,9 @@ func (s *Server) routes() {
 	api.Get("/devices/:id/commands", s.handleListCommands)
 	api.Get("/devices/:id/commands/:cmd", s.handleGetCommand)
 	api.Delete("/devices/:id/commands/:cmd", s.handleCancelCommand)
+	api.Get("/devices/:id/attributes", s.handleGetAttributes)
+	api.Put("/devices/:id/attributes/shared", s.handleSetShared)
+	api.Patch("/devices/:id/attributes/shared", s.handleSetShared)
 	api.Get("/devices/:id/retention", s.handleGetRetention)
 	api.Put("/devices/:id/retention", s.handleSetRetention)
 	api.Delete("/devices/:id/retention", s.handleClearRetention)

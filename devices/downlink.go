@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,13 +17,16 @@ import (
 // commands waiting already (Downlink.MaxPending).
 var ErrTooManyCommands = errors.New("too many commands waiting for the device")
 
-// CommandSender publishes commands to devices over MQTT (the embedded
-// broker, or the hub's client of an external one).
-type CommandSender interface {
+// DeviceSender publishes to devices over MQTT (the embedded broker).
+type DeviceSender interface {
 	// SendCommand publishes c, QoS 1, on the device's connections that
 	// listen to its commands and were not sent c yet, and returns on how
 	// many; 0 means the device is not listening now.
 	SendCommand(c *Command) int
+	// SendAttributes publishes the device's shared attributes to its
+	// connections that listen for them: full, or what changed (delta,
+	// deleted keys as null; nil: full) where the topic style wants it.
+	SendAttributes(device string, full, delta map[string]json.RawMessage) int
 }
 
 // Default limits of Downlink.
@@ -31,20 +35,24 @@ const (
 	downlinkQueue             = 1024
 )
 
-// Downlink delivers commands to devices and follows them to their end:
+// Downlink is the hub's way to devices. It delivers commands and follows
+// them to their end:
 // stored first (queued), published when the device listens (sent; at once
 // if it does, else when it subscribes to its command topics, in creation
 // order, also after a restart), delivered at the device's PUBACK, replied
 // at its answer, expired at their deadline, each change stored and pushed
-// through OnChange. Its one goroutine (Run) does every store write and
-// send; the broker's hooks only hand it work (Listening, Delivered,
-// Replied), so no client waits on another.
+// through OnChange. And it keeps the devices' attributes: shared ones set
+// through the API are pushed to the device, again whenever it subscribes;
+// client ones are what the device reports. Its one goroutine (Run) does
+// every store write and send that a device causes; the broker's hooks only
+// hand it work, so no client waits on another.
 type Downlink struct {
-	// Store keeps the commands. Required.
+	// Store keeps the commands, Twins the attributes. Required.
 	Store CommandStore
-	// Sender publishes them; nil until a broker or external client is
-	// attached (commands then wait, queued).
-	Sender CommandSender
+	Twins AttributeStore
+	// Sender publishes them; nil until a broker is attached (commands then
+	// wait, queued).
+	Sender DeviceSender
 	// OnChange receives every command after each change of its status
 	// (the live feed). Optional.
 	OnChange func(Command)
@@ -361,4 +369,103 @@ func (d *Downlink) Counts() []int64 {
 		out[i] = d.counts[i].Load()
 	}
 	return out
+}
+
+// Attributes returns a device's attributes.
+func (d *Downlink) Attributes(ctx context.Context, device string) (*Attributes, error) {
+	if err := ValidateDeviceID(device); err != nil {
+		return nil, err
+	}
+	return d.Twins.Attributes(ctx, device)
+}
+
+// SetShared sets a device's shared attributes (replace: exactly set;
+// otherwise merged, null deleting a key) and pushes what changed to the
+// device if it listens. It returns the device's attributes.
+func (d *Downlink) SetShared(ctx context.Context, device string, set map[string]json.RawMessage, replace bool) (*Attributes, error) {
+	d.init()
+	changed, err := d.Twins.SetAttributes(ctx, device, AttrShared, set, replace, d.Now().UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	a, err := d.Twins.Attributes(ctx, device)
+	if err != nil {
+		return nil, err
+	}
+	if len(changed) > 0 {
+		full := a.Values(AttrShared)
+		d.do(func(context.Context) {
+			if d.Sender != nil {
+				d.Sender.SendAttributes(device, full, changed)
+			}
+		})
+	}
+	return a, nil
+}
+
+// AttributesListening tells that device subscribed to its shared
+// attributes: it gets all of them.
+func (d *Downlink) AttributesListening(device string) {
+	d.init()
+	d.do(func(ctx context.Context) {
+		a, err := d.Twins.Attributes(ctx, device)
+		if err != nil || d.Sender == nil {
+			return
+		}
+		d.Sender.SendAttributes(device, a.Values(AttrShared), nil)
+	})
+}
+
+// Reported records client attributes the device published (a JSON
+// object, merged; null deletes a key). What does not parse is dropped and
+// logged.
+func (d *Downlink) Reported(device string, payload []byte) {
+	d.init()
+	payload = bytes.Clone(payload)
+	d.do(func(ctx context.Context) {
+		set, err := ParseAttributes(payload)
+		if err == nil {
+			_, err = d.Twins.SetAttributes(ctx, device, AttrClient, set, false, d.Now().UnixMilli())
+		}
+		if err != nil {
+			d.Logger.Warn("client attributes not stored", "device", device, "error", err)
+		}
+	})
+}
+
+// AttributesRequested answers ThingsBoard's attribute request,
+// {"clientKeys":"a,b","sharedKeys":"c"} (no keys: all of the scope), with
+// {"client":{...},"shared":{...}}.
+func (d *Downlink) AttributesRequested(device string, payload []byte, reply func([]byte)) {
+	d.init()
+	payload = bytes.Clone(payload)
+	d.do(func(ctx context.Context) {
+		var req struct {
+			ClientKeys string `json:"clientKeys"`
+			SharedKeys string `json:"sharedKeys"`
+		}
+		json.Unmarshal(payload, &req)
+		a, err := d.Twins.Attributes(ctx, device)
+		if err != nil {
+			d.Logger.Warn("attribute request not answered", "device", device, "error", err)
+			return
+		}
+		pick := func(all map[string]json.RawMessage, keys string) map[string]json.RawMessage {
+			if strings.TrimSpace(keys) == "" {
+				return all
+			}
+			out := map[string]json.RawMessage{}
+			for _, k := range strings.Split(keys, ",") {
+				if v, ok := all[strings.TrimSpace(k)]; ok {
+					out[strings.TrimSpace(k)] = v
+				}
+			}
+			return out
+		}
+		resp, _ := json.Marshal(map[string]map[string]json.RawMessage{
+			"client": pick(a.Values(AttrClient), req.ClientKeys),
+			"shared": pick(a.Values(AttrShared), req.SharedKeys),
+		})
+		reply(resp)
+	})
 }

@@ -19,6 +19,7 @@ type Store interface {
 	RetentionService
 	EventLog
 	CommandStore
+	AttributeStore
 
 	// Activity lists every device's last-seen time and status, cheaply,
 	// and ActivityOf one device's (Presence).

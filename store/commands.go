@@ -186,6 +186,12 @@ type queryer interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
+// queryExecer is a *sql.DB.
+type queryExecer interface {
+	queryer
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // query reads commands with their histories.
 func (s *Commands) query(ctx context.Context, db queryer, q string, args ...any) ([]devices.Command, error) {
 	rows, err := db.QueryContext(ctx, q, args...)

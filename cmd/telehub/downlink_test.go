@@ -291,3 +291,134 @@ func getCommandAuth(t *testing.T, m *Main, token, device string, id int64) comma
 	getJSONAuth(t, fmt.Sprintf("%s/api/v1/devices/%s/commands/%d", m.HTTP.URL(), device, id), token, &c)
 	return c
 }
+
+// inbox collects what a paho client receives on a filter.
+type inbox struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (b *inbox) handler(_ paho.Client, msg paho.Message) {
+	b.mu.Lock()
+	b.got = append(b.got, msg.Topic()+" "+string(msg.Payload()))
+	b.mu.Unlock()
+}
+
+// wait returns the messages once there are n, or fails t.
+func (b *inbox) wait(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	checkFor(t, 10*time.Second, func() error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		out = append([]string(nil), b.got...)
+		if len(out) < n {
+			return fmt.Errorf("%d of %d messages: %v", len(out), n, out)
+		}
+		return nil
+	})
+	return out
+}
+
+func subscribe(t *testing.T, c paho.Client, filter string, h paho.MessageHandler) {
+	t.Helper()
+	if tok := c.Subscribe(filter, 1, h); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+}
+
+// TestAttributes_SharedAndReported: shared attributes set while a device
+// is offline reach it when it subscribes, changes reach it live and again
+// after a reconnect; what it reports is stored as client attributes.
+func TestAttributes_SharedAndReported(t *testing.T) {
+	m := MustRunMain(t)
+	url := m.HTTP.URL() + "/api/v1/devices/twin-1/attributes"
+	if code, body := request(t, "PUT", url+"/shared", "", `{"target":21}`); code != http.StatusOK {
+		t.Fatalf("PUT shared: %d %s", code, body)
+	}
+	dev := mqttConnect(t, m.Broker.URL(), "twin-1")
+	var box inbox
+	subscribe(t, dev, "devices/twin-1/attributes/desired", box.handler)
+	if got := box.wait(t, 1); got[0] != `devices/twin-1/attributes/desired {"target":21}` {
+		t.Fatalf("on subscribe: %v", got)
+	}
+	request(t, "PATCH", url+"/shared", "", `{"mode":"eco"}`)
+	if got := box.wait(t, 2); got[1] != `devices/twin-1/attributes/desired {"mode":"eco","target":21}` {
+		t.Fatalf("after PATCH: %v", got)
+	}
+	dev.Publish("devices/twin-1/attributes", 1, false, `{"fw":"1.0.3","uptime":12}`).WaitTimeout(10 * time.Second)
+	var a struct {
+		Shared map[string]struct {
+			Value json.RawMessage `json:"value"`
+			TS    int64           `json:"ts"`
+		} `json:"shared"`
+		Client map[string]struct {
+			Value json.RawMessage `json:"value"`
+		} `json:"client"`
+	}
+	checkFor(t, 10*time.Second, func() error {
+		getJSON(t, url, &a)
+		if string(a.Client["fw"].Value) != `"1.0.3"` || string(a.Shared["mode"].Value) != `"eco"` || a.Shared["target"].TS == 0 {
+			return fmt.Errorf("attributes %+v", a)
+		}
+		return nil
+	})
+	// Offline: a change waits for the next subscription.
+	dev.Disconnect(0)
+	request(t, "PATCH", url+"/shared", "", `{"target":22,"mode":null}`)
+	dev2 := mqttConnect(t, m.Broker.URL(), "twin-1")
+	var box2 inbox
+	subscribe(t, dev2, "devices/twin-1/attributes/desired", box2.handler)
+	if got := box2.wait(t, 1); got[0] != `devices/twin-1/attributes/desired {"target":22}` {
+		t.Fatalf("after reconnecting: %v", got)
+	}
+	if code, _ := request(t, "PATCH", url+"/shared", "", `[1,2]`); code != http.StatusBadRequest {
+		t.Fatalf("PATCH with an array: %d, want 400", code)
+	}
+}
+
+// TestAttributes_ThingsBoard: ThingsBoard's attribute topics: shared
+// changes on v1/devices/me/attributes (to that device only), client
+// attributes published there, and request/response.
+func TestAttributes_ThingsBoard(t *testing.T) {
+	m := MustRunMain(t, func(c *Config) { c.DeviceAuth = true })
+	ctx := context.Background()
+	tokA, _ := m.Store.AddDevice(ctx, "tb-a")
+	tokB, _ := m.Store.AddDevice(ctx, "tb-b")
+	api, _ := m.Store.AddToken(ctx, "ops", devices.ScopeAdmin)
+	connect := func(id, token string) paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(m.Broker.URL()).SetClientID(id).SetUsername(token).SetAutoReconnect(false))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s: %v", id, tok.Error())
+		}
+		t.Cleanup(func() { c.Disconnect(0) })
+		return c
+	}
+	a, b := connect("a", tokA), connect("b", tokB)
+	var boxA, boxB, respA inbox
+	subscribe(t, a, "v1/devices/me/attributes", boxA.handler)
+	subscribe(t, a, "v1/devices/me/attributes/response/+", respA.handler)
+	subscribe(t, b, "v1/devices/me/attributes", boxB.handler)
+	boxA.wait(t, 1) // all shared attributes on subscribe: none yet, {}
+	request(t, "PATCH", m.HTTP.URL()+"/api/v1/devices/tb-a/attributes/shared", api, `{"led":true,"rate":5}`)
+	request(t, "PATCH", m.HTTP.URL()+"/api/v1/devices/tb-a/attributes/shared", api, `{"rate":10}`)
+	if got := boxA.wait(t, 3); got[0] != `v1/devices/me/attributes {}` || got[1] != `v1/devices/me/attributes {"led":true,"rate":5}` || got[2] != `v1/devices/me/attributes {"rate":10}` {
+		t.Fatalf("device a got %v; want {}, then each change", got)
+	}
+	a.Publish("v1/devices/me/attributes", 1, false, `{"fw":"2.1"}`).WaitTimeout(10 * time.Second)
+	a.Publish("v1/devices/me/attributes/request/7", 1, false, `{"clientKeys":"fw","sharedKeys":"led"}`).WaitTimeout(10 * time.Second)
+	if got := respA.wait(t, 1); got[0] != `v1/devices/me/attributes/response/7 {"client":{"fw":"2.1"},"shared":{"led":true}}` {
+		t.Fatalf("attribute response: %v", got)
+	}
+	time.Sleep(200 * time.Millisecond)
+	boxB.mu.Lock()
+	if len(boxB.got) != 1 || boxB.got[0] != `v1/devices/me/attributes {}` {
+		t.Fatalf("device b saw %v: another device's attributes", boxB.got)
+	}
+	boxB.mu.Unlock()
+	tok := b.Subscribe("devices/tb-a/attributes/desired", 1, nil)
+	tok.WaitTimeout(10 * time.Second)
+	if r := tok.(*paho.SubscribeToken).Result()["devices/tb-a/attributes/desired"]; r != 0x80 {
+		t.Fatalf("b subscribing to a's attributes: granted %#x", r)
+	}
+}

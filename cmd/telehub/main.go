@@ -127,7 +127,7 @@ func (m *Main) Run() error {
 		return err
 	}
 	m.Logger.Info("database open", "db", redactDSN(cfg.DB), "last_seq", m.Store.LastSeq())
-	m.Downlink = &devices.Downlink{Store: m.Store, MaxPending: cfg.MaxPendingCommands, Logger: m.Logger.With("component", "downlink"),
+	m.Downlink = &devices.Downlink{Store: m.Store, Twins: m.Store, MaxPending: cfg.MaxPendingCommands, Logger: m.Logger.With("component", "downlink"),
 		OnChange:    func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) },
 		OnRoundTrip: func(d time.Duration) { m.commandSeconds.Observe(d.Seconds()) }}
 	if err := m.checkHTTPExposure(); err != nil {
@@ -204,6 +204,7 @@ func (m *Main) Run() error {
 	m.HTTP.Retention = m.Store
 	m.HTTP.Events = m.Store
 	m.HTTP.Commands = m.Downlink
+	m.HTTP.Attributes = m.Downlink
 	if b, ok := m.Store.(dashboard.Backuper); ok {
 		m.HTTP.Backup = b
 	}

@@ -143,7 +143,7 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	h.broker.Stats.Refused(devices.RefusedSubscribe)
-	h.broker.logOnce("subscribe|"+device, "subscribe refused: not the device's command topic", "device", device, "filter", topic)
+	h.broker.logOnce("subscribe|"+device, "subscribe refused: not one of the device's own topics", "device", device, "filter", topic)
 	return false
 }
 
@@ -156,14 +156,22 @@ func (h *authHook) mayPublish(device, topic string) bool {
 	if d, _, ok := commandResponse(device, topic); ok && d == device {
 		return true
 	}
+	if d, _, _, ok := attributeTopic(device, topic); ok && d == device {
+		return true
+	}
 	d, _, ours, err := h.broker.Scheme.ParseTopic(topic)
 	return ours && err == nil && d == device
 }
 
-// maySubscribe allows filters within devices/{device}/commands/ and
-// ThingsBoard's RPC requests to the device (v1/devices/me/rpc/request/).
+// maySubscribe allows filters within devices/{device}/commands/, the
+// device's devices/{device}/attributes/desired, and ThingsBoard's RPC
+// requests and attributes (v1/devices/me/rpc/request/...,
+// v1/devices/me/attributes...), which reach the device only (publishTo).
 func (h *authHook) maySubscribe(device, filter string) bool {
-	if strings.HasPrefix(filter, tbRPCRequest) {
+	if strings.HasPrefix(filter, tbRPCRequest) || filter == tbAttributes || strings.HasPrefix(filter, tbAttributeResponse) {
+		return true
+	}
+	if filter == "devices/"+device+"/attributes/desired" {
 		return true
 	}
 	prefix := "devices/" + device + "/commands/"

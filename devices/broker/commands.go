@@ -13,8 +13,8 @@ import (
 	"github.com/telehub/telehub/devices"
 )
 
-// CommandHandler follows commands to their end; devices.Downlink
-// implements it. Its methods must not block for long.
+// CommandHandler follows commands and attributes to and from devices;
+// devices.Downlink implements it. Its methods must not block for long.
 type CommandHandler interface {
 	// Listening: the device subscribed to its command topics.
 	Listening(device string)
@@ -22,6 +22,13 @@ type CommandHandler interface {
 	Delivered(device string, id int64)
 	// Replied: the device answered command id.
 	Replied(device string, id int64, payload []byte)
+	// AttributesListening: the device subscribed to its shared attributes.
+	AttributesListening(device string)
+	// Reported: the device published its client attributes.
+	Reported(device string, payload []byte)
+	// AttributesRequested: the device asked for attributes (ThingsBoard's
+	// request n); reply publishes the answer to the asking connection.
+	AttributesRequested(device string, payload []byte, reply func([]byte))
 }
 
 // Command topics. Telehub's own: the hub publishes command N for device X
@@ -35,10 +42,15 @@ const (
 	tbRPCResponse = "v1/devices/me/rpc/response/"
 )
 
-// command topic styles a connection listens with.
+// What a connection listens to, in which topic style.
 const (
-	styleTelehub = 1 << iota
-	styleThingsBoard
+	styleTelehub     = 1 << iota // commands on devices/X/commands/N
+	styleThingsBoard             // commands on v1/devices/me/rpc/request/N
+	styleAttrTelehub             // shared attributes on devices/X/attributes/desired
+	styleAttrTB                  // shared attributes on v1/devices/me/attributes
+
+	styleCommands   = styleTelehub | styleThingsBoard
+	styleAttributes = styleAttrTelehub | styleAttrTB
 )
 
 // downlink is the broker's side of commands: which connections listen to
@@ -79,7 +91,9 @@ type inflightCmd struct {
 }
 
 // listen records that cl listens to device's commands with style.
-func (d *downlink) listen(cl *mqtt.Client, st *connState, device string, style int) bool {
+// listen records that cl listens to device's topics of style and returns
+// the styles it did not listen with before.
+func (d *downlink) listen(cl *mqtt.Client, st *connState, device string, style int) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.listeners == nil {
@@ -90,12 +104,15 @@ func (d *downlink) listen(cl *mqtt.Client, st *connState, device string, style i
 		m = make(map[*mqtt.Client]int)
 		d.listeners[device] = m
 	}
-	if m[cl]&style == style {
-		return false
+	fresh := style &^ m[cl]
+	if fresh == 0 {
+		return 0
+	}
+	if m[cl] == 0 {
+		st.cmdDevices = append(st.cmdDevices, device)
 	}
 	m[cl] |= style
-	st.cmdDevices = append(st.cmdDevices, device)
-	return true
+	return fresh
 }
 
 // forget drops a closed connection.
@@ -132,23 +149,29 @@ func (b *Broker) SendCommand(c *devices.Command) int {
 	}
 	sent := 0
 	for cl, styles := range b.cmds.of(c.Device) {
-		if cl.Closed() || b.cmds.inFlight(cl.ID, c.ID) {
+		if styles&styleCommands == 0 || cl.Closed() || b.cmds.inFlight(cl.ID, c.ID) {
 			continue
 		}
 		topic, payload := commandPacket(c, styles)
-		b.cmds.sendMu.Lock()
-		s := &sending{cl: cl, topic: topic, id: c.ID}
-		b.cmds.sending.Store(s)
-		err := b.server.Publish(topic, payload, false, 1)
-		b.cmds.sending.Store(nil)
-		b.cmds.sendMu.Unlock()
-		if err != nil {
+		if err := b.publishTo(cl, topic, payload, c.ID); err != nil {
 			b.logOnce("command|"+c.Device, "command not published", "device", c.Device, "id", c.ID, "error", err)
 			continue
 		}
 		sent++
 	}
 	return sent
+}
+
+// publishTo publishes to one connection only, QoS 1, through the broker
+// (so that mochi keeps the packet in flight and resends it with the
+// session): while it runs, the ACL hides the topic from every other
+// connection. cmd, when not 0, is the command the packet carries.
+func (b *Broker) publishTo(cl *mqtt.Client, topic string, payload []byte, cmd int64) error {
+	b.cmds.sendMu.Lock()
+	defer b.cmds.sendMu.Unlock()
+	b.cmds.sending.Store(&sending{cl: cl, topic: topic, id: cmd})
+	defer b.cmds.sending.Store(nil)
+	return b.server.Publish(topic, payload, false, 1)
 }
 
 // commandPacket is c as published in the style the connection listens
@@ -211,9 +234,11 @@ func (h *commandHook) Provides(b byte) bool {
 }
 
 // OnSubscribed tells the handler that a device listens once a connection
-// subscribes to a filter that takes its commands: devices/X/commands/+
-// (or #), and for a device that authenticated, ThingsBoard's request topic.
-// An anonymous client (loopback) stands for the device it subscribes for.
+// subscribes to a filter that takes its commands (devices/X/commands/+, or
+// #; for a device that authenticated, ThingsBoard's request topic) or its
+// shared attributes (devices/X/attributes/desired; ThingsBoard's
+// v1/devices/me/attributes). An anonymous client (loopback) stands for the
+// device it subscribes for.
 func (h *commandHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] >= 0x80 {
@@ -236,20 +261,34 @@ func (h *commandHook) subscribed(cl *mqtt.Client, filter string) {
 	if st == nil || b.Commands == nil {
 		return
 	}
-	device, style := commandFilter(st.device, filter)
+	device, style := listenFilter(st.device, filter)
 	if device == "" {
 		return
 	}
-	if b.cmds.listen(cl, st, device, style) {
+	fresh := b.cmds.listen(cl, st, device, style)
+	if fresh&styleCommands != 0 {
 		b.Commands.Listening(device)
+	}
+	if fresh&styleAttributes != 0 {
+		b.Commands.AttributesListening(device)
 	}
 }
 
-// commandFilter returns the device whose commands filter takes, and the
-// topic style, or "". self is the device the client authenticated as.
-func commandFilter(self, filter string) (string, int) {
-	if self != "" && topicMatch(filter, tbRPCRequest+"1") {
-		return self, styleThingsBoard
+// listenFilter returns the device whose commands or shared attributes
+// filter takes, and the styles, or "". self is the device the client
+// authenticated as.
+func listenFilter(self, filter string) (string, int) {
+	if self != "" {
+		style := 0
+		if topicMatch(filter, tbRPCRequest+"1") {
+			style |= styleThingsBoard
+		}
+		if topicMatch(filter, tbAttributes) {
+			style |= styleAttrTB
+		}
+		if style != 0 {
+			return self, style
+		}
 	}
 	rest, ok := strings.CutPrefix(filter, "devices/")
 	if !ok {
@@ -259,10 +298,17 @@ func commandFilter(self, filter string) (string, int) {
 	if !ok || devices.ValidateDeviceID(device) != nil || (self != "" && device != self) {
 		return "", 0
 	}
-	if !topicMatch(tail, "commands/1") {
+	style := 0
+	if topicMatch(tail, "commands/1") {
+		style |= styleTelehub
+	}
+	if topicMatch(tail, "attributes/desired") {
+		style |= styleAttrTelehub
+	}
+	if style == 0 {
 		return "", 0
 	}
-	return device, styleTelehub
+	return device, style
 }
 
 // topicMatch reports whether MQTT filter matches topic.
@@ -282,7 +328,7 @@ func topicMatch(filter, topic string) bool {
 // OnQosPublish records which command a packet in flight carries.
 func (h *commandHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
 	d := &h.broker.cmds
-	if s := d.sending.Load(); s != nil && s.cl == cl && resends == 0 {
+	if s := d.sending.Load(); s != nil && s.cl == cl && s.id != 0 && resends == 0 {
 		device := deviceOfTopic(s.topic, h.broker.conns.device(cl))
 		d.inflight.Store(inflightKey{cl.ID, pk.PacketID}, inflightCmd{device: device, id: s.id})
 		d.sentOn.Store(sentKey{cl.ID, s.id}, struct{}{})

@@ -15,7 +15,11 @@ func TestCommandTopics(t *testing.T) {
 	}{
 		{"", "devices/pump/commands/+", "pump", styleTelehub},
 		{"", "devices/pump/commands/#", "pump", styleTelehub},
-		{"", "devices/pump/#", "pump", styleTelehub},
+		{"", "devices/pump/#", "pump", styleTelehub | styleAttrTelehub},
+		{"", "devices/pump/attributes/desired", "pump", styleAttrTelehub},
+		{"", "devices/pump/attributes", "", 0},
+		{"pump", "v1/devices/me/attributes", "pump", styleAttrTB},
+		{"pump", "v1/devices/me/#", "pump", styleThingsBoard | styleAttrTB},
 		{"pump", "devices/pump/commands/+", "pump", styleTelehub},
 		{"pump", "devices/other/commands/+", "", 0}, // not its own
 		{"", "devices/+/commands/+", "", 0},         // no one device
@@ -27,9 +31,9 @@ func TestCommandTopics(t *testing.T) {
 		{"", "", "", 0},
 		{"", "devices/bad id/commands/+", "", 0},
 	} {
-		device, style := commandFilter(tt.self, tt.filter)
+		device, style := listenFilter(tt.self, tt.filter)
 		if device != tt.device || style != tt.style {
-			t.Errorf("commandFilter(%q, %q) = %q %d, want %q %d", tt.self, tt.filter, device, style, tt.device, tt.style)
+			t.Errorf("listenFilter(%q, %q) = %q %d, want %q %d", tt.self, tt.filter, device, style, tt.device, tt.style)
 		}
 	}
 	for _, tt := range []struct {
@@ -73,9 +77,9 @@ func FuzzCommandTopics(f *testing.F) {
 				t.Fatalf("commandResponse(%q, %q) accepted %q %d", self, topic, device, id)
 			}
 		}
-		if device, style := commandFilter(self, topic); device != "" {
+		if device, style := listenFilter(self, topic); device != "" {
 			if style == 0 || self != "" && device != self || strings.ContainsAny(device, "/+#") {
-				t.Fatalf("commandFilter(%q, %q) = %q %d", self, topic, device, style)
+				t.Fatalf("listenFilter(%q, %q) = %q %d", self, topic, device, style)
 			}
 		}
 		topicMatch(topic, self)

@@ -123,14 +123,23 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	if device, id, ok := commandResponse(self, pk.TopicName); ok {
 		// A device's answer to a command: recorded, then handled as plain
-		// broker traffic (acknowledged in order, forwarded to subscribers).
+		// broker traffic (acknowledged in order, forwarded to subscribers),
+		// but on ThingsBoard's topics, shared by every device as "me",
+		// never forwarded.
 		if b.Commands != nil {
 			b.Commands.Replied(device, id, pk.Payload)
 		}
-		if pk.FixedHeader.Qos > 0 && st != nil {
-			h.waitAcks(st)
+		return h.consumed(cl, pk, st)
+	}
+	if device, request, n, ok := attributeTopic(self, pk.TopicName); ok {
+		if b.Commands != nil {
+			if request {
+				b.Commands.AttributesRequested(device, pk.Payload, b.attributeReply(cl, n))
+			} else {
+				b.Commands.Reported(device, pk.Payload)
+			}
 		}
-		return pk, nil
+		return h.consumed(cl, pk, st)
 	}
 	if self != "" && !b.auth.mayPublish(self, pk.TopicName) {
 		b.Stats.Received()
@@ -277,6 +286,20 @@ func (h *hook) waitAcks(st *connState) {
 	case <-t.C:
 	case <-h.ctx.Done():
 	}
+}
+
+// consumed finishes a publish the hub took for itself (a command's answer,
+// attributes): on the device's own topics as plain traffic, acknowledged in
+// order and forwarded; on ThingsBoard's "me" topics acknowledged and
+// dropped, since every ThingsBoard device listens on the same topic.
+func (h *hook) consumed(cl *mqtt.Client, pk packets.Packet, st *connState) (packets.Packet, error) {
+	if strings.HasPrefix(pk.TopicName, "v1/devices/me/") {
+		return pk, h.refuseAck(cl, pk, packets.CodeSuccess, "")
+	}
+	if pk.FixedHeader.Qos > 0 && st != nil {
+		h.waitAcks(st)
+	}
+	return pk, nil
 }
 
 // refuseWrite answers a publish the writer would not queue. A message over

@@ -14,6 +14,7 @@ type Store struct {
 	*MessageService
 	*store.Credentials
 	*store.Commands
+	*store.Twins
 	DB *DB
 }
 
@@ -34,7 +35,7 @@ func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
 		return nil, err
 	}
 	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db),
-		Commands: &store.Commands{ReadDB: db.SQL, WriteDB: db.SQL}, DB: db}, nil
+		Commands: &store.Commands{ReadDB: db.SQL, WriteDB: db.SQL}, Twins: &store.Twins{ReadDB: db.SQL, WriteDB: db.SQL}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

@@ -15,6 +15,7 @@ type Store struct {
 	*MessageService
 	*Credentials
 	*store.Commands
+	*store.Twins
 	DB *DB
 }
 
@@ -39,7 +40,8 @@ func Open(path string, o store.Options) (*Store, error) {
 	}
 	ms := NewMessageService(db)
 	ms.Summaries = w.Summaries()
-	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), Commands: NewCommands(db), DB: db}, nil
+	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), Commands: NewCommands(db),
+		Twins: &store.Twins{ReadDB: db.read, WriteDB: db.admin}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

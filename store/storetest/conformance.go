@@ -53,6 +53,7 @@ func Run(t *testing.T, b Backend) {
 		{"EmptyAndExtremePayloads", testExtremes},
 		{"DrainAcknowledgesEverything", testDrain},
 		{"Commands", testCommands},
+		{"Attributes", testAttributes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, &harness{t: t, b: b, db: b.NewDB(t)})
@@ -1100,5 +1101,67 @@ func testCommands(t *testing.T, h *harness) {
 	}
 	if next, err := s.CreateCommand(ctx, devices.Command{Device: "b", Method: "m", Params: json.RawMessage(`{}`), Created: t0, Expires: t0 + 1}); err != nil || next.ID <= b1.ID {
 		t.Fatalf("id after reopen %v %v: ids never go back", next, err)
+	}
+}
+
+func testAttributes(t *testing.T, h *harness) {
+	s := h.open(store.Options{})
+	ctx := context.Background()
+	set := func(scope devices.AttributeScope, js string, replace bool, at int64) string {
+		t.Helper()
+		m, err := devices.ParseAttributes([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed, err := s.SetAttributes(ctx, "twin", scope, m, replace, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(changed)
+		return string(b)
+	}
+	if a, err := s.Attributes(ctx, "twin"); err != nil || len(a.Shared) != 0 || len(a.Client) != 0 {
+		t.Fatalf("no attributes yet: %+v %v", a, err)
+	}
+	if ch := set(devices.AttrShared, `{"target":21.5,"mode":"eco"}`, false, t0); ch != `{"mode":"eco","target":21.5}` {
+		t.Fatalf("first set changed %s", ch)
+	}
+	if ch := set(devices.AttrShared, `{"target":21.5,"mode":"away"}`, false, t0+1); ch != `{"mode":"away"}` {
+		t.Fatalf("merge changed %s, want only mode", ch)
+	}
+	if ch := set(devices.AttrShared, `{"mode":null,"fan":{"on":true}}`, false, t0+2); ch != `{"fan":{"on":true},"mode":null}` {
+		t.Fatalf("null deletes: changed %s", ch)
+	}
+	set(devices.AttrClient, `{"fw":"1.2.3"}`, false, t0+3)
+	a, err := s.Attributes(ctx, "twin")
+	if err != nil || len(a.Shared) != 2 || string(a.Shared["target"].Value) != "21.5" || a.Shared["target"].TS != t0 ||
+		string(a.Shared["fan"].Value) != `{"on":true}` || a.Shared["fan"].TS != t0+2 || string(a.Client["fw"].Value) != `"1.2.3"` {
+		t.Fatalf("attributes = %+v %v", a, err)
+	}
+	// Replace: the scope becomes exactly what is given; the other scope stays.
+	if ch := set(devices.AttrShared, `{"target":19}`, true, t0+4); ch != `{"fan":null,"target":19}` {
+		t.Fatalf("replace changed %s", ch)
+	}
+	a, _ = s.Attributes(ctx, "twin")
+	if len(a.Shared) != 1 || len(a.Client) != 1 {
+		t.Fatalf("after replace: %+v", a)
+	}
+	if other, _ := s.Attributes(ctx, "other"); len(other.Shared) != 0 {
+		t.Fatalf("another device sees %+v", other.Shared)
+	}
+	if _, err := s.SetAttributes(ctx, "twin", "bogus", nil, false, t0); !errors.Is(err, devices.ErrInvalid) {
+		t.Fatalf("unknown scope: %v", err)
+	}
+	many := map[string]json.RawMessage{}
+	for i := 0; i <= devices.MaxAttributes; i++ {
+		many[fmt.Sprint("k", i)] = json.RawMessage("1")
+	}
+	if _, err := s.SetAttributes(ctx, "twin", devices.AttrClient, many, false, t0); !errors.Is(err, devices.ErrInvalid) {
+		t.Fatalf("past MaxAttributes: %v, want ErrInvalid", err)
+	}
+	h.close(s)
+	s = h.open(store.Options{})
+	if a, _ := s.Attributes(ctx, "twin"); string(a.Shared["target"].Value) != "19" || a.Shared["target"].TS != t0+4 {
+		t.Fatalf("after reopen: %+v", a)
 	}
 }

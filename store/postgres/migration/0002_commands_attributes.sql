@@ -23,3 +23,14 @@ CREATE TABLE command_events (
 	note       text   NOT NULL DEFAULT ''
 );
 CREATE INDEX command_events_command ON command_events (command_id, at);
+
+-- Device attributes (the twin): shared ones the server sets, client ones
+-- the device reports; JSON values, each with the time it was last set.
+CREATE TABLE attributes (
+	device text   NOT NULL,
+	scope  text   NOT NULL CHECK (scope IN ('shared', 'client')),
+	key    text   NOT NULL,
+	value  text   NOT NULL,
+	ts     bigint NOT NULL,
+	PRIMARY KEY (device, scope, key)
+);

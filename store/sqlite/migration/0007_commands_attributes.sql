@@ -23,3 +23,14 @@ CREATE TABLE command_events (
 	note       TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX command_events_command ON command_events (command_id, at);
+
+-- Device attributes (the twin): shared ones the server sets, client ones
+-- the device reports; JSON values, each with the time it was last set.
+CREATE TABLE attributes (
+	device TEXT    NOT NULL,
+	scope  TEXT    NOT NULL CHECK (scope IN ('shared', 'client')),
+	key    TEXT    NOT NULL,
+	value  TEXT    NOT NULL,
+	ts     INTEGER NOT NULL,
+	PRIMARY KEY (device, scope, key)
+) WITHOUT ROWID;
