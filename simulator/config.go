@@ -67,8 +67,16 @@ type Config struct {
 	Verify bool
 	// HubURL is the hub's HTTP base URL. Default http://127.0.0.1:8080.
 	HubURL string
-	// HubToken is an API token (read scope is enough) for hubs that require one.
+	// HubToken is an API token for hubs that require one: read scope is
+	// enough for Verify, CommandRate needs admin.
 	HubToken string
+	// Commands makes the devices listen to their commands and shared
+	// attributes and answer them (ping, setInterval). Default true.
+	Commands bool
+	// CommandRate, when positive, sends that many ping commands a second
+	// through the hub's API at HubURL, each to a random connected device,
+	// and reports their round trips.
+	CommandRate float64
 	// Status receives a live one-line status every second; nil for none.
 	Status io.Writer
 	// Scheme is the topic scheme. Default devices.DefaultScheme().
@@ -79,7 +87,7 @@ type Config struct {
 func NewConfig() *Config {
 	return &Config{
 		Broker: "tcp://127.0.0.1:1883", Devices: 10, Rate: 1, QoS: 1, Ramp: 100, Jitter: 0.1, InFlight: DefaultInFlight,
-		Profile: "thermostat", IDPrefix: "sim", Seed: 1, Clean: true, HubURL: "http://127.0.0.1:8080",
+		Profile: "thermostat", IDPrefix: "sim", Seed: 1, Clean: true, HubURL: "http://127.0.0.1:8080", Commands: true,
 	}
 }
 
@@ -99,6 +107,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--broker %q: unknown scheme %q", c.Broker, u.Scheme)
 	case c.InFlight < 0:
 		return errors.New("--inflight must not be negative")
+	case c.CommandRate < 0 || c.CommandRate > 100000:
+		return errors.New("--command-rate must be between 0 and 100000")
+	case c.CommandRate > 0 && !c.Commands:
+		return errors.New("--command-rate needs devices that answer: drop --commands=false")
 	case c.Devices <= 0:
 		return errors.New("--devices must be positive")
 	case c.Rate <= 0:

@@ -29,7 +29,8 @@ type device struct {
 	acked  []bool  // whether seq i+1 was acknowledged
 
 	connected     atomic.Bool
-	everConnected atomic.Bool // connected at least once during the run
+	everConnected atomic.Bool   // connected at least once during the run
+	rate          atomic.Uint64 // messages per second as float64 bits, once a command or attribute set it
 }
 
 func (d *device) options(cfg *Config, username string) *paho.ClientOptions {
@@ -52,6 +53,9 @@ func (d *device) options(cfg *Config, username string) *paho.ClientOptions {
 			d.fleet.stats.connects.Add(1)
 			// Retained, so a dashboard that connects later sees it at once.
 			c.Publish(scheme.Topic(d.id, devices.KindStatus), 1, true, "online")
+			if cfg.Commands {
+				d.listen(c)
+			}
 		}).
 		SetConnectionLostHandler(func(paho.Client, error) {
 			d.connected.Store(false)
@@ -153,7 +157,7 @@ func (d *device) run(ctx context.Context, drain time.Duration) {
 		}
 	}()
 
-	interval := time.Duration(float64(time.Second) / cfg.Rate)
+	interval := d.interval()
 	next := time.Now().Add(time.Duration(d.rng.Float64() * float64(interval))) // spread devices over one interval
 	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()
@@ -164,6 +168,7 @@ loop:
 			break loop
 		case <-timer.C:
 		}
+		interval = d.interval() // a command or an attribute may change it
 		jitter := 1 + cfg.Jitter*(2*d.rng.Float64()-1)
 		next = next.Add(time.Duration(float64(interval) * jitter))
 		if lag := time.Since(next); lag > 10*interval {

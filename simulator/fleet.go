@@ -23,6 +23,7 @@ type fleet struct {
 	ackLat  *recorder
 	stats   struct {
 		sent, acked, errors, skipped, connects, disconnects atomic.Int64
+		applied                                             atomic.Int64 // shared-attribute updates applied
 	}
 }
 
@@ -82,6 +83,12 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	stopStatus := f.statusLoop(runCtx)
 	defer stopStatus()
 
+	var cmds *CommandReport
+	waitCommands := func() {}
+	if cfg.CommandRate > 0 {
+		cmds = &CommandReport{}
+		waitCommands = f.commandLoop(runCtx, cmds)
+	}
 	start := time.Now()
 	started := 0
 	var wg sync.WaitGroup
@@ -107,6 +114,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	waitCommands()
 
 	// Disconnect cleanly: a device that leaves says so.
 	for _, d := range f.devices {
@@ -120,7 +128,8 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	r := &Report{
 		Devices: cfg.Devices, Connects: f.stats.connects.Load(), Disconnects: f.stats.disconnects.Load(),
 		Sent: f.stats.sent.Load(), Acked: f.stats.acked.Load(), Errors: f.stats.errors.Load(), Skipped: f.stats.skipped.Load(),
-		Seconds: elapsed.Seconds(), AckLatency: f.ackLat.percentiles(),
+		Seconds: elapsed.Seconds(), AckLatency: f.ackLat.percentiles(), Commands: cmds,
+		AttributesApplied: f.stats.applied.Load(),
 	}
 	r.Rate = float64(r.Sent) / max(r.Seconds, 1e-9)
 	for _, d := range f.devices[:started] {

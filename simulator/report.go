@@ -52,6 +52,10 @@ type Report struct {
 	// frame (Verify only).
 	AckLatency Percentiles `json:"ack_latency_ms"`
 	E2ELatency Percentiles `json:"e2e_latency_ms"`
+	// Commands is what Config.CommandRate measured (nil without it);
+	// AttributesApplied counts shared-attribute updates devices applied.
+	Commands          *CommandReport `json:"commands,omitempty"`
+	AttributesApplied int64          `json:"attributes_applied"`
 }
 
 // maxSamples bounds a recorder's memory; beyond it samples are kept with

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,5 +141,53 @@ func TestSimulator_SecuredHub(t *testing.T) {
 	}
 	if r.Acked != 200 || r.Stored != 200 || r.ReceivedLive != 200 || r.Lost != 0 || r.Duplicated != 0 {
 		t.Fatalf("acked %d stored %d live %d lost %d dup %d, want 200, 200, 200, 0, 0", r.Acked, r.Stored, r.ReceivedLive, r.Lost, r.Duplicated)
+	}
+}
+
+// TestSimulator_Commands: simulated devices answer the pings telesim sends
+// through the API (all answered, none lost), a setInterval command changes
+// a device's rate, and a shared attribute "interval" is applied.
+func TestSimulator_Commands(t *testing.T) {
+	m := MustRunMain(t)
+	cfg := simConfig(m)
+	cfg.Verify = false
+	cfg.Devices, cfg.Rate, cfg.Duration, cfg.CommandRate = 20, 2, 4*time.Second, 100
+	done := make(chan *simulator.Report, 1)
+	go func() {
+		r, err := simulator.Run(context.Background(), cfg)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	checkFor(t, 10*time.Second, func() error {
+		if _, ok := m.Store.ActivityOf("sim-0020"); !ok {
+			return fmt.Errorf("fleet not connected yet")
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // the devices' subscriptions
+	_, c := sendCommand(t, m, "", "sim-0001", `{"method":"setInterval","params":{"seconds":0.05}}`, "?wait=5s")
+	if c.Status != "replied" || string(c.Response) != `{"interval_s":0.05}` {
+		t.Fatalf("setInterval: %+v", c)
+	}
+	request(t, "PUT", m.HTTP.URL()+"/api/v1/devices/sim-0002/attributes/shared", "", `{"interval":0.1}`)
+	_, u := sendCommand(t, m, "", "sim-0003", `{"method":"selfDestruct"}`, "?wait=5s")
+	if u.Status != "failed" || !strings.Contains(u.Error, "unknown method") {
+		t.Fatalf("unknown method: %+v", u)
+	}
+	r := <-done
+	b, _ := json.Marshal(r)
+	t.Logf("report: %s", b)
+	if r.Commands == nil || r.Commands.Sent < 200 || r.Commands.Lost != 0 || r.Commands.Answered != r.Commands.Sent || r.Commands.RoundTrip.N != r.Commands.Answered {
+		t.Fatalf("commands: %+v, want hundreds sent, all answered", r.Commands)
+	}
+	if r.AttributesApplied < 1 {
+		t.Fatalf("attributes applied %d, want the interval", r.AttributesApplied)
+	}
+	fast, _ := m.Store.FindDevice(context.Background(), "sim-0001")
+	slow, _ := m.Store.FindDevice(context.Background(), "sim-0010")
+	if fast.MessageCount < 3*slow.MessageCount {
+		t.Fatalf("sim-0001 sent %d after setInterval 0.05 s, sim-0010 %d at 0.5 s: rate unchanged", fast.MessageCount, slow.MessageCount)
 	}
 }

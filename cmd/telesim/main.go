@@ -51,7 +51,12 @@ devices/{id}/telemetry, retained status on devices/{id}/status with a last
 will) until --duration, --count or Ctrl-C, and prints what it measured.
 With --verify it also watches the hub's WebSocket and reads back what the
 hub stored, and reports lost, duplicated and reordered messages and the
-publish-to-browser latency. It exits 1 when --verify finds a lost message.
+publish-to-browser latency. It exits 1 when --verify finds a lost message
+or a command sent with --command-rate got no answer.
+The devices answer commands (ping; setInterval {"seconds":N} changes their
+rate; anything else gets an error answer) and apply the shared attribute
+"interval"; --command-rate sends pings through the hub's API and reports
+their round trips.
 
 Flags:
 `)
@@ -96,6 +101,9 @@ Flags:
 	if cfg.Verify && (r.Lost > 0 || r.Duplicated > 0) {
 		return 1
 	}
+	if r.Commands != nil && r.Commands.Lost > 0 {
+		return 1 // a command that never got its answer
+	}
 	return 0
 }
 
@@ -124,7 +132,9 @@ func addFleetFlags(fs *flag.FlagSet, cfg *simulator.Config) (jsonOut *bool, qos 
 	fs.IntVar(&cfg.InFlight, "inflight", cfg.InFlight, "unacknowledged QoS 1/2 messages each device keeps at most (1: wait for each PUBACK)")
 	fs.BoolVar(&cfg.Verify, "verify", false, "check what the hub stored and pushed live (needs --hub)")
 	fs.StringVar(&cfg.HubURL, "hub", cfg.HubURL, "the hub's HTTP URL, for --verify")
-	fs.StringVar(&cfg.HubToken, "hub-token", os.Getenv("TELEHUB_API_TOKEN"), "API token for --verify when the hub requires one (read scope is enough; env TELEHUB_API_TOKEN)")
+	fs.StringVar(&cfg.HubToken, "hub-token", os.Getenv("TELEHUB_API_TOKEN"), "API token for --verify and --command-rate when the hub requires one (read scope is enough to verify, commands need admin; env TELEHUB_API_TOKEN)")
+	fs.BoolVar(&cfg.Commands, "commands", cfg.Commands, "devices listen to their commands (answer ping and setInterval) and shared attributes (interval); --commands=false for telemetry only")
+	fs.Float64Var(&cfg.CommandRate, "command-rate", 0, "send this many ping commands a second through the hub's API (--hub) to random devices and report their round trips")
 	jsonOut = fs.Bool("json", false, "print the report as JSON")
 	return jsonOut, qos
 }
@@ -136,6 +146,10 @@ func printReport(w io.Writer, cfg *simulator.Config, r *simulator.Report) {
 	if cfg.Verify {
 		fmt.Fprintf(w, "stored %d  received live %d  lost %d  duplicated %d  reordered %d\n", r.Stored, r.ReceivedLive, r.Lost, r.Duplicated, r.Reordered)
 		fmt.Fprintf(w, "e2e latency ms     p50 %.2f  p95 %.2f  p99 %.2f  max %.2f\n", r.E2ELatency.P50, r.E2ELatency.P95, r.E2ELatency.P99, r.E2ELatency.Max)
+	}
+	if c := r.Commands; c != nil {
+		fmt.Fprintf(w, "commands sent %d  answered %d  lost %d (%.0f/s)\n", c.Sent, c.Answered, c.Lost, float64(c.Answered)/max(r.Seconds, 1e-9))
+		fmt.Fprintf(w, "command round trip ms  p50 %.2f  p95 %.2f  p99 %.2f  max %.2f\n", c.RoundTrip.P50, c.RoundTrip.P95, c.RoundTrip.P99, c.RoundTrip.Max)
 	}
 }
 

@@ -1,0 +1,165 @@
+package simulator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// CommandReport is what the command loop measured (Config.CommandRate).
+type CommandReport struct {
+	// Sent counts commands created through the hub's API; Answered those
+	// that came back replied; Lost those that did not (expired, failed,
+	// refused or no answer in time).
+	Sent     int64 `json:"sent"`
+	Answered int64 `json:"answered"`
+	Lost     int64 `json:"lost"`
+	// RoundTrip is from the POST to the hub to its answer with the
+	// device's reply.
+	RoundTrip Percentiles `json:"round_trip_ms"`
+}
+
+// listen subscribes a device to its commands and shared attributes (at
+// each connect): it answers ping, setInterval (changing its publish rate)
+// and, with an error, anything else; a shared attribute "interval"
+// (seconds) sets its rate too.
+func (d *device) listen(c paho.Client) {
+	c.Subscribe("devices/"+d.id+"/commands/+", 1, d.onCommand)
+	c.Subscribe("devices/"+d.id+"/attributes/desired", 1, d.onDesired)
+}
+
+func (d *device) onCommand(c paho.Client, msg paho.Message) {
+	var req struct {
+		Method string `json:"method"`
+		Params struct {
+			Seconds float64 `json:"seconds"`
+		} `json:"params"`
+	}
+	var answer any
+	switch err := json.Unmarshal(msg.Payload(), &req); {
+	case err != nil:
+		answer = map[string]string{"error": "not JSON"}
+	case req.Method == "ping":
+		answer = map[string]bool{"pong": true}
+	case req.Method == "setInterval" && req.Params.Seconds > 0:
+		d.setInterval(req.Params.Seconds)
+		answer = map[string]float64{"interval_s": req.Params.Seconds}
+	default:
+		answer = map[string]string{"error": "unknown method: " + req.Method}
+	}
+	b, _ := json.Marshal(answer)
+	c.Publish(msg.Topic()+"/response", 1, false, b) // paho's handler must not wait on the token
+}
+
+func (d *device) onDesired(_ paho.Client, msg paho.Message) {
+	var want struct {
+		Interval float64 `json:"interval"`
+	}
+	if json.Unmarshal(msg.Payload(), &want) == nil && want.Interval > 0 {
+		d.setInterval(want.Interval)
+		d.fleet.stats.applied.Add(1)
+	}
+}
+
+// setInterval makes the device publish every s seconds.
+func (d *device) setInterval(s float64) {
+	d.rate.Store(math.Float64bits(1 / min(max(s, 0.001), 86400)))
+}
+
+// interval is the time between the device's messages now.
+func (d *device) interval() time.Duration {
+	rate := d.fleet.cfg.Rate
+	if bits := d.rate.Load(); bits != 0 {
+		rate = math.Float64frombits(bits)
+	}
+	return time.Duration(float64(time.Second) / rate)
+}
+
+// commandLoop sends cfg.CommandRate ping commands a second through the
+// hub's API, each to a random connected device, and waits for each one's
+// answer (POST ?wait), until ctx ends; then it waits for those in flight.
+func (f *fleet) commandLoop(ctx context.Context, r *CommandReport) (wait func()) {
+	cfg := f.cfg
+	lat := newRecorder()
+	var sent, answered, lost atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxCommandsInFlight)
+	client := &http.Client{Timeout: 30 * time.Second}
+	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 99))
+	tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.CommandRate))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			d := f.devices[rng.IntN(len(f.devices))]
+			if !d.connected.Load() {
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				lost.Add(1) // the hub is not keeping up: counted, not queued
+				sent.Add(1)
+				continue
+			}
+			sent.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				start := time.Now()
+				if sendPing(context.WithoutCancel(ctx), client, cfg, d.id) {
+					answered.Add(1)
+					lat.add(time.Since(start))
+				} else {
+					lost.Add(1)
+				}
+			}()
+		}
+	}()
+	return func() {
+		<-done
+		wg.Wait()
+		r.Sent, r.Answered, r.Lost, r.RoundTrip = sent.Load(), answered.Load(), lost.Load(), lat.percentiles()
+	}
+}
+
+// maxCommandsInFlight bounds the commands the loop waits on at once.
+const maxCommandsInFlight = 512
+
+// sendPing sends one ping to device and reports whether it was answered.
+func sendPing(ctx context.Context, client *http.Client, cfg *Config, device string) bool {
+	url := fmt.Sprintf("%s/api/v1/devices/%s/commands?wait=10s", cfg.HubURL, device)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader([]byte(`{"method":"ping","timeout":"10s"}`)))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if cfg.HubToken != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.HubToken)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var c struct {
+		Status string `json:"status"`
+	}
+	return resp.StatusCode == http.StatusCreated && json.NewDecoder(resp.Body).Decode(&c) == nil && c.Status == "replied"
+}
