@@ -155,9 +155,10 @@ type CommandStore interface {
 	// CountPending returns how many of a device's commands are not final.
 	CountPending(ctx context.Context, device string) (int, error)
 	// UpdateCommand moves command id to status to, if it is in one of
-	// from, with the note (and the answer or error when given) recorded,
-	// and returns it; ok is false when it was in none of from.
-	UpdateCommand(ctx context.Context, id int64, from []CommandStatus, to CommandStatus, at int64, note string, response json.RawMessage, errText string) (c *Command, ok bool, err error)
+	// from and belongs to device (any device for ""), with the note (and
+	// the answer or error when given) recorded, and returns it; ok is
+	// false when it was in none of from or is another device's.
+	UpdateCommand(ctx context.Context, device string, id int64, from []CommandStatus, to CommandStatus, at int64, note string, response json.RawMessage, errText string) (c *Command, ok bool, err error)
 	// OpenCommands counts the commands of every device that are queued,
 	// sent or delivered (the queue), by status.
 	OpenCommands(ctx context.Context) (map[CommandStatus]int, error)

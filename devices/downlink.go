@@ -69,7 +69,7 @@ type Downlink struct {
 	counts [7]atomic.Int64 // status changes into each of CommandStatuses
 
 	initOnce sync.Once
-	work     chan func(ctx context.Context)
+	work     chan work
 	quit     chan struct{} // closed when Run returns
 	mu       sync.Mutex
 	listen   map[string]bool // devices to send to at the next turn
@@ -87,7 +87,7 @@ func (d *Downlink) init() {
 		if d.Logger == nil {
 			d.Logger = slog.Default().With("component", "downlink")
 		}
-		d.work = make(chan func(context.Context), downlinkQueue)
+		d.work = make(chan work, downlinkQueue)
 		d.quit = make(chan struct{})
 		d.listen = make(map[string]bool)
 		d.waiters = make(map[int64][]chan *Command)
@@ -131,7 +131,7 @@ func (d *Downlink) Cancel(ctx context.Context, device string, id int64) (*Comman
 	if c.finished() {
 		return nil, fmt.Errorf("command %d is %s already: %w", id, c.Status, ErrConflict)
 	}
-	c, ok, err := d.Store.UpdateCommand(ctx, id, []CommandStatus{CommandQueued, CommandSent, CommandDelivered}, CommandCancelled, d.Now().UnixMilli(), "cancelled", nil, "")
+	c, ok, err := d.Store.UpdateCommand(ctx, device, id, []CommandStatus{CommandQueued, CommandSent, CommandDelivered}, CommandCancelled, d.Now().UnixMilli(), "cancelled", nil, "")
 	if err != nil {
 		return nil, err
 	}
@@ -190,14 +190,14 @@ func (d *Downlink) Listening(device string) {
 	d.listen[device] = true
 	d.mu.Unlock()
 	if first {
-		d.do(func(ctx context.Context) { d.send(ctx, device) })
+		d.do(device, func(ctx context.Context) { d.send(ctx, device) })
 	}
 }
 
 // Delivered records the device's PUBACK of command id.
 func (d *Downlink) Delivered(device string, id int64) {
 	d.init()
-	d.do(func(ctx context.Context) {
+	d.do(device, func(ctx context.Context) {
 		d.update(ctx, device, id, []CommandStatus{CommandQueued, CommandSent}, CommandDelivered, "acknowledged by the device", nil, "")
 	})
 }
@@ -208,7 +208,7 @@ func (d *Downlink) Delivered(device string, id int64) {
 func (d *Downlink) Replied(device string, id int64, payload []byte) {
 	d.init()
 	payload = bytes.Clone(payload)
-	d.do(func(ctx context.Context) {
+	d.do(device, func(ctx context.Context) {
 		to, note, errText := CommandReplied, "answered", ""
 		resp := json.RawMessage(bytes.TrimSpace(payload))
 		switch {
@@ -245,21 +245,70 @@ func (d *Downlink) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case fn := <-d.work:
-			fn(ctx)
+		case w := <-d.work:
+			batch := []work{w}
+		more:
+			for len(batch) < maxWorkBatch {
+				select {
+				case w := <-d.work:
+					batch = append(batch, w)
+				default:
+					break more
+				}
+			}
+			d.runBatch(ctx, batch)
 		case <-tick.C:
 			d.expire(ctx)
 		}
 	}
 }
 
-// do hands fn to Run; when the queue is full the caller waits (only the
-// client whose packets called it), and after Run returned fn is dropped.
-func (d *Downlink) do(fn func(context.Context)) {
+// work is one thing to do for a device.
+type work struct {
+	device string
+	fn     func(context.Context)
+}
+
+// maxWorkBatch bounds the work Run takes at once.
+const maxWorkBatch = 256
+
+// do hands fn, about device, to Run; when the queue is full the caller
+// waits (only the client whose packets called it), and after Run returned
+// fn is dropped.
+func (d *Downlink) do(device string, fn func(context.Context)) {
 	select {
-	case d.work <- fn:
+	case d.work <- work{device, fn}:
 	case <-d.quit:
 	}
+}
+
+// runBatch does the work that queued up: each device's in order, the
+// devices' at once, so that their store writes share commits
+// (store.GroupTx) instead of each waiting for its own.
+func (d *Downlink) runBatch(ctx context.Context, batch []work) {
+	if len(batch) == 1 {
+		batch[0].fn(ctx)
+		return
+	}
+	byDevice := map[string][]func(context.Context){}
+	var order []string
+	for _, w := range batch {
+		if _, ok := byDevice[w.device]; !ok {
+			order = append(order, w.device)
+		}
+		byDevice[w.device] = append(byDevice[w.device], w.fn)
+	}
+	var wg sync.WaitGroup
+	for _, device := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, fn := range byDevice[device] {
+				fn(ctx)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // send publishes device's pending commands, oldest first.
@@ -287,12 +336,9 @@ func (d *Downlink) send(ctx context.Context, device string) {
 }
 
 func (d *Downlink) update(ctx context.Context, device string, id int64, from []CommandStatus, to CommandStatus, note string, resp json.RawMessage, errText string) {
-	if device != "" {
-		if _, err := d.Store.Command(ctx, device, id); err != nil {
-			return // not the device's command: a device answers only its own
-		}
-	}
-	c, ok, err := d.Store.UpdateCommand(ctx, id, from, to, d.Now().UnixMilli(), note, resp, errText)
+	// device "" (expiry) matches any; otherwise a device moves only its own
+	// commands (an answer to another's is not taken).
+	c, ok, err := d.Store.UpdateCommand(ctx, device, id, from, to, d.Now().UnixMilli(), note, resp, errText)
 	if err != nil {
 		d.Logger.Error("updating a command failed", "id", id, "status", string(to), "error", err)
 		return
@@ -394,7 +440,7 @@ func (d *Downlink) SetShared(ctx context.Context, device string, set map[string]
 	}
 	if len(changed) > 0 {
 		full := a.Values(AttrShared)
-		d.do(func(context.Context) {
+		d.do(device, func(context.Context) {
 			if d.Sender != nil {
 				d.Sender.SendAttributes(device, full, changed)
 			}
@@ -407,7 +453,7 @@ func (d *Downlink) SetShared(ctx context.Context, device string, set map[string]
 // attributes: it gets all of them.
 func (d *Downlink) AttributesListening(device string) {
 	d.init()
-	d.do(func(ctx context.Context) {
+	d.do(device, func(ctx context.Context) {
 		a, err := d.Twins.Attributes(ctx, device)
 		if err != nil || d.Sender == nil {
 			return
@@ -422,7 +468,7 @@ func (d *Downlink) AttributesListening(device string) {
 func (d *Downlink) Reported(device string, payload []byte) {
 	d.init()
 	payload = bytes.Clone(payload)
-	d.do(func(ctx context.Context) {
+	d.do(device, func(ctx context.Context) {
 		set, err := ParseAttributes(payload)
 		if err == nil {
 			_, err = d.Twins.SetAttributes(ctx, device, AttrClient, set, false, d.Now().UnixMilli())
@@ -439,7 +485,7 @@ func (d *Downlink) Reported(device string, payload []byte) {
 func (d *Downlink) AttributesRequested(device string, payload []byte, reply func([]byte)) {
 	d.init()
 	payload = bytes.Clone(payload)
-	d.do(func(ctx context.Context) {
+	d.do(device, func(ctx context.Context) {
 		var req struct {
 			ClientKeys string `json:"clientKeys"`
 			SharedKeys string `json:"sharedKeys"`

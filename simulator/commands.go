@@ -93,7 +93,9 @@ func (f *fleet) commandLoop(ctx context.Context, r *CommandReport) (wait func())
 	var sent, answered, lost atomic.Int64
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxCommandsInFlight)
-	client := &http.Client{Timeout: 30 * time.Second}
+	// As many kept-alive connections as commands in flight: the default
+	// two would open and close a connection per command.
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: maxCommandsInFlight, MaxIdleConns: maxCommandsInFlight}}
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 99))
 	tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.CommandRate))
 	done := make(chan struct{})

@@ -12,7 +12,10 @@ import (
 // Twins implements devices.AttributeStore (the device twins) in portable SQL, on the
 // same connections as Commands.
 type Twins struct {
-	ReadDB, WriteDB queryExecer
+	// ReadDB serves the reads (statements prepared once); Writes commits
+	// the writes, in groups.
+	ReadDB *Stmts
+	Writes *GroupTx
 }
 
 var _ devices.AttributeStore = (*Twins)(nil)
@@ -48,11 +51,15 @@ func (s *Twins) SetAttributes(ctx context.Context, device string, scope devices.
 	if scope != devices.AttrShared && scope != devices.AttrClient {
 		return nil, fmt.Errorf("%w: unknown attribute scope %q", devices.ErrInvalid, scope)
 	}
-	tx, err := s.WriteDB.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	var changed map[string]json.RawMessage
+	err := s.Writes.Do(ctx, func(tx Execer) (err error) {
+		changed, err = setAttributes(ctx, tx, device, scope, set, replace, at)
+		return err
+	})
+	return changed, err
+}
+
+func setAttributes(ctx context.Context, tx Execer, device string, scope devices.AttributeScope, set map[string]json.RawMessage, replace bool, at int64) (map[string]json.RawMessage, error) {
 	old := map[string]string{}
 	rows, err := tx.QueryContext(ctx, `SELECT key, value FROM attributes WHERE device = $1 AND scope = $2`, device, string(scope))
 	if err != nil {
@@ -111,5 +118,5 @@ func (s *Twins) SetAttributes(ctx context.Context, device string, scope devices.
 			return nil, fmt.Errorf("set attributes: %w", err)
 		}
 	}
-	return changed, tx.Commit()
+	return changed, nil
 }

@@ -17,7 +17,14 @@ import (
 // Commands are rare next to telemetry: they take the credential store's
 // connections, never the message writer's.
 type Commands struct {
-	ReadDB, WriteDB *sql.DB
+	// ReadDB serves the reads (statements prepared once); Writes commits
+	// the writes, in groups.
+	ReadDB *Stmts
+	Writes *GroupTx
+}
+
+func (s *Commands) write(ctx context.Context, fn func(tx Execer) error) error {
+	return s.Writes.Do(ctx, fn)
 }
 
 var _ devices.CommandStore = (*Commands)(nil)
@@ -36,23 +43,18 @@ func (s *Commands) CreateCommand(ctx context.Context, c devices.Command) (*devic
 	if err := devices.ValidateDeviceID(c.Device); err != nil {
 		return nil, err
 	}
-	tx, err := s.WriteDB.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
 	c.Status, c.Updated = devices.CommandQueued, c.Created
-	err = tx.QueryRowContext(ctx, `INSERT INTO commands (device, method, params, oneway, status, created, expires, updated)
+	err := s.write(ctx, func(tx Execer) error {
+		if err := tx.QueryRowContext(ctx, `INSERT INTO commands (device, method, params, oneway, status, created, expires, updated)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
-		c.Device, c.Method, string(c.Params), btoi(c.Oneway), string(c.Status), c.Created, c.Expires, c.Updated).Scan(&c.ID)
+			c.Device, c.Method, string(c.Params), btoi(c.Oneway), string(c.Status), c.Created, c.Expires, c.Updated).Scan(&c.ID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`,
+			c.ID, c.Created, string(c.Status), "")
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("create command: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`,
-		c.ID, c.Created, string(c.Status), ""); err != nil {
-		return nil, fmt.Errorf("create command: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("create command: %w", err)
 	}
 	c.History = []devices.CommandEvent{{Status: c.Status, At: c.Created}}
@@ -93,7 +95,7 @@ func (s *Commands) ListCommands(ctx context.Context, f devices.CommandFilter) ([
 
 // PendingCommands implements devices.CommandStore.
 func (s *Commands) PendingCommands(ctx context.Context, device string, now int64) ([]devices.Command, error) {
-	return s.query(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
+	return s.queryNoHistory(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
 		WHERE device = $1 AND status IN ('queued', 'sent') AND expires > $2 ORDER BY id LIMIT 1000`, device, now)
 }
 
@@ -126,46 +128,45 @@ func (s *Commands) OpenCommands(ctx context.Context) (map[devices.CommandStatus]
 
 // DueCommands implements devices.CommandStore.
 func (s *Commands) DueCommands(ctx context.Context, now int64, limit int) ([]devices.Command, error) {
-	return s.query(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
+	return s.queryNoHistory(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
 		WHERE `+openCommand+` AND expires <= $1 ORDER BY expires LIMIT $2`, now, limit)
 }
 
 // UpdateCommand implements devices.CommandStore.
-func (s *Commands) UpdateCommand(ctx context.Context, id int64, from []devices.CommandStatus, to devices.CommandStatus, at int64, note string, response json.RawMessage, errText string) (*devices.Command, bool, error) {
+func (s *Commands) UpdateCommand(ctx context.Context, device string, id int64, from []devices.CommandStatus, to devices.CommandStatus, at int64, note string, response json.RawMessage, errText string) (*devices.Command, bool, error) {
 	if len(from) == 0 {
 		return nil, false, errors.New("update command: no status to move from")
 	}
-	tx, err := s.WriteDB.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, false, err
-	}
-	defer tx.Rollback()
-	args := []any{string(to), at, nullJSON(response), errText, id}
+	args := []any{string(to), at, nullJSON(response), errText, id, device}
 	in := make([]string, len(from))
 	for i, st := range from {
 		args = append(args, string(st))
 		in[i] = "$" + strconv.Itoa(len(args))
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
+	var c *devices.Command
+	err := s.write(ctx, func(tx Execer) error {
+		res, err := tx.ExecContext(ctx, `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
 		error = CASE WHEN $4 = '' THEN error ELSE $4 END
-		WHERE id = $5 AND status IN (`+strings.Join(in, ", ")+`)`, args...)
+		WHERE id = $5 AND ($6 = '' OR device = $6) AND status IN (`+strings.Join(in, ", ")+`)`, args...)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // in none of from
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`, id, at, string(to), note); err != nil {
+			return err
+		}
+		list, err := s.query(ctx, tx, `SELECT `+commandCols+` FROM commands WHERE id = $1`, id)
+		if err == nil && len(list) == 1 {
+			c = &list[0]
+		}
+		return err
+	})
 	if err != nil {
 		return nil, false, fmt.Errorf("update command %d: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, false, nil
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`, id, at, string(to), note); err != nil {
-		return nil, false, fmt.Errorf("update command %d: %w", id, err)
-	}
-	list, err := s.query(ctx, tx, `SELECT `+commandCols+` FROM commands WHERE id = $1`, id)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, false, fmt.Errorf("update command %d: %w", id, err)
-	}
-	return &list[0], true, nil
+	return c, c != nil, nil
 }
 
 func nullJSON(b json.RawMessage) any {
@@ -186,20 +187,23 @@ type queryer interface {
 	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
-// queryExecer is a *sql.DB.
-type queryExecer interface {
-	queryer
-	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
-}
-
 // query reads commands with their histories.
 func (s *Commands) query(ctx context.Context, db queryer, q string, args ...any) ([]devices.Command, error) {
+	out, err := s.queryNoHistory(ctx, db, q, args...)
+	if err != nil || len(out) == 0 {
+		return out, err
+	}
+	return out, s.histories(ctx, db, out)
+}
+
+// queryNoHistory reads commands without their histories (for the hub's
+// own use: sending, expiring).
+func (s *Commands) queryNoHistory(ctx context.Context, db queryer, q string, args ...any) ([]devices.Command, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
 	out := []devices.Command{}
-	byID := map[int64]int{}
 	for rows.Next() {
 		var c devices.Command
 		var params, status string
@@ -214,12 +218,17 @@ func (s *Commands) query(ctx context.Context, db queryer, q string, args ...any)
 			c.Response = json.RawMessage(response.String)
 		}
 		c.History = []devices.CommandEvent{}
-		byID[c.ID] = len(out)
 		out = append(out, c)
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil || len(out) == 0 {
-		return out, err
+	return out, rows.Err()
+}
+
+// histories fills in the histories of cmds.
+func (s *Commands) histories(ctx context.Context, db queryer, out []devices.Command) error {
+	byID := make(map[int64]int, len(out))
+	for i, c := range out {
+		byID[c.ID] = i
 	}
 	ids := make([]any, 0, len(out))
 	in := make([]string, 0, len(out))
@@ -229,7 +238,7 @@ func (s *Commands) query(ctx context.Context, db queryer, q string, args ...any)
 	}
 	ev, err := db.QueryContext(ctx, `SELECT command_id, at, status, note FROM command_events WHERE command_id IN (`+strings.Join(in, ", ")+`) ORDER BY id`, ids...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer ev.Close()
 	for ev.Next() {
@@ -237,11 +246,11 @@ func (s *Commands) query(ctx context.Context, db queryer, q string, args ...any)
 		var e devices.CommandEvent
 		var status string
 		if err := ev.Scan(&id, &e.At, &status, &e.Note); err != nil {
-			return nil, err
+			return err
 		}
 		e.Status = devices.CommandStatus(status)
 		c := &out[byID[id]]
 		c.History = append(c.History, e)
 	}
-	return out, ev.Err()
+	return ev.Err()
 }

@@ -79,6 +79,7 @@ type Pipeline struct {
 	tasks    []*task
 	q        chan *devices.Pending
 	ops      chan func()
+	kick     chan struct{} // a commit is wanted even with no message (Kick)
 	dispatch chan *batch
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -155,6 +156,7 @@ func (p *Pipeline) Start(b Backend, last devices.Seq, sums *Summaries) {
 	}
 	p.q = make(chan *devices.Pending, p.QueueSize)
 	p.ops = make(chan func())
+	p.kick = make(chan struct{}, 1)
 	p.dispatch = make(chan *batch, 4)
 	p.stopping = make(chan struct{})
 	p.wg.Add(2)
@@ -325,6 +327,15 @@ func (p *Pipeline) Yield() {
 	}
 }
 
+// Kick asks for a commit soon, with messages or without: a backend that
+// lets other writes ride on its commits (SQLite's Ride) calls it.
+func (p *Pipeline) Kick() {
+	select {
+	case p.kick <- struct{}{}:
+	default: // one is wanted already
+	}
+}
+
 // CommitEmpty commits a batch with no messages, which carries whatever the
 // backend adds to every commit (device summaries, rollup steps), retrying
 // like any batch. It reports false only when the Pipeline gave up at
@@ -343,6 +354,9 @@ func (p *Pipeline) writeLoop() {
 		case first = <-p.q:
 		case op := <-p.ops:
 			op()
+			continue
+		case <-p.kick:
+			p.CommitEmpty() // carries what the backend wants committed
 			continue
 		case <-timer.C:
 			now := time.Now()

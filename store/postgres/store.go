@@ -34,8 +34,10 @@ func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	writes := &store.GroupTx{DB: db.SQL}
+	reads := &store.Stmts{DB: db.SQL}
 	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db),
-		Commands: &store.Commands{ReadDB: db.SQL, WriteDB: db.SQL}, Twins: &store.Twins{ReadDB: db.SQL, WriteDB: db.SQL}, DB: db}, nil
+		Commands: &store.Commands{ReadDB: reads, Writes: writes}, Twins: &store.Twins{ReadDB: reads, Writes: writes}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

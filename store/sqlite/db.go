@@ -342,7 +342,3 @@ func isUniqueViolation(err error) bool {
 	var se *msqlite.Error
 	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE)
 }
-
-// NewCommands returns the command store of an open db, on the credential
-// store's connections.
-func NewCommands(db *DB) *store.Commands { return &store.Commands{ReadDB: db.read, WriteDB: db.admin} }

@@ -40,8 +40,12 @@ func Open(path string, o store.Options) (*Store, error) {
 	}
 	ms := NewMessageService(db)
 	ms.Summaries = w.Summaries()
-	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), Commands: NewCommands(db),
-		Twins: &store.Twins{ReadDB: db.read, WriteDB: db.admin}, DB: db}, nil
+	// Commands and attributes are written by the writer, in groups riding
+	// on its commits.
+	writes := &store.GroupTx{Ride: w.Ride}
+	reads := &store.Stmts{DB: db.read}
+	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), Commands: &store.Commands{ReadDB: reads, Writes: writes},
+		Twins: &store.Twins{ReadDB: reads, Writes: writes}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

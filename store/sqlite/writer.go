@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -90,7 +91,12 @@ type Writer struct {
 	roll      rollups                  // write loop only
 	overrides map[string]time.Duration // per-device retention; write loop only
 
-	closing        atomic.Bool  // Close was called
+	closing atomic.Bool // Close was called
+
+	sideStmts      store.ConnStmts // the statements of the writes that ride (write loop only)
+	sideMu         sync.Mutex
+	side           []func(x store.Execer) func(error) // writes to ride on the next commit (Ride)
+	sideClosed     bool
 	rollupDropped  atomic.Int64 // rollup buckets that could not be written
 	rollupThrottle devices.Throttle
 }
@@ -328,6 +334,7 @@ func (w *Writer) Close(ctx context.Context) error {
 }
 
 func (w *Writer) closeStatements() {
+	w.sideStmts.Close()
 	for _, s := range w.partial {
 		s.Close()
 	}
@@ -369,9 +376,44 @@ func (w *Writer) AfterBatch(ctx context.Context) {
 	}
 }
 
+// Ride implements store.GroupTx's Ride: the group is applied inside the
+// next commit (message or empty), on the writer's connection, and settled
+// with its outcome. It fails once the writer has drained.
+func (w *Writer) Ride(apply func(x store.Execer) func(error)) error {
+	w.sideMu.Lock()
+	defer w.sideMu.Unlock()
+	if w.sideClosed {
+		return devices.ErrClosed
+	}
+	w.side = append(w.side, apply)
+	w.Kick()
+	return nil
+}
+
+// takeSide returns the writes waiting to ride on a commit.
+func (w *Writer) takeSide() []func(x store.Execer) func(error) {
+	w.sideMu.Lock()
+	defer w.sideMu.Unlock()
+	side := w.side
+	w.side = nil
+	return side
+}
+
 // Drain implements store.Backend: at shutdown, every summary and every
 // rollup delta is saved.
 func (w *Writer) Drain(ctx context.Context) {
+	// Writes riding on commits go in a last one; later ones are refused,
+	// and those the last commit could not take fail.
+	w.sideMu.Lock()
+	w.sideClosed = true
+	pending := len(w.side) > 0
+	w.sideMu.Unlock()
+	if pending {
+		w.CommitEmpty()
+	}
+	for _, apply := range w.takeSide() {
+		apply(nil)(devices.ErrClosed)
+	}
 	w.sums.StartRound(w.seq)
 	for w.sums.InRound() {
 		if !w.CommitEmpty() {
@@ -470,7 +512,16 @@ func (b *batch) Commit(ctx context.Context) error {
 		return err
 	}
 	rolled := w.rollupInline(ctx)
-	if _, err := w.conn.ExecContext(ctx, `COMMIT`); err != nil {
+	var settles []func(error)
+	for _, apply := range w.takeSide() { // commands and attributes (Ride)
+		w.sideStmts.Conn = w.conn
+		settles = append(settles, apply(&w.sideStmts))
+	}
+	_, err = w.conn.ExecContext(ctx, `COMMIT`)
+	for _, settle := range settles {
+		settle(describe(err))
+	}
+	if err != nil {
 		return describe(err)
 	}
 	w.rollupCommitted(rolled)

@@ -1030,7 +1030,7 @@ func testCommands(t *testing.T, h *harness) {
 		if resp != "" {
 			r = json.RawMessage(resp)
 		}
-		c, ok, err := s.UpdateCommand(ctx, id, from, to, t0+100, string(to), r, "")
+		c, ok, err := s.UpdateCommand(ctx, "", id, from, to, t0+100, string(to), r, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1056,6 +1056,10 @@ func testCommands(t *testing.T, h *harness) {
 	}
 	if string(c.Response) != `{"ok":true}` || fmt.Sprint(hist) != "[queued sent delivered replied]" {
 		t.Fatalf("replied command: response %s, history %v", c.Response, hist)
+	}
+	// Only the command's own device moves it.
+	if _, ok, err := s.UpdateCommand(ctx, "b", a2.ID, []devices.CommandStatus{Q}, S, t0, "", nil, ""); err != nil || ok {
+		t.Fatalf("b moved a's command: ok=%v err=%v", ok, err)
 	}
 	// Pending: queued or sent, not expired, oldest first.
 	pend, err := s.PendingCommands(ctx, "a", t0+500)

@@ -1,0 +1,166 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+)
+
+// Execer is a transaction under way: a *sql.Tx, or a connection inside a
+// transaction begun by hand (SQLite's writer).
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// GroupTx commits the writes of concurrent callers together: what is
+// submitted while a group is under way goes into the next one, each
+// caller's part in a savepoint of its own, so that one commit (one fsync)
+// serves many callers and one caller's failure undoes only its part. The
+// first caller to find no group under way runs them (there is no goroutine
+// of its own), until the queue is empty. Commands and attributes use it:
+// at thousands of commands a second, each status change in its own
+// transaction would be bound by the disk.
+type GroupTx struct {
+	// DB runs each group in a transaction of its own, unless Ride is set.
+	DB *sql.DB
+	// Ride, when set, hands each group to the backend, which applies it
+	// inside its next commit of messages (one fsync for both; SQLite's
+	// writer, which also keeps these writes from contending with message
+	// commits for the database's write lock) and then settles it with the
+	// commit's outcome. It returns an error when the backend takes no more
+	// work (closed).
+	Ride func(apply func(x Execer) (settle func(commitErr error))) error
+
+	mu      sync.Mutex
+	queue   []*txOp
+	running bool
+}
+
+type txOp struct {
+	fn       func(x Execer) error
+	done     chan error
+	answered bool // done has its answer already (its part failed)
+}
+
+// Do runs fn in a transaction shared with other callers and returns once
+// that transaction committed (nil) or fn or the commit failed. What fn
+// reads or computes is the caller's only when Do returns nil.
+func (g *GroupTx) Do(ctx context.Context, fn func(x Execer) error) error {
+	op := &txOp{fn: fn, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, op)
+	lead := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if lead {
+		g.run()
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the write may still commit
+	}
+}
+
+// maxGroup bounds the callers one transaction serves.
+const maxGroup = 256
+
+func (g *GroupTx) run() {
+	for {
+		g.mu.Lock()
+		n := min(len(g.queue), maxGroup)
+		batch := g.queue[:n:n]
+		g.queue = g.queue[n:]
+		if n == 0 {
+			g.queue, g.running = nil, false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		g.commit(batch)
+	}
+}
+
+// commit applies batch and waits for its outcome.
+func (g *GroupTx) commit(batch []*txOp) {
+	if g.Ride != nil {
+		settled := make(chan struct{})
+		err := g.Ride(func(x Execer) func(error) {
+			settle := apply(x, batch)
+			return func(err error) { settle(err); close(settled) }
+		})
+		if err != nil {
+			for _, op := range batch {
+				op.done <- err
+			}
+			return
+		}
+		<-settled
+		return
+	}
+	ctx := context.Background()
+	tx, err := g.DB.BeginTx(ctx, nil)
+	if err != nil {
+		apply(nil, batch)(err)
+		return
+	}
+	settle := apply(tx, batch)
+	err = tx.Commit()
+	if err != nil {
+		tx.Rollback()
+	}
+	settle(err)
+}
+
+// apply runs each part of batch in a savepoint of x, inside one for the
+// whole group, answering at once the callers whose part failed; settle
+// answers the others with the commit's outcome. When the savepoints
+// themselves fail, the group is rolled back and everyone gets that error.
+// With x nil, nothing runs and settle answers everyone.
+func apply(x Execer, batch []*txOp) (settle func(commitErr error)) {
+	var broken error
+	ctx := context.Background()
+	exec := func(q string) {
+		if broken == nil {
+			_, broken = x.ExecContext(ctx, q)
+		}
+	}
+	if x != nil {
+		exec("SAVEPOINT telehub_group")
+		for i, op := range batch {
+			if broken != nil {
+				break
+			}
+			sp := fmt.Sprintf("telehub_op%d", i)
+			exec("SAVEPOINT " + sp)
+			if broken != nil {
+				break
+			}
+			if err := op.fn(x); err != nil {
+				exec("ROLLBACK TO SAVEPOINT " + sp)
+				op.done <- err
+				op.answered = true
+			}
+			exec("RELEASE SAVEPOINT " + sp)
+		}
+		if broken != nil {
+			x.ExecContext(ctx, "ROLLBACK TO SAVEPOINT telehub_group")
+		}
+		x.ExecContext(ctx, "RELEASE SAVEPOINT telehub_group")
+	}
+	return func(commitErr error) {
+		err := commitErr
+		if broken != nil {
+			err = broken
+		}
+		for _, op := range batch {
+			if !op.answered {
+				op.done <- err
+			}
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/telehub/telehub/store"
+)
+
+// TestGroupTx: concurrent callers share transactions; a caller whose part
+// fails gets its error and leaves nothing behind, the others commit.
+func TestGroupTx(t *testing.T) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "g.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(`CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	g := &store.GroupTx{DB: db}
+	bad := errors.New("refused")
+	var wg sync.WaitGroup
+	errs := make([]error, 200)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = g.Do(context.Background(), func(tx store.Execer) error {
+				if _, err := tx.ExecContext(context.Background(), `INSERT INTO t (k, v) VALUES ($1, $2)`, i, fmt.Sprint("v", i)); err != nil {
+					return err
+				}
+				if i%10 == 7 {
+					return bad // after its write: the savepoint must undo it
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (i%10 == 7) != errors.Is(err, bad) || i%10 != 7 && err != nil {
+			t.Fatalf("caller %d: %v", i, err)
+		}
+	}
+	var n int
+	db.QueryRow(`SELECT count(*) FROM t`).Scan(&n)
+	var leaked int
+	db.QueryRow(`SELECT count(*) FROM t WHERE k % 10 = 7`).Scan(&leaked)
+	if n != 180 || leaked != 0 {
+		t.Fatalf("%d rows (%d of failed callers), want 180 and 0", n, leaked)
+	}
+}
