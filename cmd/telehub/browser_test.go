@@ -508,3 +508,36 @@ func TestBrowser_ChartDetails(t *testing.T) {
 	})
 	b.checkNoErrors(t)
 }
+
+// TestBrowser_Commands: from the device view a user sends a command and
+// sees it answered live, and sets a shared attribute that the device gets.
+func TestBrowser_Commands(t *testing.T) {
+	b := newBrowser(t)
+	m := MustRunMain(t)
+	dev := mqttConnect(t, m.Broker.URL(), "pump-7")
+	publishReadings(t, dev, "pump-7", []int64{time.Now().UnixMilli()}, []int{20})
+	answerCommands(t, dev, "pump-7")
+	var desired inbox
+	subscribe(t, dev, "devices/pump-7/attributes/desired", desired.handler)
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/#/device/pump-7"),
+		chromedp.WaitVisible(chromedp.CSS(`form[aria-label="send a command"] input[name="method"]`)),
+		chromedp.SetValue(chromedp.CSS(`input[name="method"]`), "setInterval"),
+		chromedp.SetValue(chromedp.CSS(`input[name="params"]`), `{"seconds":5}`),
+		chromedp.Click(chromedp.CSS(`form[aria-label="send a command"] button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.commands tr[data-status="replied"]`)),
+	)
+	if got := b.text(t, `table.commands tr[data-status="replied"] td.payload`); got != `{"echo":{"seconds":5}}` {
+		t.Fatalf("answer shown: %q", got)
+	}
+	b.run(t,
+		chromedp.SetValue(chromedp.CSS(`input[name="shared"]`), `{"target":21.5}`),
+		chromedp.Click(chromedp.CSS(`form[aria-label="set shared attributes"] button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.attributes tr[data-scope="shared"][data-key="target"]`)),
+	)
+	if got := desired.wait(t, 2); got[len(got)-1] != `devices/pump-7/attributes/desired {"target":21.5}` {
+		t.Fatalf("device got %v", got)
+	}
+	b.screenshot(t, "device-commands")
+	b.checkNoErrors(t)
+}

@@ -36,8 +36,14 @@
     return e;
   }
 
-  async function api(path, signal) {
-    const r = await fetch(path, { headers: { Accept: 'application/json' }, signal });
+  async function api(path, signal, method, body) {
+    const init = { headers: { Accept: 'application/json' }, signal };
+    if (method) {
+      init.method = method;
+      init.headers['Content-Type'] = 'application/json';
+      init.body = body;
+    }
+    const r = await fetch(path, init);
     if (r.status === 401) showLogin();
     if (!r.ok) {
       let detail = r.status + ' ' + r.statusText;
@@ -167,12 +173,13 @@
   // from that seq (its database was restored or replaced, or the page was
   // too far behind): onReset reloads the view.
   class LiveFeed {
-    constructor({ device, since, onMessages, onState, onStatus, onReset }) {
+    constructor({ device, since, onMessages, onState, onStatus, onReset, onCommand }) {
       this.device = device;
       this.seq = since;          // every message up to seq was delivered
       this.onMessages = onMessages;
       this.onState = onState;
       this.onStatus = onStatus;
+      this.onCommand = onCommand;
       this.onReset = onReset;
       this.attempt = 0;
       this.stopped = false;
@@ -200,6 +207,7 @@
         try { f = JSON.parse(ev.data); } catch (_) { return; }
         if (f.type === 'messages' || f.type === 'message') this.deliver(f.type === 'messages' ? f.messages : [f]);
         else if (f.type === 'status') { if (this.onStatus) this.onStatus(f); }
+        else if (f.type === 'command') { if (this.onCommand) this.onCommand(f.command); }
         else if (f.type === 'reset') {
           this.seq = f.seq;
           if (this.onReset) this.onReset(f.seq);
@@ -580,8 +588,113 @@
         h('h2', { text: 'Messages' }),
         h('div', { class: 'log-wrap' }, h('table', { class: 'log' },
           h('thead', null, h('tr', null, h('th', { text: 'seq' }), h('th', { text: 'received' }), h('th', { class: 'hide-narrow', text: 'device time' }), h('th', { text: 'payload' }))),
-          this.logBody)));
+          this.logBody)),
+        ...this.buildDownlink());
       this.markWindow();
+    }
+
+    // buildDownlink is the way back to the device: a command form with the
+    // device's latest commands (live), and its attributes.
+    buildDownlink() {
+      this.commands = new Map(); // id -> command, newest kept
+      this.cmdMethod = h('input', { type: 'text', name: 'method', 'aria-label': 'method', value: 'ping', required: true, size: 12 });
+      this.cmdParams = h('input', { type: 'text', name: 'params', 'aria-label': 'params (JSON)', placeholder: 'params, e.g. {"seconds":5}', class: 'grow' });
+      this.cmdTimeout = h('input', { type: 'text', name: 'timeout', 'aria-label': 'timeout', value: '30s', size: 5 });
+      this.cmdOneway = h('input', { type: 'checkbox', name: 'oneway' });
+      this.cmdError = h('div', { class: 'notice error', role: 'alert', hidden: true });
+      this.cmdBody = h('tbody');
+      this.attrEdit = h('input', { type: 'text', name: 'shared', 'aria-label': 'shared attributes to set (JSON)', placeholder: 'set shared attributes, e.g. {"target":21.5}; null deletes', class: 'grow' });
+      this.attrError = h('div', { class: 'notice error', role: 'alert', hidden: true });
+      this.attrBody = h('tbody');
+      const th = (t) => h('th', { text: t });
+      return [
+        h('h2', { text: 'Commands' }), this.cmdError,
+        h('form', { class: 'toolbar', 'aria-label': 'send a command', onsubmit: (e) => { e.preventDefault(); this.sendCommand(); } },
+          this.cmdMethod, this.cmdParams, this.cmdTimeout, h('label', null, this.cmdOneway, ' one way'), h('button', { type: 'submit', text: 'Send' })),
+        h('div', { class: 'log-wrap' }, h('table', { class: 'log commands' },
+          h('thead', null, h('tr', null, th('id'), th('method'), th('status'), th('updated'), th('answer'))), this.cmdBody)),
+        h('h2', { text: 'Attributes' }), this.attrError,
+        h('form', { class: 'toolbar', 'aria-label': 'set shared attributes', onsubmit: (e) => { e.preventDefault(); this.setShared(); } },
+          this.attrEdit, h('button', { type: 'submit', text: 'Set' })),
+        h('div', { class: 'log-wrap' }, h('table', { class: 'log attributes' },
+          h('thead', null, h('tr', null, th('scope'), th('key'), th('value'), th('set'))), this.attrBody)),
+      ];
+    }
+
+    async loadDownlink(signal) {
+      try {
+        const [list, attrs] = await Promise.all([
+          api('api/v1/devices/' + enc(this.id) + '/commands?limit=20', signal),
+          api('api/v1/devices/' + enc(this.id) + '/attributes', signal),
+        ]);
+        this.commands.clear();
+        for (const c of list.commands.reverse()) this.commands.set(c.id, c);
+        this.renderCommands();
+        this.renderAttributes(attrs);
+      } catch (_) { /* shown with the page's own error */ }
+    }
+
+    onCommand(c) {
+      const old = this.commands.get(c.id);
+      if (old && old.updated > c.updated) return; // an older change, late
+      this.commands.set(c.id, c);
+      this.renderCommands();
+    }
+
+    renderCommands() {
+      const rows = [...this.commands.values()].sort((a, b) => b.id - a.id).slice(0, 20);
+      this.cmdBody.replaceChildren(...rows.map((c) => h('tr', { 'data-command': String(c.id), 'data-status': c.status },
+        h('td', { text: String(c.id) }), h('td', { text: c.method }),
+        h('td', null, h('span', { class: 'badge cmd-' + c.status, text: c.status })),
+        h('td', null, agoEl(c.updated)),
+        h('td', { class: 'payload', text: c.error ? 'error: ' + c.error : (c.response === undefined ? '' : JSON.stringify(c.response)) }))));
+    }
+
+    async sendCommand() {
+      const body = { method: this.cmdMethod.value.trim(), timeout: this.cmdTimeout.value.trim() || '30s', oneway: this.cmdOneway.checked };
+      const raw = this.cmdParams.value.trim();
+      if (raw) {
+        try { body.params = JSON.parse(raw); } catch (_) { this.cmdError.textContent = 'The params are not JSON.'; this.cmdError.hidden = false; return; }
+      }
+      try {
+        const c = await api('api/v1/devices/' + enc(this.id) + '/commands', undefined, 'POST', JSON.stringify(body));
+        this.cmdError.hidden = true;
+        this.onCommand(c);
+      } catch (e) {
+        this.cmdError.textContent = 'Command not sent: ' + e.message;
+        this.cmdError.hidden = false;
+      }
+    }
+
+    renderAttributes(a) {
+      const rows = [];
+      for (const scope of ['shared', 'client']) {
+        for (const k of Object.keys(a[scope] || {}).sort()) {
+          const v = a[scope][k];
+          rows.push(h('tr', { 'data-scope': scope, 'data-key': k }, h('td', { text: scope }), h('td', { text: k }),
+            h('td', { class: 'payload', text: JSON.stringify(v.value) }), h('td', null, agoEl(v.ts))));
+        }
+      }
+      this.attrBody.replaceChildren(...rows);
+    }
+
+    async setShared() {
+      let set;
+      try { set = JSON.parse(this.attrEdit.value); } catch (_) { set = null; }
+      if (!set || typeof set !== 'object' || Array.isArray(set)) {
+        this.attrError.textContent = 'Give a JSON object, e.g. {"target":21.5}.';
+        this.attrError.hidden = false;
+        return;
+      }
+      try {
+        const a = await api('api/v1/devices/' + enc(this.id) + '/attributes/shared', undefined, 'PATCH', JSON.stringify(set));
+        this.attrError.hidden = true;
+        this.attrEdit.value = '';
+        this.renderAttributes(a);
+      } catch (e) {
+        this.attrError.textContent = 'Attributes not set: ' + e.message;
+        this.attrError.hidden = false;
+      }
     }
 
     // range is the x axis: the window up to now when following, else the
@@ -713,11 +826,13 @@
         this.log = [];
         this.logSeqs.clear();
         this.addToLog(recent.messages);
+        this.loadDownlink(ctl.signal);
         const since = series ? series.seq : recent.messages.reduce((s, m) => Math.max(s, m.seq), dev.last_seq || 0);
         this.feed = new LiveFeed({
           device: this.id, since,
           onMessages: (ms) => this.onMessages(ms),
           onStatus: (ev) => { this.status = ev.status; this.renderHeader(); },
+          onCommand: (c) => this.onCommand(c),
           onReset: () => this.load(),
           onState: (state, delay) => {
             if (state === 'live') conn.set('live', 'live');
