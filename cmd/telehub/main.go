@@ -183,9 +183,11 @@ func (m *Main) Run() error {
 		m.Subscriber.MaxPayload = cfg.MaxPayload
 		m.Subscriber.Stats = m.Stats
 		m.Subscriber.Logger = m.Logger.With("component", "ingest")
+		m.Subscriber.Commands = m.Downlink
 		if err := m.Subscriber.Open(); err != nil {
 			return err
 		}
+		m.Downlink.Sender = m.Subscriber
 	}
 
 	var pctx context.Context

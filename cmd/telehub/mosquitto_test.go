@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,4 +196,44 @@ func TestMosquitto_UnreachableAtStart(t *testing.T) {
 		t.Fatalf("acked %d of 200", n)
 	}
 	waitStored(t, m, 200)
+}
+
+// TestMosquitto_Commands: with Mosquitto as the external broker, a command
+// goes to the device through it and the device's answer comes back through
+// the hub's subscription; shared attributes are retained there for the
+// device to get when it subscribes; client attributes it publishes are
+// stored.
+func TestMosquitto_Commands(t *testing.T) {
+	url := MustRunMosquitto(t)
+	m := MustRunMain(t, func(c *Config) { c.MQTTURL, c.MQTTClientID = url, "telehub-cmds" })
+	checkFor(t, 10*time.Second, m.Ready)
+	dev := mqttConnect(t, url, "boiler")
+	answerCommands(t, dev, "boiler")
+	_, c := sendCommand(t, m, "", "boiler", `{"method":"setInterval","params":{"seconds":2}}`, "?wait=10s")
+	if c.Status != "replied" || string(c.Response) != `{"echo":{"seconds":2}}` || !strings.HasPrefix(c.path(), "queued>sent>replied") {
+		t.Fatalf("round trip through Mosquitto: %+v (%s)", c, c.path())
+	}
+	request(t, "PUT", m.HTTP.URL()+"/api/v1/devices/boiler/attributes/shared", "", `{"target":60}`)
+	var desired inbox
+	checkFor(t, 10*time.Second, func() error {
+		// retained: a subscription made after the change gets it
+		sub := mqttConnect(t, url, fmt.Sprint("boiler-late-", time.Now().UnixNano()))
+		subscribe(t, sub, "devices/boiler/attributes/desired", desired.handler)
+		time.Sleep(100 * time.Millisecond)
+		sub.Disconnect(0)
+		desired.mu.Lock()
+		defer desired.mu.Unlock()
+		if len(desired.got) == 0 || desired.got[len(desired.got)-1] != `devices/boiler/attributes/desired {"target":60}` {
+			return fmt.Errorf("retained desired attributes: %v", desired.got)
+		}
+		return nil
+	})
+	dev.Publish("devices/boiler/attributes", 1, false, `{"fw":"3.0"}`).WaitTimeout(10 * time.Second)
+	checkFor(t, 10*time.Second, func() error {
+		a, err := m.Store.Attributes(context.Background(), "boiler")
+		if err != nil || string(a.Client["fw"].Value) != `"3.0"` {
+			return fmt.Errorf("client attributes %+v %v", a, err)
+		}
+		return nil
+	})
 }

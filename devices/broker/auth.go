@@ -153,10 +153,10 @@ func (h *authHook) mayPublish(device, topic string) bool {
 	if topic == meTelemetryTopic {
 		return true
 	}
-	if d, _, ok := commandResponse(device, topic); ok && d == device {
+	if d, _, ok := devices.ParseCommandResponse(device, topic); ok && d == device {
 		return true
 	}
-	if d, _, _, ok := attributeTopic(device, topic); ok && d == device {
+	if d, _, _, ok := devices.ParseAttributeTopic(device, topic); ok && d == device {
 		return true
 	}
 	d, _, ours, err := h.broker.Scheme.ParseTopic(topic)
@@ -168,7 +168,7 @@ func (h *authHook) mayPublish(device, topic string) bool {
 // requests and attributes (v1/devices/me/rpc/request/...,
 // v1/devices/me/attributes...), which reach the device only (publishTo).
 func (h *authHook) maySubscribe(device, filter string) bool {
-	if strings.HasPrefix(filter, tbRPCRequest) || filter == tbAttributes || strings.HasPrefix(filter, tbAttributeResponse) {
+	if strings.HasPrefix(filter, devices.TBRPCRequest) || filter == devices.TBAttributes || strings.HasPrefix(filter, devices.TBAttributeResponse) {
 		return true
 	}
 	if filter == "devices/"+device+"/attributes/desired" {

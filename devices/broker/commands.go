@@ -36,11 +36,7 @@ type CommandHandler interface {
 // the device answers on devices/X/commands/N/response. ThingsBoard's, for
 // a device that authenticated with its token: requests on
 // v1/devices/me/rpc/request/N, payload {"method":..,"params":..}, answers
-// on v1/devices/me/rpc/response/N.
-const (
-	tbRPCRequest  = "v1/devices/me/rpc/request/"
-	tbRPCResponse = "v1/devices/me/rpc/response/"
-)
+// on v1/devices/me/rpc/response/N (devices.ParseCommandResponse).
 
 // What a connection listens to, in which topic style.
 const (
@@ -190,7 +186,7 @@ func commandPacket(c *devices.Command, styles int) (string, []byte) {
 		Method string          `json:"method"`
 		Params json.RawMessage `json:"params"`
 	}{c.Method, c.Params})
-	return tbRPCRequest + id, payload
+	return devices.TBRPCRequest + id, payload
 }
 
 func (d *downlink) inFlight(client string, id int64) bool {
@@ -280,10 +276,10 @@ func (h *commandHook) subscribed(cl *mqtt.Client, filter string) {
 func listenFilter(self, filter string) (string, int) {
 	if self != "" {
 		style := 0
-		if topicMatch(filter, tbRPCRequest+"1") {
+		if topicMatch(filter, devices.TBRPCRequest+"1") {
 			style |= styleThingsBoard
 		}
-		if topicMatch(filter, tbAttributes) {
+		if topicMatch(filter, devices.TBAttributes) {
 			style |= styleAttrTB
 		}
 		if style != 0 {
@@ -371,28 +367,4 @@ func (b *Broker) puback(cl *mqtt.Client, packetID uint16) {
 	if c, ok := b.cmds.done(cl.ID, packetID); ok && b.Commands != nil {
 		b.Commands.Delivered(c.device, c.id)
 	}
-}
-
-// commandResponse parses an answer topic: the device and command id, for
-// devices/X/commands/N/response (X must be self when the client
-// authenticated) and, for a device that did, ThingsBoard's
-// v1/devices/me/rpc/response/N.
-func commandResponse(self, topic string) (device string, id int64, ok bool) {
-	if n, found := strings.CutPrefix(topic, tbRPCResponse); found {
-		id, err := strconv.ParseInt(n, 10, 64)
-		return self, id, self != "" && err == nil && id > 0
-	}
-	rest, found := strings.CutPrefix(topic, "devices/")
-	if !found {
-		return "", 0, false
-	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 4 || parts[1] != "commands" || parts[3] != "response" || devices.ValidateDeviceID(parts[0]) != nil {
-		return "", 0, false
-	}
-	id, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil || id <= 0 || (self != "" && parts[0] != self) {
-		return "", 0, false
-	}
-	return parts[0], id, true
 }

@@ -54,9 +54,9 @@ func TestCommandTopics(t *testing.T) {
 		{"", "devices/pump/commands/x/response", "", 0, false},
 		{"pump", "v1/devices/me/rpc/response/", "", 0, false},
 	} {
-		device, id, ok := commandResponse(tt.self, tt.topic)
+		device, id, ok := devices.ParseCommandResponse(tt.self, tt.topic)
 		if ok != tt.ok || ok && (device != tt.device || id != tt.id) {
-			t.Errorf("commandResponse(%q, %q) = %q %d %v, want %q %d %v", tt.self, tt.topic, device, id, ok, tt.device, tt.id, tt.ok)
+			t.Errorf("devices.ParseCommandResponse(%q, %q) = %q %d %v, want %q %d %v", tt.self, tt.topic, device, id, ok, tt.device, tt.id, tt.ok)
 		}
 	}
 }
@@ -72,9 +72,9 @@ func FuzzCommandTopics(f *testing.F) {
 		if devices.ValidateDeviceID(self) != nil {
 			self = "" // the broker's self is always a valid id, or none
 		}
-		if device, id, ok := commandResponse(self, topic); ok {
+		if device, id, ok := devices.ParseCommandResponse(self, topic); ok {
 			if id <= 0 || device == "" || self != "" && device != self {
-				t.Fatalf("commandResponse(%q, %q) accepted %q %d", self, topic, device, id)
+				t.Fatalf("devices.ParseCommandResponse(%q, %q) accepted %q %d", self, topic, device, id)
 			}
 		}
 		if device, style := listenFilter(self, topic); device != "" {

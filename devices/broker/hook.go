@@ -121,7 +121,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if st != nil {
 		self = st.device // "" for an anonymous client
 	}
-	if device, id, ok := commandResponse(self, pk.TopicName); ok {
+	if device, id, ok := devices.ParseCommandResponse(self, pk.TopicName); ok {
 		// A device's answer to a command: recorded, then handled as plain
 		// broker traffic (acknowledged in order, forwarded to subscribers),
 		// but on ThingsBoard's topics, shared by every device as "me",
@@ -131,7 +131,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 		return h.consumed(cl, pk, st)
 	}
-	if device, request, n, ok := attributeTopic(self, pk.TopicName); ok {
+	if device, request, n, ok := devices.ParseAttributeTopic(self, pk.TopicName); ok {
 		if b.Commands != nil {
 			if request {
 				b.Commands.AttributesRequested(device, pk.Payload, b.attributeReply(cl, n))

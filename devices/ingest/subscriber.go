@@ -2,10 +2,12 @@ package ingest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +51,10 @@ type Subscriber struct {
 	MaxPayload int
 	// Stats counts received and refused messages. Optional.
 	Stats *devices.Stats
+	// Commands receives the devices' answers to commands and their client
+	// attributes, which the Subscriber subscribes to as well
+	// (devices/+/commands/+/response, devices/+/attributes). Optional.
+	Commands Downlink
 	// Logger defaults to slog.Default() with component=ingest.
 	Logger *slog.Logger
 
@@ -142,8 +148,20 @@ func (s *Subscriber) Open() error {
 	return nil
 }
 
+// Downlink takes what devices send back; devices.Downlink implements it.
+type Downlink interface {
+	Replied(device string, id int64, payload []byte)
+	Reported(device string, payload []byte)
+}
+
+// downlinkFilters are the topics of answers and client attributes.
+var downlinkFilters = []string{"devices/+/commands/+/response", "devices/+/attributes"}
+
 func (s *Subscriber) filters() []string {
 	fs := s.Scheme.Filters()
+	if s.Commands != nil {
+		fs = append(fs, downlinkFilters...)
+	}
 	if s.ShareGroup != "" {
 		for i, f := range fs {
 			fs[i] = "$share/" + s.ShareGroup + "/" + f
@@ -175,6 +193,18 @@ func (s *Subscriber) onConnect(c paho.Client) {
 // and 2 it waits for room in the queue (back-pressure) and acknowledges
 // after commit.
 func (s *Subscriber) handle(_ paho.Client, m paho.Message) {
+	if s.Commands != nil && !m.Retained() {
+		if device, id, ok := devices.ParseCommandResponse("", m.Topic()); ok {
+			s.Commands.Replied(device, id, m.Payload())
+			m.Ack()
+			return
+		}
+		if device, _, _, ok := devices.ParseAttributeTopic("", m.Topic()); ok {
+			s.Commands.Reported(device, m.Payload())
+			m.Ack()
+			return
+		}
+	}
 	device, kind, ours, err := s.Scheme.ParseTopic(m.Topic())
 	if !ours {
 		m.Ack()
@@ -289,4 +319,41 @@ func (s *Subscriber) Close(ctx context.Context) error {
 	}
 	s.client.Disconnect(250)
 	return nil
+}
+
+// SendCommand implements devices.DeviceSender through the external broker:
+// the command is published on devices/{id}/commands/{n}, QoS 1, and counts
+// as sent once the broker acknowledged it. The hub sees only its broker's
+// PUBACK, not the device's, so such a command goes from sent to replied
+// (or expired), never to delivered.
+func (s *Subscriber) SendCommand(c *devices.Command) int {
+	if !s.connected.Load() {
+		return 0
+	}
+	payload, _ := json.Marshal(struct {
+		ID     int64           `json:"id"`
+		Method string          `json:"method"`
+		Params json.RawMessage `json:"params"`
+	}{c.ID, c.Method, c.Params})
+	tok := s.client.Publish("devices/"+c.Device+"/commands/"+strconv.FormatInt(c.ID, 10), 1, false, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return 0
+	}
+	return 1
+}
+
+// SendAttributes implements devices.DeviceSender through the external
+// broker: the device's shared attributes, all of them, retained on
+// devices/{id}/attributes/desired, so that the device gets them whenever it
+// subscribes (the hub cannot see its subscriptions there).
+func (s *Subscriber) SendAttributes(device string, full, _ map[string]json.RawMessage) int {
+	if !s.connected.Load() {
+		return 0
+	}
+	payload, _ := json.Marshal(full)
+	tok := s.client.Publish("devices/"+device+"/attributes/desired", 1, true, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return 0
+	}
+	return 1
 }
