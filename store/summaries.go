@@ -39,8 +39,10 @@ type Summary struct {
 // loses nothing: the writer folds in again the messages above the last
 // complete round.
 //
-// Methods documented "owner only" are called from the writer's goroutine
-// alone; the others are safe anywhere.
+// Every method is safe from any goroutine: on PostgreSQL the writer adds
+// devices while the follower applies what every hub committed. Summary
+// fields are read and changed under the lock only (Update, Apply,
+// RoundPart), except TrimmedTo, the retention pass's own.
 type Summaries struct {
 	mu  sync.RWMutex
 	m   map[string]*Summary
@@ -53,26 +55,35 @@ type Summaries struct {
 // NewSummaries returns an empty set.
 func NewSummaries() *Summaries { return &Summaries{m: make(map[string]*Summary)} }
 
-// Get returns a device's summary, or nil. Owner only.
-func (s *Summaries) Get(name string) *Summary { return s.m[name] }
+// Get returns a device's summary, or nil.
+func (s *Summaries) Get(name string) *Summary {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m[name]
+}
 
-// Add adds a new device's summary. Owner only.
-func (s *Summaries) Add(d *Summary) {
+// Add adds a new device's summary, and returns the one that is kept: a
+// summary of that name added meanwhile wins.
+func (s *Summaries) Add(d *Summary) *Summary {
 	if d.Device.Latest == nil {
 		d.Device.Latest = make(map[string]devices.Latest)
 	}
 	d.Device.ID = d.Name
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.m[d.Name]; ok {
+		return old
+	}
 	s.m[d.Name] = d
-	s.mu.Unlock()
+	return d
 }
 
-// Remove drops a device's summary, also from the current round. Owner only.
+// Remove drops a device's summary, also from the current round.
 func (s *Summaries) Remove(name string) {
-	d := s.m[name]
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.m[name]
 	delete(s.m, name)
-	s.mu.Unlock()
 	for i, r := range s.round {
 		if r == d {
 			s.round = append(s.round[:i:i], s.round[i+1:]...)
@@ -81,8 +92,7 @@ func (s *Summaries) Remove(name string) {
 	}
 }
 
-// All returns every summary, in no order. Owner only, for reading the
-// summaries' fields; the slice is the caller's.
+// All returns every summary, in no order; the slice is the caller's.
 func (s *Summaries) All() []*Summary {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -93,8 +103,7 @@ func (s *Summaries) All() []*Summary {
 	return out
 }
 
-// Update changes one summary under the lock and marks it for saving. Owner
-// only.
+// Update changes one summary under the lock and marks it for saving.
 func (s *Summaries) Update(d *Summary, fn func(dv *devices.Device)) {
 	s.mu.Lock()
 	fn(&d.Device)
@@ -103,7 +112,7 @@ func (s *Summaries) Update(d *Summary, fn func(dv *devices.Device)) {
 }
 
 // Apply folds committed messages into their devices' summaries, ds[i]
-// being msgs[i]'s device. Owner only.
+// being msgs[i]'s device.
 func (s *Summaries) Apply(ds []*Summary, msgs []devices.Message) {
 	if len(msgs) == 0 {
 		return
@@ -116,7 +125,7 @@ func (s *Summaries) Apply(ds []*Summary, msgs []devices.Message) {
 	s.seq.Store(int64(msgs[len(msgs)-1].Seq))
 }
 
-// SetSeq records the highest committed seq, at load. Owner only.
+// SetSeq records the highest committed seq, at load.
 func (s *Summaries) SetSeq(seq devices.Seq) { s.seq.Store(int64(seq)) }
 
 // Seq returns the highest committed seq the summaries include.
@@ -124,7 +133,7 @@ func (s *Summaries) Seq() devices.Seq { return devices.Seq(s.seq.Load()) }
 
 // Fold applies one message found in the store that d's saved summary may
 // not count yet (seq above its LastSeq); folding twice changes nothing.
-// Owner only, before the summaries are shared.
+// Only before the summaries are shared (at load).
 func (d *Summary) Fold(m *devices.Message) bool {
 	if m.Seq <= d.Device.LastSeq {
 		return false
@@ -204,8 +213,10 @@ func LatestFrom(recent []devices.Message) map[string]devices.Latest {
 
 // StartRound begins saving every changed summary, unless a round is still
 // under way; lastSeq is the highest committed seq, which every summary
-// counts once the round is saved. Owner only.
+// counts once the round is saved.
 func (s *Summaries) StartRound(lastSeq int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if len(s.round) > 0 {
 		return
 	}
@@ -220,34 +231,56 @@ func (s *Summaries) StartRound(lastSeq int64) {
 	}
 }
 
-// InRound reports whether a round is under way. Owner only.
-func (s *Summaries) InRound() bool { return len(s.round) > 0 }
+// InRound reports whether a round is under way.
+func (s *Summaries) InRound() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.round) > 0
+}
+
+// SavedRow is one summary as a round saves it: a copy, taken under the
+// lock.
+type SavedRow struct {
+	ID     int64
+	Device devices.Device
+	Latest []byte // Device.Latest as JSON
+}
 
 // RoundPart returns the next summaries of the round to save, at most
-// maxDevices and about maxBytes of latest values, with their latest values
-// marshalled, and whether they complete the round (so that the seq it
-// covers, RoundSeq, can be saved with them). They are marked saved at once;
-// Saved drops them from the round after their commit, and a failed commit
-// leaves them in the round to save again. Owner only.
-func (s *Summaries) RoundPart(maxDevices, maxBytes int) (part []*Summary, latest [][]byte, last bool) {
+// maxDevices and about maxBytes of latest values, and whether they
+// complete the round (so that the seq it covers, RoundSeq, can be saved
+// with them). They are marked saved at once; Saved drops them from the
+// round after their commit, and a failed commit leaves them in the round
+// to save again.
+func (s *Summaries) RoundPart(maxDevices, maxBytes int) (part []SavedRow, last bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	bytes := 0
 	for _, d := range s.round[:min(len(s.round), maxDevices)] {
 		if bytes >= maxBytes {
 			break // devices with many metrics: the rest wait for the next commit
 		}
 		js := d.LatestJSON()
-		part, latest = append(part, d), append(latest, js)
+		dv := d.Device
+		dv.Latest = nil
+		part = append(part, SavedRow{ID: d.ID, Device: dv, Latest: js})
 		bytes += len(js)
 		d.dirty = false
 	}
-	return part, latest, len(part) == len(s.round)
+	return part, len(part) == len(s.round)
 }
 
-// RoundSeq is the seq the current round covers once saved. Owner only.
-func (s *Summaries) RoundSeq() int64 { return s.roundSeq }
+// RoundSeq is the seq the current round covers once saved.
+func (s *Summaries) RoundSeq() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.roundSeq
+}
 
-// Saved drops the first n summaries of the round, committed. Owner only.
+// Saved drops the first n summaries of the round, committed.
 func (s *Summaries) Saved(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.round = s.round[n:]; len(s.round) == 0 {
 		s.round = nil
 	}

@@ -331,8 +331,7 @@ func (w *Writer) device(ctx context.Context, tx querier, name string, now int64)
 		ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id`, name, now).Scan(&d.ID); err != nil {
 		return nil, false, err
 	}
-	w.sums.Add(d)
-	return d, true, nil
+	return w.sums.Add(d), true, nil
 }
 
 // saveSummaries saves every changed summary in one statement, and
@@ -342,13 +341,13 @@ func (w *Writer) saveSummaries(ctx context.Context) error {
 	if !w.sums.InRound() {
 		return nil
 	}
-	part, latest, last := w.sums.RoundPart(1<<30, 1<<62)
+	part, last := w.sums.RoundPart(1<<30, 1<<62)
 	n := len(part)
 	ids, first, seen, count, lastSeq, statusAt := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	status, lat := make([]string, n), make([]string, n)
-	for i, d := range part {
-		dv := &d.Device
-		ids[i], first[i], seen[i], count[i], lastSeq[i], status[i], statusAt[i], lat[i] = d.ID, dv.FirstSeen, dv.LastSeen, dv.MessageCount, int64(dv.LastSeq), dv.Status, dv.StatusAt, string(latest[i])
+	for i, r := range part {
+		dv := &r.Device
+		ids[i], first[i], seen[i], count[i], lastSeq[i], status[i], statusAt[i], lat[i] = r.ID, dv.FirstSeen, dv.LastSeen, dv.MessageCount, int64(dv.LastSeq), dv.Status, dv.StatusAt, string(r.Latest)
 	}
 	err := pgx.BeginFunc(ctx, w.DB.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE devices d SET first_seen = u.first_seen, last_seen = u.last_seen, message_count = u.message_count,

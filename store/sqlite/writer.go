@@ -557,10 +557,10 @@ func (w *Writer) flushPart(ctx context.Context) (int, error) {
 	if !w.sums.InRound() {
 		return 0, nil
 	}
-	part, latest, last := w.sums.RoundPart(devicesPerFlush, summaryBytesPerFlush)
-	for i, d := range part {
-		dv := &d.Device
-		if _, err := w.update.ExecContext(ctx, dv.FirstSeen, dv.LastSeen, dv.MessageCount, dv.LastSeq, dv.Status, dv.StatusAt, string(latest[i]), d.ID); err != nil {
+	part, last := w.sums.RoundPart(devicesPerFlush, summaryBytesPerFlush)
+	for _, r := range part {
+		dv := &r.Device
+		if _, err := w.update.ExecContext(ctx, dv.FirstSeen, dv.LastSeen, dv.MessageCount, dv.LastSeq, dv.Status, dv.StatusAt, string(r.Latest), r.ID); err != nil {
 			return 0, describe(err)
 		}
 	}
@@ -608,8 +608,7 @@ func (w *Writer) device(ctx context.Context, tx rowQuerier, name string, now int
 	if err := tx.QueryRowContext(ctx, `INSERT INTO devices (name, first_seen, last_seen) VALUES (?, ?, ?) RETURNING id`, name, now, now).Scan(&d.ID); err != nil {
 		return nil, false, describe(err)
 	}
-	w.sums.Add(d)
-	return d, true, nil
+	return w.sums.Add(d), true, nil
 }
 
 // deleteChunk is how many rows one delete transaction removes; queued
