@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/telehub/telehub/devices"
 	"github.com/telehub/telehub/store"
@@ -50,10 +53,20 @@ type Writer struct {
 	// is stored. Optional.
 	OnStatus func(devices.StatusEvent)
 
+	// OnCommit receives every hub's committed messages in seq order, from
+	// the follower (the pipeline's own OnCommit stays unset). Optional.
+	OnCommit func([]devices.Message)
+
 	seq       int64 // highest seq this writer committed or loaded; write loop only
 	sums      *store.Summaries
 	overrides map[string]time.Duration // per-device retention; write loop only
 	closing   atomic.Bool
+
+	hubID      string     // this hub's mark on its notifications
+	followMu   sync.Mutex // orders the follower and the writer's own commits
+	stopFollow context.CancelFunc
+	followDone chan struct{}
+	leader     *pgxpool.Conn // holds leaderLock while this hub leads; write loop only
 }
 
 // NewWriter returns a Writer on db with every field at its default.
@@ -97,11 +110,17 @@ func (w *Writer) Open(ctx context.Context) error {
 		return fmt.Errorf("open writer: %w", err)
 	}
 	w.Every(w.FlushInterval, func(ctx context.Context) {
+		if !w.lead(ctx) {
+			return // another hub saves the summaries
+		}
 		if err := w.saveSummaries(ctx); err != nil {
 			w.Logger.Error("saving device summaries failed; will retry", "error", err)
 		}
 	})
 	w.Every(w.RetentionInterval, func(ctx context.Context) {
+		if !w.lead(ctx) {
+			return
+		}
 		if res, err := w.retain(ctx, time.Now()); err != nil {
 			w.Logger.Error("retention pass failed; will retry", "error", err)
 		} else if res.Deleted > 0 {
@@ -109,6 +128,11 @@ func (w *Writer) Open(ctx context.Context) error {
 		}
 	})
 	w.sums.SetSeq(devices.Seq(w.seq))
+	w.hubID = fmt.Sprintf("%x", rand.Uint64())
+	fctx, stop := context.WithCancel(context.Background())
+	w.stopFollow, w.followDone = stop, make(chan struct{})
+	go w.follow(fctx)
+	w.Pipeline.OnCommit = nil // the follower feeds the live view, every hub's messages
 	w.Start(w, devices.Seq(w.seq), w.sums)
 	return nil
 }
@@ -168,7 +192,7 @@ func (w *Writer) load(ctx context.Context) error {
 		return err
 	}
 	n := 0
-	err = scanMessages(ctx, pool, `SELECT seq, device_id, ts, received, kind, flags, payload FROM messages WHERE seq > $1 ORDER BY seq`, []any{from},
+	err = scanMessages(ctx, pool, `SELECT seq, device_id, ts, received, kind, flags, payload FROM messages WHERE seq > $1 AND seq <= $2 ORDER BY seq`, []any{from, w.seq},
 		func(id int64, m *devices.Message) {
 			if d := byID[id]; d != nil && d.Fold(m) {
 				n++
@@ -215,19 +239,34 @@ func (w *Writer) Activity() []devices.Activity { return w.sums.Activity() }
 func (w *Writer) ActivityOf(id string) (devices.Activity, bool) { return w.sums.ActivityOf(id) }
 
 // Close stops taking messages, commits and dispatches everything queued,
-// saves the summaries and waits for the pipeline. It does not close the DB.
+// saves the summaries, waits for the pipeline, then stops the follower once
+// it has applied this hub's last commit. It does not close the DB.
 func (w *Writer) Close(ctx context.Context) error {
 	if !w.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	return w.Stop(ctx)
+	err := w.Stop(ctx)
+	deadline := time.Now().Add(2 * time.Second)
+	for int64(w.sums.Seq()) < w.seq && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the live feed gets the last messages
+	}
+	w.stopFollow()
+	<-w.followDone
+	if w.leader != nil {
+		w.leader.Release()
+		w.leader = nil
+	}
+	return err
 }
 
 // AfterBatch implements store.Backend.
 func (w *Writer) AfterBatch(context.Context) {}
 
-// Drain implements store.Backend: every changed summary is saved.
+// Drain implements store.Backend: the leader saves every changed summary.
 func (w *Writer) Drain(ctx context.Context) {
+	if !w.lead(ctx) {
+		return
+	}
 	for attempt := 0; attempt < 3; attempt++ {
 		err := w.saveSummaries(ctx)
 		if err == nil {
@@ -291,16 +330,22 @@ func (b *batch) Commit(ctx context.Context) error {
 		if _, err := b.tx.CopyFrom(ctx, pgx.Identifier{"messages"}, messageColumns, pgx.CopyFromRows(rows)); err != nil {
 			return fmt.Errorf("copy messages: %w", err)
 		}
+		// Delivered to listening hubs at commit; the payload says whose.
+		if _, err := b.tx.Exec(ctx, `SELECT pg_notify('`+notifyChannel+`', $1)`, w.hubID); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
 	}
 	if err := b.tx.Commit(ctx); err != nil {
 		return err
 	}
 	if len(b.msgs) > 0 {
-		msgs := make([]devices.Message, len(b.msgs))
+		c := committed{msgs: make([]devices.Message, len(b.msgs)), ids: make([]int64, len(b.msgs))}
 		for i, m := range b.msgs {
-			msgs[i] = *m
+			c.msgs[i], c.ids[i] = *m, b.ds[i].ID
 		}
-		w.sums.Apply(b.ds, msgs)
+		w.followMu.Lock()
+		w.takeLocal(ctx, c) // before the PUBACKs: a device reads its own write
+		w.followMu.Unlock()
 		w.seq = hi
 	}
 	return nil
@@ -335,9 +380,11 @@ func (w *Writer) device(ctx context.Context, tx querier, name string, now int64)
 }
 
 // saveSummaries saves every changed summary in one statement, and
-// summary_seq with them. It runs on the write loop.
+// summary_seq with them. It runs on the write loop, of the leading hub
+// (and of the hub that deleted a device's messages, for that device).
 func (w *Writer) saveSummaries(ctx context.Context) error {
-	w.sums.StartRound(w.seq)
+	// Every message up to the follower's position is in the summaries.
+	w.sums.StartRound(int64(w.sums.Seq()))
 	if !w.sums.InRound() {
 		return nil
 	}
