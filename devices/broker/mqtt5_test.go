@@ -242,7 +242,8 @@ func TestMQTT5_Retained_3_3_1_5_to_7(t *testing.T) {
 		if len(got) != 1 || got[0] != topic+`={"v":2}` {
 			t.Fatalf("retained on subscribe: %v, want only the replacement", got)
 		}
-		pub.publish(topic, nil, 1, true, packets.Properties{}) // clears
+		pub.publish(topic, nil, 1, true, packets.Properties{})                   // clears
+		pub.publish("test/barrier", []byte("x"), 1, false, packets.Properties{}) // its forward is done (above)
 		late, _ := dial5(t, addr, packets.ConnectParams{Clean: true, ClientIdentifier: "late-" + topic}, packets.Properties{})
 		late.subscribe(packets.Subscription{Filter: topic, Qos: 1})
 		if m := late.message(500 * time.Millisecond); m != nil {
