@@ -29,6 +29,8 @@ func runCommand(ctx context.Context, args []string, getenv func(string) string, 
 		return runBackup(ctx, args[1:], getenv, stdout, stderr)
 	case "device", "token":
 		return runCredentials(ctx, args[0], args[1:], getenv, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, args[1:], stdout, stderr)
 	case "config":
 		if len(args) < 2 || args[1] != "check" {
 			fmt.Fprintln(stderr, "usage: telehub config check [flags]")

@@ -183,7 +183,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
 
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: telehub [flags]\n       telehub backup [--db FILE] BACKUP\n       telehub config check [flags]\n       telehub device add|rotate|revoke NAME | device list\n       telehub token add NAME [--scope read|admin] | token revoke NAME | token list\n       telehub --version\n\nTelehub stores MQTT telemetry in SQLite and streams it to a live dashboard.\nWith no flags it runs the embedded broker on %s, stores in ./telehub.db\nand serves http://%s/.\n\nFlags:\n", broker.DefaultAddr, dashboard.DefaultAddr)
+		fmt.Fprintf(fs.Output(), "Usage: telehub [flags]\n       telehub backup [--db FILE] BACKUP\n       telehub config check [flags]\n       telehub device add|rotate|revoke NAME | device list\n       telehub token add NAME [--scope read|admin] | token revoke NAME | token list\n       telehub migrate --from telehub.db --to postgres://...\n       telehub --version\n\nTelehub stores MQTT telemetry in SQLite (or PostgreSQL, --db postgres://...)\nand streams it to a live dashboard. With no flags it runs the embedded broker\non %s, stores in ./telehub.db and serves http://%s/.\n\nFlags:\n", broker.DefaultAddr, dashboard.DefaultAddr)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

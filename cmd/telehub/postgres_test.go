@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -194,4 +197,103 @@ func TestPostgres_TwoHubs(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPostgres_MigrateFromSQLite: "telehub migrate" copies a hub's SQLite
+// database into PostgreSQL without touching the file; the hub then runs on
+// PostgreSQL with the same devices, messages, sequence numbers, tokens,
+// commands, attributes and retention; a second run copies only what the
+// file gained since.
+func TestPostgres_MigrateFromSQLite(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "telehub.db")
+	ctx := context.Background()
+	m := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+	c := mqttConnect(t, m.Broker.URL(), "mig-pub")
+	for _, d := range []string{"mig-a", "mig-b", "mig-c"} {
+		if n := publishN(t, c, d, 1000); n != 1000 {
+			t.Fatalf("acked %d", n)
+		}
+	}
+	devTok, _ := m.Store.AddDevice(ctx, "mig-a")
+	apiTok, _ := m.Store.AddToken(ctx, "ops", devices.ScopeAdmin)
+	_, cmd := sendCommand(t, m, apiTok, "mig-offline", `{"method":"wake","timeout":"1h"}`, "")
+	request(t, "PUT", m.HTTP.URL()+"/api/v1/devices/mig-b/attributes/shared", apiTok, `{"target":7}`)
+	request(t, "PUT", m.HTTP.URL()+"/api/v1/devices/mig-c/retention", apiTok, `{"retention":"365d"}`)
+	m.Close(ctx)
+	sum := func() string {
+		b, err := os.ReadFile(dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%x", sha256.Sum256(b))
+	}
+	before := sum()
+
+	pg := pgtest.NewDB(t)
+	migrate := func() string {
+		t.Helper()
+		var stdout, stderr strings.Builder
+		if code := runCommand(ctx, []string{"migrate", "--from", dbPath, "--to", pg, "--chunk", "500"}, func(string) string { return "" }, &stdout, &stderr); code != 0 {
+			t.Fatalf("migrate: exit %d\n%s", code, stderr.String())
+		}
+		return stderr.String()
+	}
+	out := migrate()
+	if !strings.Contains(out, "messages: 3000 of 3000 (100.0%)") {
+		t.Fatalf("progress:\n%s", out)
+	}
+	if sum() != before {
+		t.Fatal("migrate changed the SQLite file")
+	}
+
+	p := MustRunMain(t, func(c *Config) { c.DB = pg })
+	if p.Store.LastSeq() != 3000 {
+		t.Fatalf("LastSeq on PostgreSQL %d, want 3000", p.Store.LastSeq())
+	}
+	for _, d := range []string{"mig-a", "mig-b", "mig-c"} {
+		dev, err := p.Store.FindDevice(ctx, d)
+		if err != nil || dev.MessageCount != 1000 || string(dev.Latest["n"].Value) != "999" {
+			t.Fatalf("%s on PostgreSQL: %+v %v", d, dev, err)
+		}
+	}
+	from, to := devices.AllTime()
+	msgs, _ := p.Store.ListMessages(ctx, devices.MessageFilter{Device: "mig-b", From: from, To: to, Limit: 5000})
+	if len(msgs) != 1000 || msgs[0].Seq != 1001 || !strings.Contains(string(msgs[999].Payload), `"n":999`) {
+		t.Fatalf("mig-b's messages: %d, first seq %d", len(msgs), msgs[0].Seq)
+	}
+	if dev, err := p.Store.AuthenticateDevice(ctx, devTok); err != nil || dev != "mig-a" {
+		t.Fatalf("device token: %q %v", dev, err)
+	}
+	if tk, err := p.Store.AuthenticateToken(ctx, apiTok); err != nil || tk.Scope != devices.ScopeAdmin {
+		t.Fatalf("API token: %+v %v", tk, err)
+	}
+	if got, err := p.Store.Command(ctx, "mig-offline", cmd.ID); err != nil || got.Method != "wake" || got.Status != devices.CommandQueued {
+		t.Fatalf("command: %+v %v", got, err)
+	}
+	if a, _ := p.Store.Attributes(ctx, "mig-b"); string(a.Shared["target"].Value) != "7" {
+		t.Fatalf("attributes: %+v", a)
+	}
+	if d, own, _ := p.Store.RetentionOf(ctx, "mig-c"); !own || d != 365*24*time.Hour {
+		t.Fatalf("retention: %v %v", d, own)
+	}
+	// A new command on PostgreSQL gets an id above the copied ones.
+	if _, c2 := sendCommand(t, p, apiTok, "mig-offline", `{"method":"again"}`, ""); c2.ID <= cmd.ID {
+		t.Fatalf("new command id %d after copied %d", c2.ID, cmd.ID)
+	}
+	p.Close(ctx)
+
+	// The SQLite hub runs on; a second migration copies only the rest.
+	m2 := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+	publishN(t, mqttConnect(t, m2.Broker.URL(), "mig-pub2"), "mig-a", 100)
+	m2.Close(ctx)
+	if out := migrate(); !strings.Contains(out, "messages: 3100 of 3100 (100.0%)") {
+		t.Fatalf("second run:\n%s", out)
+	}
+	p2 := MustRunMain(t, func(c *Config) { c.DB = pg })
+	if dev, _ := p2.Store.FindDevice(ctx, "mig-a"); dev == nil || dev.MessageCount != 1100 {
+		t.Fatalf("mig-a after the second run: %+v", dev)
+	}
+	if p2.Store.LastSeq() != 3100 {
+		t.Fatalf("LastSeq %d, want 3100", p2.Store.LastSeq())
+	}
 }

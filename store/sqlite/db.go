@@ -342,3 +342,25 @@ func isUniqueViolation(err error) bool {
 	var se *msqlite.Error
 	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE)
 }
+
+// OpenReadOnly opens the Telehub database at path for reading only, with
+// no migration and no change to the file (telehub migrate reads it so). It
+// refuses a file that is not Telehub's.
+func OpenReadOnly(path string) (*sql.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	var id int64
+	if err := db.QueryRow(`PRAGMA application_id`).Scan(&id); err != nil || id != ApplicationID {
+		db.Close()
+		if err == nil {
+			err = errors.New("not a Telehub database")
+		}
+		return nil, fmt.Errorf("open %s: %w", path, describe(err))
+	}
+	return db, nil
+}
