@@ -59,6 +59,9 @@ type Downlink struct {
 	// MaxPending caps a device's commands not yet final. Default
 	// DefaultMaxPendingCommands.
 	MaxPending int
+	// Shared tells that other hubs share the store (PostgreSQL): a command
+	// may end on another hub, so Wait also reads it every 200 ms.
+	Shared bool
 	// OnRoundTrip is told, for each command that got its answer, how long
 	// it took from creation (metrics). Optional.
 	OnRoundTrip func(time.Duration)
@@ -168,13 +171,30 @@ func (d *Downlink) Wait(ctx context.Context, device string, id int64) (*Command,
 	if err != nil || c.finished() {
 		return c, err
 	}
-	select {
-	case c := <-ch:
-		return c, nil
-	case <-ctx.Done():
-		return d.Store.Command(context.WithoutCancel(ctx), device, id)
+	// Changes made here arrive on ch; those made by another hub sharing
+	// the store (the one whose broker holds the device) are read.
+	var tick <-chan time.Time
+	if d.Shared {
+		poll := time.NewTicker(waitPoll)
+		defer poll.Stop()
+		tick = poll.C
+	}
+	for {
+		select {
+		case c := <-ch:
+			return c, nil
+		case <-tick:
+			if c, err := d.Store.Command(ctx, device, id); err == nil && c.finished() {
+				return c, nil
+			}
+		case <-ctx.Done():
+			return d.Store.Command(context.WithoutCancel(ctx), device, id)
+		}
 	}
 }
+
+// waitPoll is how often Wait reads a command that another hub may finish.
+const waitPoll = 200 * time.Millisecond
 
 // finished reports whether nothing more will happen to c.
 func (c *Command) finished() bool {

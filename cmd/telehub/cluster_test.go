@@ -100,7 +100,7 @@ func TestCluster_ThreeHubsOneKilled(t *testing.T) {
 	getJSON(t, hubs[0].httpURL+"/api/v1/stats", &stats)
 	rest := dialWS(t, hubs[0].httpURL, fmt.Sprint("since=", moved[len(moved)-1].Seq))
 	for name, frames := range map[string]func() []frame{
-		"hub 0": func() []frame { return collectTo(t, stay, stats.LastSeq) },
+		"hub 0":            func() []frame { return collectTo(t, stay, stats.LastSeq) },
 		"hub 2 then hub 0": func() []frame { return append(moved, collectTo(t, rest, stats.LastSeq)...) },
 	} {
 		got := frames()

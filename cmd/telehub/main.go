@@ -130,6 +130,7 @@ func (m *Main) Run() error {
 	m.Downlink = &devices.Downlink{Store: m.Store, Twins: m.Store, MaxPending: cfg.MaxPendingCommands, Logger: m.Logger.With("component", "downlink"),
 		OnChange:    func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) },
 		OnRoundTrip: func(d time.Duration) { m.commandSeconds.Observe(d.Seconds()) }}
+	m.followDownlink()
 	if err := m.checkHTTPExposure(); err != nil {
 		return err
 	}

@@ -297,3 +297,24 @@ func TestPostgres_MigrateFromSQLite(t *testing.T) {
 		t.Fatalf("LastSeq %d, want 3100", p2.Store.LastSeq())
 	}
 }
+
+// TestPostgres_CommandThroughAnotherHub: a command made through one hub
+// reaches a device connected to another hub's broker, and its answer is
+// seen through the first.
+func TestPostgres_CommandThroughAnotherHub(t *testing.T) {
+	db := pgtest.NewDB(t)
+	a := MustRunMain(t, func(c *Config) { c.DB = db })
+	b := MustRunMain(t, func(c *Config) { c.DB = db })
+	dev := mqttConnect(t, b.Broker.URL(), "far-1")
+	answerCommands(t, dev, "far-1")
+	var desired inbox
+	subscribe(t, dev, "devices/far-1/attributes/desired", desired.handler)
+	_, c := sendCommand(t, a, "", "far-1", `{"method":"ping"}`, "?wait=10s")
+	if c.Status != "replied" {
+		t.Fatalf("command through hub a to a device on hub b: %+v", c)
+	}
+	request(t, "PATCH", a.HTTP.URL()+"/api/v1/devices/far-1/attributes/shared", "", `{"mode":"eco"}`)
+	if got := desired.wait(t, 2); got[len(got)-1] != `devices/far-1/attributes/desired {"mode":"eco"}` {
+		t.Fatalf("attributes through hub a: %v", got)
+	}
+}

@@ -90,3 +90,21 @@ func openCredentials(ctx context.Context, db string, mustExist bool) (devices.Cr
 	}
 	return sqlite.NewCredentials(d), d.Close, nil
 }
+
+// followDownlink lets, on PostgreSQL, a command or an attribute change made
+// through another hub reach a device connected to this one.
+func (m *Main) followDownlink() {
+	p, ok := m.Store.(*postgres.Store)
+	if !ok {
+		return
+	}
+	d := m.Downlink
+	d.Shared = true
+	p.SetDownlinkHook(func(kind, device string) {
+		if kind == "attributes" {
+			d.AttributesListening(device)
+		} else {
+			d.Listening(device)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -32,6 +33,9 @@ import (
 const (
 	// notifyChannel is the channel every commit of messages notifies.
 	notifyChannel = "telehub_commit"
+	// downlinkChannel tells every hub of a new command or a change of
+	// shared attributes, for the hub whose broker holds the device.
+	downlinkChannel = "telehub_downlink"
 	// followPoll is how long the follower waits for a notification before
 	// it looks anyway.
 	followPoll = 500 * time.Millisecond
@@ -73,7 +77,7 @@ func (w *Writer) follow(ctx context.Context) {
 	for ctx.Err() == nil {
 		if listen == nil {
 			if c, err := w.DB.Pool.Acquire(ctx); err == nil {
-				if _, err := c.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+				if _, err := c.Exec(ctx, "LISTEN "+notifyChannel+"; LISTEN "+downlinkChannel); err != nil {
 					c.Release()
 				} else {
 					listen = c
@@ -94,6 +98,8 @@ func (w *Writer) follow(ctx context.Context) {
 		cancel()
 		r := woken{n, err}
 		switch {
+		case r.err == nil && r.n.Channel == downlinkChannel:
+			w.downlinkNotified(r.n.Payload)
 		case r.err == nil:
 			if r.n.Payload != w.hubID { // another hub committed
 				others()
@@ -229,4 +235,29 @@ func (w *Writer) lead(ctx context.Context) bool {
 	w.leader = c
 	w.Logger.Info("this hub now saves device summaries and runs retention for all hubs")
 	return true
+}
+
+// DownlinkHook is told, on every hub, that another hub created a command
+// for device or changed its shared attributes (kind "command" or
+// "attributes"), so that the hub holding the device's connection sends
+// them.
+type DownlinkHook func(kind, device string)
+
+// SetDownlinkHook sets the hook (cmd/telehub: the hub's devices.Downlink).
+func (w *Writer) SetDownlinkHook(h DownlinkHook) { w.downlinkHook.Store(&h) }
+
+// notifyDownlink tells the other hubs of a command or attribute change.
+func (w *Writer) notifyDownlink(ctx context.Context, kind, device string) {
+	w.DB.Pool.Exec(ctx, `SELECT pg_notify('`+downlinkChannel+`', $1)`, w.hubID+" "+kind+" "+device)
+}
+
+func (w *Writer) downlinkNotified(payload string) {
+	hub, rest, _ := strings.Cut(payload, " ")
+	kind, device, _ := strings.Cut(rest, " ")
+	if hub == w.hubID || device == "" {
+		return
+	}
+	if h := w.downlinkHook.Load(); h != nil {
+		(*h)(kind, device)
+	}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"github.com/telehub/telehub/devices"
@@ -49,4 +50,24 @@ func (s *Store) Drain(ctx context.Context) error { return s.Writer.Close(ctx) }
 // Close implements devices.Store.
 func (s *Store) Close() error {
 	return errors.Join(s.Writer.Close(context.Background()), s.DB.Close())
+}
+
+// CreateCommand implements devices.CommandStore, and tells the other hubs:
+// the device may be connected to one of them.
+func (s *Store) CreateCommand(ctx context.Context, c devices.Command) (*devices.Command, error) {
+	cmd, err := s.Commands.CreateCommand(ctx, c)
+	if err == nil {
+		s.Writer.notifyDownlink(ctx, "command", c.Device)
+	}
+	return cmd, err
+}
+
+// SetAttributes implements devices.AttributeStore, and tells the other
+// hubs of a change of shared attributes.
+func (s *Store) SetAttributes(ctx context.Context, device string, scope devices.AttributeScope, set map[string]json.RawMessage, replace bool, at int64) (map[string]json.RawMessage, error) {
+	changed, err := s.Twins.SetAttributes(ctx, device, scope, set, replace, at)
+	if err == nil && scope == devices.AttrShared && len(changed) > 0 {
+		s.Writer.notifyDownlink(ctx, "attributes", device)
+	}
+	return changed, err
 }

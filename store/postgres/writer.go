@@ -67,6 +67,8 @@ type Writer struct {
 	stopFollow context.CancelFunc
 	followDone chan struct{}
 	leader     *pgxpool.Conn // holds leaderLock while this hub leads; write loop only
+
+	downlinkHook atomic.Pointer[DownlinkHook]
 }
 
 // NewWriter returns a Writer on db with every field at its default.
