@@ -167,6 +167,7 @@ func (s *Server) handleCancelCommand(c *fiber.Ctx) error {
 // devices.Downlink implements it.
 type AttributeService interface {
 	Attributes(ctx context.Context, device string) (*devices.Attributes, error)
+	AttributeEvents(ctx context.Context, device string, limit int) ([]devices.AttributeEvent, error)
 	SetShared(ctx context.Context, device string, set map[string]json.RawMessage, replace bool) (*devices.Attributes, error)
 }
 
@@ -207,4 +208,27 @@ func (s *Server) handleSetShared(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(a)
+}
+
+// handleAttributeHistory serves GET /api/v1/devices/{id}/attributes/history?limit=:
+// {"device","events":[{"scope","at","changed"}]}, newest first.
+func (s *Server) handleAttributeHistory(c *fiber.Ctx) error {
+	if s.Attributes == nil {
+		return fiber.NewError(fiber.StatusNotImplemented, "attributes are not available")
+	}
+	id, err := deviceParam(c)
+	if err != nil {
+		return err
+	}
+	limit := 100
+	if v := c.Query("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
+			return invalid("limit", "want 1..1000")
+		}
+	}
+	ev, err := s.Attributes.AttributeEvents(c.UserContext(), id, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"device": id, "events": ev})
 }

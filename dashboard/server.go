@@ -232,6 +232,7 @@ func (s *Server) routes() {
 	api.Get("/devices/:id/commands/:cmd", s.handleGetCommand)
 	api.Delete("/devices/:id/commands/:cmd", s.handleCancelCommand)
 	api.Get("/devices/:id/attributes", s.handleGetAttributes)
+	api.Get("/devices/:id/attributes/history", s.handleAttributeHistory)
 	api.Put("/devices/:id/attributes/shared", s.handleSetShared)
 	api.Patch("/devices/:id/attributes/shared", s.handleSetShared)
 	api.Get("/devices/:id/retention", s.handleGetRetention)

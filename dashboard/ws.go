@@ -272,8 +272,11 @@ func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 				}
 				if m.Seq == 0 { // a status event or a command: not a stored message, no seq
 					write := st.writeStatus
-					if m.Kind == devices.KindCommand {
+					switch m.Kind {
+					case devices.KindCommand:
 						write = st.writeCommand
+					case devices.KindAttributes:
+						write = st.writeAttributes
 					}
 					if err := write(m); err != nil {
 						return err
@@ -352,6 +355,19 @@ func (st *wsStream) writeCommand(m *devices.Message) error {
 		return err
 	}
 	b := append(st.buf[:0], `{"type":"command","command":`...)
+	b = append(b, m.Payload...)
+	b = append(b, '}')
+	st.buf = b
+	return st.write(b)
+}
+
+// writeAttributes sends an attribute change (devices.AttributeEvent) as
+// {"type":"attributes","event":{"device","scope","at","changed"}}.
+func (st *wsStream) writeAttributes(m *devices.Message) error {
+	if err := st.flush(); err != nil {
+		return err
+	}
+	b := append(st.buf[:0], `{"type":"attributes","event":`...)
 	b = append(b, m.Payload...)
 	b = append(b, '}')
 	st.buf = b

@@ -51,6 +51,14 @@ const (
 	MaxAttributeValue = 8 << 10 // bytes of JSON
 )
 
+// AttributeEvent is one change of a device's attributes.
+type AttributeEvent struct {
+	Device string                     `json:"device"`
+	Scope  AttributeScope             `json:"scope"`
+	At     int64                      `json:"at"`
+	Change map[string]json.RawMessage `json:"changed"` // deleted keys as null
+}
+
 // AttributeStore keeps devices' attributes.
 type AttributeStore interface {
 	// Attributes returns a device's attributes (empty maps when it has none).
@@ -59,6 +67,9 @@ type AttributeStore interface {
 	// scope becomes exactly set; otherwise set is merged, a null value
 	// deleting its key. It returns what changed (deleted keys as null).
 	SetAttributes(ctx context.Context, device string, scope AttributeScope, set map[string]json.RawMessage, replace bool, at int64) (map[string]json.RawMessage, error)
+	// AttributeEvents returns a device's latest attribute changes, newest
+	// first (each SetAttributes that changed something is one).
+	AttributeEvents(ctx context.Context, device string, limit int) ([]AttributeEvent, error)
 }
 
 // ParseAttributes reads a JSON object of attributes as a device or a user

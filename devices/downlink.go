@@ -56,6 +56,9 @@ type Downlink struct {
 	// OnChange receives every command after each change of its status
 	// (the live feed). Optional.
 	OnChange func(Command)
+	// OnAttributes receives every change of a device's attributes (the live
+	// feed). Optional.
+	OnAttributes func(AttributeEvent)
 	// MaxPending caps a device's commands not yet final. Default
 	// DefaultMaxPendingCommands.
 	MaxPending int
@@ -69,7 +72,8 @@ type Downlink struct {
 	Now    func() time.Time
 	Logger *slog.Logger
 
-	counts [7]atomic.Int64 // status changes into each of CommandStatuses
+	counts  [7]atomic.Int64 // status changes into each of CommandStatuses
+	refused atomic.Int64    // commands refused: too many waiting (MaxPending)
 
 	initOnce sync.Once
 	work     chan work
@@ -111,6 +115,7 @@ func (d *Downlink) Create(ctx context.Context, device string, r CommandRequest) 
 		return nil, err
 	}
 	if n >= d.MaxPending {
+		d.refused.Add(1)
 		return nil, fmt.Errorf("%w: %d waiting for %q, at most %d", ErrTooManyCommands, n, device, d.MaxPending)
 	}
 	now := d.Now().UnixMilli()
@@ -427,6 +432,22 @@ func (c Command) FeedMessage() Message {
 	return Message{Device: c.Device, Topic: "$telehub/commands/" + c.Device, Kind: KindCommand, TS: c.Updated, Received: c.Updated, Payload: payload}
 }
 
+// Refused returns how many commands were refused for a device with too
+// many waiting.
+func (d *Downlink) Refused() int64 { return d.refused.Load() }
+
+// AttributeEvents returns a device's latest attribute changes.
+func (d *Downlink) AttributeEvents(ctx context.Context, device string, limit int) ([]AttributeEvent, error) {
+	return d.Twins.AttributeEvents(ctx, device, limit)
+}
+
+// FeedMessage is e as the live feed carries it (kind KindAttributes, no
+// sequence number).
+func (e AttributeEvent) FeedMessage() Message {
+	payload, _ := json.Marshal(e)
+	return Message{Device: e.Device, Topic: "$telehub/attributes/" + e.Device, Kind: KindAttributes, TS: e.At, Received: e.At, Payload: payload}
+}
+
 // Counts returns how many commands entered each status since start, in
 // the order of CommandStatuses.
 func (d *Downlink) Counts() []int64 {
@@ -450,9 +471,13 @@ func (d *Downlink) Attributes(ctx context.Context, device string) (*Attributes, 
 // device if it listens. It returns the device's attributes.
 func (d *Downlink) SetShared(ctx context.Context, device string, set map[string]json.RawMessage, replace bool) (*Attributes, error) {
 	d.init()
-	changed, err := d.Twins.SetAttributes(ctx, device, AttrShared, set, replace, d.Now().UnixMilli())
+	now := d.Now().UnixMilli()
+	changed, err := d.Twins.SetAttributes(ctx, device, AttrShared, set, replace, now)
 	if err != nil {
 		return nil, err
+	}
+	if len(changed) > 0 && d.OnAttributes != nil {
+		d.OnAttributes(AttributeEvent{Device: device, Scope: AttrShared, At: now, Change: changed})
 	}
 	a, err := d.Twins.Attributes(ctx, device)
 	if err != nil {
@@ -490,8 +515,13 @@ func (d *Downlink) Reported(device string, payload []byte) {
 	payload = bytes.Clone(payload)
 	d.do(device, func(ctx context.Context) {
 		set, err := ParseAttributes(payload)
+		var changed map[string]json.RawMessage
+		now := d.Now().UnixMilli()
 		if err == nil {
-			_, err = d.Twins.SetAttributes(ctx, device, AttrClient, set, false, d.Now().UnixMilli())
+			changed, err = d.Twins.SetAttributes(ctx, device, AttrClient, set, false, now)
+		}
+		if len(changed) > 0 && d.OnAttributes != nil {
+			d.OnAttributes(AttributeEvent{Device: device, Scope: AttrClient, At: now, Change: changed})
 		}
 		if err != nil {
 			d.Logger.Warn("client attributes not stored", "device", device, "error", err)

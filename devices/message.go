@@ -22,8 +22,10 @@ const (
 	// KindStatus is a device's online/offline topic (devices/{id}/status).
 	KindStatus
 	// KindCommand marks a command's change on the live feed
-	// (Command.FeedMessage); no topic of the scheme has it.
+	// (Command.FeedMessage), KindAttributes an attribute change
+	// (AttributeEvent.FeedMessage); no topic of the scheme has them.
 	KindCommand
+	KindAttributes
 )
 
 // Flags record what the decoder noticed about a payload. They are stored with

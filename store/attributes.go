@@ -118,5 +118,35 @@ func setAttributes(ctx context.Context, tx Execer, device string, scope devices.
 			return nil, fmt.Errorf("set attributes: %w", err)
 		}
 	}
+	if len(changed) > 0 {
+		b, _ := json.Marshal(changed)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO attribute_events (device, scope, at, changes) VALUES ($1, $2, $3, $4)`, device, string(scope), at, string(b)); err != nil {
+			return nil, fmt.Errorf("set attributes: %w", err)
+		}
+	}
 	return changed, nil
+}
+
+// AttributeEvents implements devices.AttributeStore.
+func (s *Twins) AttributeEvents(ctx context.Context, device string, limit int) ([]devices.AttributeEvent, error) {
+	if limit <= 0 || limit > 1000 {
+		return nil, fmt.Errorf("%w: limit must be 1..1000", devices.ErrInvalid)
+	}
+	rows, err := s.ReadDB.QueryContext(ctx, `SELECT scope, at, changes FROM attribute_events WHERE device = $1 ORDER BY id DESC LIMIT $2`, device, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []devices.AttributeEvent{}
+	for rows.Next() {
+		e := devices.AttributeEvent{Device: device}
+		var scope, changes string
+		if err := rows.Scan(&scope, &e.At, &changes); err != nil {
+			return nil, err
+		}
+		e.Scope = devices.AttributeScope(scope)
+		json.Unmarshal([]byte(changes), &e.Change)
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }

@@ -332,6 +332,7 @@ func subscribe(t *testing.T, c paho.Client, filter string, h paho.MessageHandler
 // after a reconnect; what it reports is stored as client attributes.
 func TestAttributes_SharedAndReported(t *testing.T) {
 	m := MustRunMain(t)
+	ws := dialWS(t, m.HTTP.URL(), "device=twin-1")
 	url := m.HTTP.URL() + "/api/v1/devices/twin-1/attributes"
 	if code, body := request(t, "PUT", url+"/shared", "", `{"target":21}`); code != http.StatusOK {
 		t.Fatalf("PUT shared: %d %s", code, body)
@@ -374,6 +375,31 @@ func TestAttributes_SharedAndReported(t *testing.T) {
 	}
 	if code, _ := request(t, "PATCH", url+"/shared", "", `[1,2]`); code != http.StatusBadRequest {
 		t.Fatalf("PATCH with an array: %d, want 400", code)
+	}
+	// Each change is an event, in the API and on the WebSocket.
+	var hist struct {
+		Events []struct {
+			Scope   string                     `json:"scope"`
+			Changed map[string]json.RawMessage `json:"changed"`
+		} `json:"events"`
+	}
+	getJSON(t, url+"/history?limit=10", &hist)
+	if len(hist.Events) != 4 || hist.Events[0].Scope != "shared" || string(hist.Events[0].Changed["mode"]) != "null" || hist.Events[1].Scope != "client" {
+		t.Fatalf("history: %+v", hist.Events)
+	}
+	seen := map[string]bool{}
+	for timeout := time.After(10 * time.Second); len(seen) < 2; {
+		select {
+		case f := <-ws.frames:
+			var e struct {
+				Scope string `json:"scope"`
+			}
+			if f.Type == "attributes" && json.Unmarshal(f.Event, &e) == nil {
+				seen[e.Scope] = true
+			}
+		case <-timeout:
+			t.Fatalf("attribute frames seen for %v, want shared and client", seen)
+		}
 	}
 }
 

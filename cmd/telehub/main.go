@@ -128,8 +128,9 @@ func (m *Main) Run() error {
 	}
 	m.Logger.Info("database open", "db", redactDSN(cfg.DB), "last_seq", m.Store.LastSeq())
 	m.Downlink = &devices.Downlink{Store: m.Store, Twins: m.Store, MaxPending: cfg.MaxPendingCommands, Logger: m.Logger.With("component", "downlink"),
-		OnChange:    func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) },
-		OnRoundTrip: func(d time.Duration) { m.commandSeconds.Observe(d.Seconds()) }}
+		OnChange:     func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) },
+		OnAttributes: func(e devices.AttributeEvent) { m.Feed.Publish([]devices.Message{e.FeedMessage()}) },
+		OnRoundTrip:  func(d time.Duration) { m.commandSeconds.Observe(d.Seconds()) }}
 	m.followDownlink()
 	if err := m.checkHTTPExposure(); err != nil {
 		return err

@@ -123,8 +123,9 @@ type frame struct {
 	Status string `json:"status"`
 	Reason string `json:"reason"`
 	At     int64  `json:"at"`
-	// command frames
+	// command and attribute frames
 	Command json.RawMessage `json:"command"`
+	Event   json.RawMessage `json:"event"`
 }
 
 type wsClient struct {
@@ -190,7 +191,7 @@ func (c *wsClient) collect(tb testing.TB, n int, d time.Duration) []frame {
 				msgs = append(msgs, f)
 			case "status":
 				c.statuses = append(c.statuses, f)
-			case "command":
+			case "command", "attributes":
 			default:
 				tb.Fatalf("unexpected frame type %q", f.Type)
 			}

@@ -30,6 +30,7 @@ var (
 	descFailures = prometheus.NewDesc("telehub_commit_failures_total", "Commit attempts that failed (disk full, read-only, I/O error); each is retried and nothing is acknowledged meanwhile.", nil, nil)
 	descRollDrop = prometheus.NewDesc("telehub_rollup_buckets_dropped_total", "Rollup buckets that could not be written and were left out.", nil, nil)
 	descCmds     = prometheus.NewDesc("telehub_commands_total", "Command status changes since start, by the status entered (queued, sent, delivered, replied, expired, failed, cancelled).", []string{"status"}, nil)
+	descCmdRef   = prometheus.NewDesc("telehub_commands_refused_total", "Commands refused because their device had --max-pending-commands waiting.", nil, nil)
 	descCmdOpen  = prometheus.NewDesc("telehub_commands_open", "Commands waiting for their device or its answer (the queue), by status: queued, sent, delivered.", []string{"status"}, nil)
 	descReady    = prometheus.NewDesc("telehub_ready", "1 when the hub can take and store messages (as /readyz), else 0.", nil, nil)
 )
@@ -38,7 +39,7 @@ var (
 type hubCollector struct{ m *Main }
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descFwdDrop, descFailures, descRollDrop, descCmds, descCmdOpen, descReady} {
+	for _, d := range []*prometheus.Desc{descReceived, descStored, descFlagged, descRejected, descRefused, descQueue, descCommit, descSeq, descClients, descWS, descResyncs, descWSSlow, descDevices, descConnDev, descDBBytes, descFwdDrop, descFailures, descRollDrop, descCmds, descCmdRef, descCmdOpen, descReady} {
 		ch <- d
 	}
 }
@@ -92,6 +93,7 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 		for i, n := range m.Downlink.Counts() {
 			ch <- prometheus.MustNewConstMetric(descCmds, prometheus.CounterValue, float64(n), string(devices.CommandStatuses[i]))
 		}
+		ch <- prometheus.MustNewConstMetric(descCmdRef, prometheus.CounterValue, float64(m.Downlink.Refused()))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		open, err := m.Store.OpenCommands(ctx)
 		cancel()

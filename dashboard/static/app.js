@@ -173,13 +173,14 @@
   // from that seq (its database was restored or replaced, or the page was
   // too far behind): onReset reloads the view.
   class LiveFeed {
-    constructor({ device, since, onMessages, onState, onStatus, onReset, onCommand }) {
+    constructor({ device, since, onMessages, onState, onStatus, onReset, onCommand, onAttributes }) {
       this.device = device;
       this.seq = since;          // every message up to seq was delivered
       this.onMessages = onMessages;
       this.onState = onState;
       this.onStatus = onStatus;
       this.onCommand = onCommand;
+      this.onAttributes = onAttributes;
       this.onReset = onReset;
       this.attempt = 0;
       this.stopped = false;
@@ -208,6 +209,7 @@
         if (f.type === 'messages' || f.type === 'message') this.deliver(f.type === 'messages' ? f.messages : [f]);
         else if (f.type === 'status') { if (this.onStatus) this.onStatus(f); }
         else if (f.type === 'command') { if (this.onCommand) this.onCommand(f.command); }
+        else if (f.type === 'attributes') { if (this.onAttributes) this.onAttributes(f.event); }
         else if (f.type === 'reset') {
           this.seq = f.seq;
           if (this.onReset) this.onReset(f.seq);
@@ -678,6 +680,10 @@
       this.attrBody.replaceChildren(...rows);
     }
 
+    async reloadAttributes() {
+      try { this.renderAttributes(await api('api/v1/devices/' + enc(this.id) + '/attributes')); } catch (_) { /* the next change retries */ }
+    }
+
     async setShared() {
       let set;
       try { set = JSON.parse(this.attrEdit.value); } catch (_) { set = null; }
@@ -833,6 +839,7 @@
           onMessages: (ms) => this.onMessages(ms),
           onStatus: (ev) => { this.status = ev.status; this.renderHeader(); },
           onCommand: (c) => this.onCommand(c),
+          onAttributes: () => this.reloadAttributes(),
           onReset: () => this.load(),
           onState: (state, delay) => {
             if (state === 'live') conn.set('live', 'live');

@@ -1150,6 +1150,10 @@ func testAttributes(t *testing.T, h *harness) {
 	if len(a.Shared) != 1 || len(a.Client) != 1 {
 		t.Fatalf("after replace: %+v", a)
 	}
+	ev, err := s.AttributeEvents(ctx, "twin", 10)
+	if err != nil || len(ev) != 5 || ev[0].Scope != devices.AttrShared || ev[0].At != t0+4 || string(ev[0].Change["fan"]) != "null" || ev[1].Scope != devices.AttrClient {
+		t.Fatalf("attribute events = %+v %v; want five changes, newest first", ev, err)
+	}
 	if other, _ := s.Attributes(ctx, "other"); len(other.Shared) != 0 {
 		t.Fatalf("another device sees %+v", other.Shared)
 	}

@@ -34,3 +34,14 @@ CREATE TABLE attributes (
 	ts     bigint NOT NULL,
 	PRIMARY KEY (device, scope, key)
 );
+
+-- Every change of a device's attributes: what changed (deleted keys as
+-- null), newest last.
+CREATE TABLE attribute_events (
+	id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	device  text   NOT NULL,
+	scope   text   NOT NULL,
+	at      bigint NOT NULL,
+	changes text   NOT NULL -- JSON object
+);
+CREATE INDEX attribute_events_device ON attribute_events (device, id);

@@ -34,3 +34,14 @@ CREATE TABLE attributes (
 	ts     INTEGER NOT NULL,
 	PRIMARY KEY (device, scope, key)
 ) WITHOUT ROWID;
+
+-- Every change of a device's attributes: what changed (deleted keys as
+-- null), newest last.
+CREATE TABLE attribute_events (
+	id      INTEGER PRIMARY KEY,
+	device  TEXT    NOT NULL,
+	scope   TEXT    NOT NULL,
+	at      INTEGER NOT NULL,
+	changes TEXT    NOT NULL -- JSON object
+);
+CREATE INDEX attribute_events_device ON attribute_events (device, id);
