@@ -156,12 +156,16 @@ type CommandStore interface {
 	CountPending(ctx context.Context, device string) (int, error)
 	// UpdateCommand moves command id to status to, if it is in one of
 	// from and belongs to device (any device for ""), with the note (and
-	// the answer or error when given) recorded, and returns it; ok is
-	// false when it was in none of from or is another device's.
+	// the answer or error when given) recorded, and returns it without its
+	// History; ok is false when it was in none of from or is another
+	// device's.
 	UpdateCommand(ctx context.Context, device string, id int64, from []CommandStatus, to CommandStatus, at int64, note string, response json.RawMessage, errText string) (c *Command, ok bool, err error)
 	// OpenCommands counts the commands of every device that are queued,
 	// sent or delivered (the queue), by status.
 	OpenCommands(ctx context.Context) (map[CommandStatus]int, error)
+	// QueuedDevices returns devices that have queued commands not expired
+	// by now (at most limit of them).
+	QueuedDevices(ctx context.Context, now int64, limit int) ([]string, error)
 	// DueCommands returns commands that are not final and expired by now.
 	DueCommands(ctx context.Context, now int64, limit int) ([]Command, error)
 }

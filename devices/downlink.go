@@ -27,6 +27,8 @@ type DeviceSender interface {
 	// connections that listen for them: full, or what changed (delta,
 	// deleted keys as null; nil: full) where the topic style wants it.
 	SendAttributes(device string, full, delta map[string]json.RawMessage) int
+	// Listens reports whether the device may be sent commands now.
+	Listens(device string) bool
 }
 
 // Default limits of Downlink.
@@ -186,8 +188,8 @@ func (d *Downlink) Wait(ctx context.Context, device string, id int64) (*Command,
 	}
 	for {
 		select {
-		case c := <-ch:
-			return c, nil
+		case <-ch: // read again, with its history
+			return d.Store.Command(context.WithoutCancel(ctx), device, id)
 		case <-tick:
 			if c, err := d.Store.Command(ctx, device, id); err == nil && c.finished() {
 				return c, nil
@@ -266,6 +268,7 @@ func (d *Downlink) Run(ctx context.Context) {
 	defer close(d.quit)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	ticks := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -284,6 +287,9 @@ func (d *Downlink) Run(ctx context.Context) {
 			d.runBatch(ctx, batch)
 		case <-tick.C:
 			d.expire(ctx)
+			if ticks++; ticks%sweepTicks == 0 {
+				d.sweep(ctx)
+			}
 		}
 	}
 }
@@ -370,6 +376,29 @@ func (d *Downlink) update(ctx context.Context, device string, id int64, from []C
 	}
 	if ok {
 		d.changed(c)
+	}
+}
+
+// sweepTicks is how often, in seconds, Run looks for queued commands of
+// devices that listen: a wake-up lost (a notification from another hub
+// before this one listened, an external broker that was away) delays a
+// command by that much at most.
+const sweepTicks = 5
+
+// sweep sends the queued commands of devices that listen now.
+func (d *Downlink) sweep(ctx context.Context) {
+	if d.Sender == nil {
+		return
+	}
+	queued, err := d.Store.QueuedDevices(ctx, d.Now().UnixMilli(), 1000)
+	if err != nil {
+		d.Logger.Warn("looking for queued commands failed", "error", err)
+		return
+	}
+	for _, device := range queued {
+		if d.Sender.Listens(device) {
+			d.Listening(device)
+		}
 	}
 }
 

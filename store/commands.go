@@ -126,6 +126,24 @@ func (s *Commands) OpenCommands(ctx context.Context) (map[devices.CommandStatus]
 	return out, rows.Err()
 }
 
+// QueuedDevices implements devices.CommandStore.
+func (s *Commands) QueuedDevices(ctx context.Context, now int64, limit int) ([]string, error) {
+	rows, err := s.ReadDB.QueryContext(ctx, `SELECT DISTINCT device FROM commands WHERE status = 'queued' AND expires > $1 LIMIT $2`, now, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
 // DueCommands implements devices.CommandStore.
 func (s *Commands) DueCommands(ctx context.Context, now int64, limit int) ([]devices.Command, error) {
 	return s.queryNoHistory(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
@@ -145,23 +163,20 @@ func (s *Commands) UpdateCommand(ctx context.Context, device string, id int64, f
 	}
 	var c *devices.Command
 	err := s.write(ctx, func(tx Execer) error {
-		res, err := tx.ExecContext(ctx, `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
+		// One statement changes and returns the row (RETURNING, on both
+		// backends); the history is left out (Command reads it).
+		list, err := s.queryNoHistory(ctx, tx, `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
 		error = CASE WHEN $4 = '' THEN error ELSE $4 END
-		WHERE id = $5 AND ($6 = '' OR device = $6) AND status IN (`+strings.Join(in, ", ")+`)`, args...)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // in none of from
+		WHERE id = $5 AND ($6 = '' OR device = $6) AND status IN (`+strings.Join(in, ", ")+`) RETURNING `+commandCols, args...)
+		if err != nil || len(list) == 0 {
+			return err // in none of from, or another device's
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`, id, at, string(to), note); err != nil {
 			return err
 		}
-		list, err := s.query(ctx, tx, `SELECT `+commandCols+` FROM commands WHERE id = $1`, id)
-		if err == nil && len(list) == 1 {
-			c = &list[0]
-		}
-		return err
+		c = &list[0]
+		c.History = nil
+		return nil
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("update command %d: %w", id, err)

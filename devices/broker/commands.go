@@ -158,6 +158,17 @@ func (b *Broker) SendCommand(c *devices.Command) int {
 	return sent
 }
 
+// Listens implements devices.DeviceSender: a connection of the device
+// listens to its commands.
+func (b *Broker) Listens(device string) bool {
+	for _, styles := range b.cmds.of(device) {
+		if styles&styleCommands != 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // publishTo publishes to one connection only, QoS 1, through the broker
 // (so that mochi keeps the packet in flight and resends it with the
 // session): while it runs, the ACL hides the topic from every other

@@ -342,6 +342,11 @@ func (s *Subscriber) SendCommand(c *devices.Command) int {
 	return 1
 }
 
+// Listens implements devices.DeviceSender: through an external broker the
+// hub cannot see subscriptions, so every device may be sent commands while
+// the hub is connected (the broker keeps them for a persistent session).
+func (s *Subscriber) Listens(string) bool { return s.connected.Load() }
+
 // SendAttributes implements devices.DeviceSender through the external
 // broker: the device's shared attributes, all of them, retained on
 // devices/{id}/attributes/desired, so that the device gets them whenever it

@@ -1080,6 +1080,9 @@ func testCommands(t *testing.T, h *harness) {
 	if open, err := s.OpenCommands(ctx); err != nil || open[Q] != 2 || open[D] != 1 || open[S] != 0 {
 		t.Fatalf("OpenCommands = %v %v; want a2 and b1 queued, a3 delivered", open, err)
 	}
+	if q, err := s.QueuedDevices(ctx, t0+500, 10); err != nil || len(q) != 2 {
+		t.Fatalf("QueuedDevices = %v %v; want a (a2) and b (b1)", q, err)
+	}
 	if n, err := s.CountPending(ctx, "a"); err != nil || n != 1 {
 		t.Fatalf("CountPending(a) = %d %v, want 1", n, err)
 	}
