@@ -1,14 +1,19 @@
 package dashboard_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/telehub/telehub/dashboard"
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
+	"github.com/telehub/telehub/store/sqlite"
 )
 
 // FuzzHandlers sends every GET route of the API an arbitrary device id and
@@ -52,6 +57,75 @@ func FuzzHandlers(f *testing.F) {
 			resp.Body.Close()
 			if resp.StatusCode >= 500 && resp.StatusCode != 501 {
 				t.Fatalf("GET %s: %d %s", target, resp.StatusCode, body)
+			}
+		}
+	})
+}
+
+// FuzzDownlinkHandlers sends the command and attribute routes arbitrary
+// device ids, command ids, queries and bodies, against a real store: no
+// input may panic a handler or earn a 5xx, and nothing may take long.
+//
+//	go test -run '^$' -fuzz FuzzDownlinkHandlers -fuzztime 60s ./dashboard
+func FuzzDownlinkHandlers(f *testing.F) {
+	st, err := sqlite.Open(filepath.Join(f.TempDir(), "t.db"), store.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { st.Close() })
+	d := &devices.Downlink{Store: st, Twins: st}
+	ctx, cancel := context.WithCancel(context.Background())
+	go d.Run(ctx)
+	f.Cleanup(cancel)
+	s, _ := MustOpenServer(f, func(s *dashboard.Server) { s.Commands, s.Attributes = d, d })
+	app := dashboard.App(s)
+	for _, seed := range []struct{ id, cmd, query, body string }{
+		{"pump", "1", "wait=1ms", `{"method":"ping","params":{"a":[1,2]},"timeout":"1s"}`},
+		{"pump", "9223372036854775807", "status=queued&limit=1000&before=9223372036854775807", `{"method":"x","timeout":"720h1s"}`},
+		{"pump", "-1", "wait=-1s", `{"method":"","params":"\u0000"}`},
+		{"é", "0", "limit=0", `{"k":null,"ü":{"deep":[[[[]]]]}}`},
+		{"..", "x", "", `[1]`},
+		{"", "", "wait=61s", `{"method":"m","params":1e999}`},
+	} {
+		f.Add(seed.id, seed.cmd, seed.query, seed.body)
+	}
+	f.Fuzz(func(t *testing.T, id, cmd, query, body string) {
+		// A valid long ?wait blocks for that long, as it should (no device
+		// answers here): keep it short.
+		if q, err := url.ParseQuery(query); err == nil {
+			if w, err := time.ParseDuration(q.Get("wait")); err == nil && w > 100*time.Millisecond {
+				q.Set("wait", "100ms")
+				query = q.Encode()
+			}
+		}
+		base := "/api/v1/devices/" + url.PathEscape(id)
+		for _, r := range []struct{ method, path string }{
+			{"POST", base + "/commands"},
+			{"GET", base + "/commands"},
+			{"GET", base + "/commands/" + url.PathEscape(cmd)},
+			{"DELETE", base + "/commands/" + url.PathEscape(cmd)},
+			{"GET", base + "/attributes"},
+			{"GET", base + "/attributes/history"},
+			{"PUT", base + "/attributes/shared"},
+			{"PATCH", base + "/attributes/shared"},
+		} {
+			req, err := http.NewRequest(r.method, "http://127.0.0.1"+r.path+"?"+query, strings.NewReader(body))
+			if err != nil {
+				continue
+			}
+			req.Header.Set("Content-Type", "application/json")
+			start := time.Now()
+			resp, err := app.Test(req, -1)
+			if err != nil {
+				continue
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Fatalf("%s %s took %v", r.method, r.path, took)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode >= 500 && resp.StatusCode != 501 {
+				t.Fatalf("%s %s?%s %q: %d %s", r.method, r.path, query, body, resp.StatusCode, b)
 			}
 		}
 	})
