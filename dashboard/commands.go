@@ -122,16 +122,23 @@ func commandParam(c *fiber.Ctx) (int64, error) {
 	return n, nil
 }
 
-// handleGetCommand serves GET /api/v1/devices/{id}/commands/{cmd}.
-func (s *Server) handleGetCommand(c *fiber.Ctx) error {
+// commandTarget reads the {id} and {cmd} path parameters of a route on one
+// command.
+func (s *Server) commandTarget(c *fiber.Ctx) (string, int64, error) {
 	if s.Commands == nil {
-		return fiber.NewError(fiber.StatusNotImplemented, "commands are not available")
+		return "", 0, fiber.NewError(fiber.StatusNotImplemented, "commands are not available")
 	}
 	id, err := deviceParam(c)
 	if err != nil {
-		return err
+		return "", 0, err
 	}
 	n, err := commandParam(c)
+	return id, n, err
+}
+
+// handleGetCommand serves GET /api/v1/devices/{id}/commands/{cmd}.
+func (s *Server) handleGetCommand(c *fiber.Ctx) error {
+	id, n, err := s.commandTarget(c)
 	if err != nil {
 		return err
 	}
@@ -145,14 +152,7 @@ func (s *Server) handleGetCommand(c *fiber.Ctx) error {
 // handleCancelCommand serves DELETE /api/v1/devices/{id}/commands/{cmd}
 // (admin): the command is cancelled unless it ended already (409).
 func (s *Server) handleCancelCommand(c *fiber.Ctx) error {
-	if s.Commands == nil {
-		return fiber.NewError(fiber.StatusNotImplemented, "commands are not available")
-	}
-	id, err := deviceParam(c)
-	if err != nil {
-		return err
-	}
-	n, err := commandParam(c)
+	id, n, err := s.commandTarget(c)
 	if err != nil {
 		return err
 	}

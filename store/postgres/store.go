@@ -16,6 +16,7 @@ type Store struct {
 	*store.Credentials
 	*store.Commands
 	*store.Twins
+	*store.Events
 	DB *DB
 }
 
@@ -38,7 +39,7 @@ func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
 	writes := &store.GroupTx{DB: db.SQL}
 	reads := &store.Stmts{DB: db.SQL}
 	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db),
-		Commands: &store.Commands{ReadDB: reads, Writes: writes}, Twins: &store.Twins{ReadDB: reads, Writes: writes}, DB: db}, nil
+		Commands: &store.Commands{ReadDB: reads, Writes: writes}, Twins: &store.Twins{ReadDB: reads, Writes: writes}, Events: &store.Events{ReadDB: reads}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

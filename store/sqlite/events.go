@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/telehub/telehub/devices"
 )
@@ -45,48 +44,4 @@ func (w *Writer) SetStatus(ctx context.Context, ev devices.StatusEvent) error {
 		}
 		return nil
 	})
-}
-
-// StatusEvents returns a device's latest status events, newest first.
-func (s *MessageService) StatusEvents(ctx context.Context, device string, limit int) ([]devices.StatusEvent, error) {
-	var id int64
-	if err := s.db.read.QueryRowContext(ctx, `SELECT id FROM devices WHERE name = ?`, device).Scan(&id); err != nil {
-		return nil, fmt.Errorf("device %q: %w", device, devices.ErrNotFound)
-	}
-	rows, err := s.db.read.QueryContext(ctx, `SELECT at, status, reason FROM device_events WHERE device_id = ? ORDER BY at DESC, id DESC LIMIT ?`, id, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []devices.StatusEvent{}
-	for rows.Next() {
-		ev := devices.StatusEvent{Device: device}
-		if err := rows.Scan(&ev.At, &ev.Status, &ev.Reason); err != nil {
-			return nil, err
-		}
-		out = append(out, ev)
-	}
-	return out, rows.Err()
-}
-
-// StaleOnline returns the devices whose status is "online" because the hub
-// saw them connect (their latest status event set it), for a hub that just
-// started: none of those connections survived the restart.
-func (s *MessageService) StaleOnline(ctx context.Context) ([]string, error) {
-	rows, err := s.db.read.QueryContext(ctx, `SELECT d.name FROM devices d
-		WHERE d.status = 'online' AND EXISTS (
-			SELECT 1 FROM device_events e WHERE e.device_id = d.id AND e.at = d.status_at AND e.status = 'online')`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return nil, err
-		}
-		out = append(out, name)
-	}
-	return out, rows.Err()
 }

@@ -33,29 +33,7 @@ func msg(device string, n int) devices.Message {
 
 // writeAll writes msgs through w and waits until each is committed; it
 // returns the messages in Done order.
-func writeAll(tb testing.TB, w devices.MessageWriter, msgs []devices.Message) []devices.Message {
-	tb.Helper()
-	var mu sync.Mutex
-	var done []devices.Message
-	var wg sync.WaitGroup
-	for _, m := range msgs {
-		wg.Add(1)
-		p := &devices.Pending{Message: m, Done: func(m *devices.Message, err error) {
-			defer wg.Done()
-			if err != nil {
-				tb.Errorf("Done err=%v", err)
-			}
-			mu.Lock()
-			done = append(done, *m)
-			mu.Unlock()
-		}}
-		if err := w.Write(context.Background(), p); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	waitTimeout(tb, &wg, 30*time.Second)
-	return done
-}
+var writeAll = storetest.WriteAll
 
 func waitTimeout(tb testing.TB, wg *sync.WaitGroup, d time.Duration) {
 	tb.Helper()
