@@ -147,74 +147,6 @@ func (w *Writer) RunRetention(ctx context.Context) (devices.RetentionResult, err
 	return res, err
 }
 
-// SetRetention implements devices.RetentionService.
-func (w *Writer) SetRetention(ctx context.Context, device string, d time.Duration) error {
-	if err := devices.ValidateDeviceID(device); err != nil {
-		return err
-	}
-	if d < 0 {
-		return fmt.Errorf("%w: retention must not be negative", devices.ErrInvalid)
-	}
-	return w.Run(ctx, func() error {
-		if _, err := w.DB.Pool.Exec(ctx, `INSERT INTO retention_overrides (device, retention) VALUES ($1, $2)
-			ON CONFLICT (device) DO UPDATE SET retention = excluded.retention`, device, d.Milliseconds()); err != nil {
-			return err
-		}
-		w.overrides[device] = d
-		w.untrim(device)
-		return nil
-	})
-}
-
-// ClearRetention implements devices.RetentionService.
-func (w *Writer) ClearRetention(ctx context.Context, device string) error {
-	return w.Run(ctx, func() error {
-		if _, err := w.DB.Pool.Exec(ctx, `DELETE FROM retention_overrides WHERE device = $1`, device); err != nil {
-			return err
-		}
-		delete(w.overrides, device)
-		w.untrim(device)
-		return nil
-	})
-}
-
-// RetentionOf implements devices.RetentionService.
-func (w *Writer) RetentionOf(ctx context.Context, device string) (time.Duration, bool, error) {
-	var d time.Duration
-	var own bool
-	err := w.Run(ctx, func() error {
-		if d, own = w.overrides[device]; !own {
-			d = w.Retention
-		}
-		return nil
-	})
-	return d, own, err
-}
-
-func (w *Writer) untrim(device string) {
-	if d := w.sums.Get(device); d != nil {
-		d.TrimmedTo = 0
-	}
-}
-
-func (w *Writer) loadOverrides(ctx context.Context) error {
-	w.overrides = make(map[string]time.Duration)
-	rows, err := w.DB.Pool.Query(ctx, `SELECT device, retention FROM retention_overrides`)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		var ms int64
-		if err := rows.Scan(&name, &ms); err != nil {
-			return err
-		}
-		w.overrides[name] = time.Duration(ms) * time.Millisecond
-	}
-	return rows.Err()
-}
-
 // retain runs on the write loop: for each device, the messages with ts
 // before its cutoff (rounded down to a whole hour, like SQLite's) go, with
 // the status events before it.
@@ -222,10 +154,7 @@ func (w *Writer) retain(ctx context.Context, now time.Time) (devices.RetentionRe
 	start := time.Now()
 	var res devices.RetentionResult
 	for _, d := range w.sums.All() {
-		keep, own := w.overrides[d.Name]
-		if !own {
-			keep = w.Retention
-		}
+		keep := w.Keep(d.Name)
 		if keep <= 0 {
 			continue
 		}

@@ -31,7 +31,7 @@ func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
 	}
 	w := NewWriter(db)
 	o.Configure(&w.Pipeline)
-	w.OnStatus, w.Retention, w.OnCommit = o.OnStatus, o.Retention, o.OnCommit
+	w.OnStatus, w.Retention.Hub, w.OnCommit = o.OnStatus, o.Retention, o.OnCommit
 	if err := w.Open(ctx); err != nil {
 		db.Close()
 		return nil, err

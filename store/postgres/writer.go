@@ -43,9 +43,10 @@ type Writer struct {
 	// FlushInterval is how often changed device summaries are saved.
 	// Default DefaultFlushInterval.
 	FlushInterval time.Duration
-	// Retention deletes messages whose ts is older than this; 0 keeps
-	// everything. Devices may override it (SetRetention).
-	Retention time.Duration
+	// Retention holds the retention settings: Retention.Hub deletes
+	// messages whose ts is older than that; 0 keeps everything. Devices may
+	// override it (SetRetention).
+	store.Retention
 	// RetentionInterval is how often retention runs. Default
 	// DefaultRetentionInterval.
 	RetentionInterval time.Duration
@@ -57,10 +58,9 @@ type Writer struct {
 	// the follower (the pipeline's own OnCommit stays unset). Optional.
 	OnCommit func([]devices.Message)
 
-	seq       int64 // highest seq this writer committed or loaded; write loop only
-	sums      *store.Summaries
-	overrides map[string]time.Duration // per-device retention; write loop only
-	closing   atomic.Bool
+	seq     int64 // highest seq this writer committed or loaded; write loop only
+	sums    *store.Summaries
+	closing atomic.Bool
 
 	hubID      string     // this hub's mark on its notifications
 	followMu   sync.Mutex // orders the follower and the writer's own commits
@@ -108,7 +108,7 @@ func (w *Writer) Open(ctx context.Context) error {
 	if err := w.load(ctx); err != nil {
 		return fmt.Errorf("open writer: %w", err)
 	}
-	if err := w.loadOverrides(ctx); err != nil {
+	if err := w.OpenRetention(ctx, &w.Pipeline, w.DB.SQL, w.sums); err != nil {
 		return fmt.Errorf("open writer: %w", err)
 	}
 	w.Every(w.FlushInterval, func(ctx context.Context) {

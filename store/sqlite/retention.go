@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/telehub/telehub/devices"
@@ -20,78 +19,6 @@ func (w *Writer) RunRetention(ctx context.Context) (devices.RetentionResult, err
 	var res devices.RetentionResult
 	err := w.Run(ctx, func() (err error) { res, err = w.retain(time.Now()); return err })
 	return res, err
-}
-
-// SetRetention sets a device's own retention (0 keeps all its messages);
-// ClearRetention returns it to the hub's.
-func (w *Writer) SetRetention(ctx context.Context, device string, d time.Duration) error {
-	if err := devices.ValidateDeviceID(device); err != nil {
-		return err
-	}
-	if d < 0 {
-		return fmt.Errorf("%w: retention must not be negative", devices.ErrInvalid)
-	}
-	return w.Run(ctx, func() error {
-		if _, err := w.conn.ExecContext(ctx, `INSERT INTO retention_overrides (device, retention) VALUES (?, ?)
-			ON CONFLICT (device) DO UPDATE SET retention = excluded.retention`, device, d.Milliseconds()); err != nil {
-			return describe(err)
-		}
-		w.overrides[device] = d
-		w.untrim(device)
-		return nil
-	})
-}
-
-// ClearRetention removes a device's own retention.
-func (w *Writer) ClearRetention(ctx context.Context, device string) error {
-	return w.Run(ctx, func() error {
-		if _, err := w.conn.ExecContext(ctx, `DELETE FROM retention_overrides WHERE device = ?`, device); err != nil {
-			return describe(err)
-		}
-		delete(w.overrides, device)
-		w.untrim(device)
-		return nil
-	})
-}
-
-// RetentionOf returns the retention that applies to device and whether it is
-// the device's own.
-func (w *Writer) RetentionOf(ctx context.Context, device string) (time.Duration, bool, error) {
-	var d time.Duration
-	var own bool
-	err := w.Run(ctx, func() error {
-		d, own = w.overrides[device]
-		if !own {
-			d = w.Retention
-		}
-		return nil
-	})
-	return d, own, err
-}
-
-// untrim makes the next pass look at device again.
-func (w *Writer) untrim(device string) {
-	if d := w.sums.Get(device); d != nil {
-		d.TrimmedTo = 0
-	}
-}
-
-func (w *Writer) loadOverrides(ctx context.Context) error {
-	w.overrides = make(map[string]time.Duration)
-	rows, err := w.conn.QueryContext(ctx, `SELECT device, retention FROM retention_overrides`)
-	if err != nil {
-		return describe(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		var ms int64
-		if err := rows.Scan(&name, &ms); err != nil {
-			return err
-		}
-		w.overrides[name] = time.Duration(ms) * time.Millisecond
-	}
-	return rows.Err()
 }
 
 // retain runs on the write loop. Time-based: for each device, the messages
@@ -118,10 +45,7 @@ func (w *Writer) retain(now time.Time) (devices.RetentionResult, error) {
 	}
 
 	for _, d := range w.sums.All() {
-		keep, own := w.overrides[d.Name]
-		if !own {
-			keep = w.Retention
-		}
+		keep := w.Keep(d.Name)
 		if keep <= 0 {
 			continue
 		}

@@ -35,7 +35,7 @@ func reading(device string, ts int64, payload string) devices.Message {
 // finds nothing to do.
 func TestWriter_Retention(t *testing.T) {
 	db := MustOpenDB(t)
-	w := openWriter(t, db, func(w *sqlite.Writer) { w.Retention = 72 * time.Hour })
+	w := openWriter(t, db, func(w *sqlite.Writer) { w.Retention.Hub = 72 * time.Hour })
 	ctx := context.Background()
 	now := time.Now()
 	var in []devices.Message
@@ -102,7 +102,7 @@ func TestWriter_Retention(t *testing.T) {
 	}
 	// Overrides survive a restart.
 	w.Close(ctx)
-	w2 := openWriter(t, db, func(w *sqlite.Writer) { w.Retention = 72 * time.Hour })
+	w2 := openWriter(t, db, func(w *sqlite.Writer) { w.Retention.Hub = 72 * time.Hour })
 	if d, own, _ := w2.RetentionOf(ctx, "keep"); d != 0 || !own {
 		t.Fatalf("keep after restart: %v own=%v", d, own)
 	}

@@ -34,7 +34,7 @@ func Open(path string, o store.Options) (*Store, error) {
 	}
 	w := NewWriter(db)
 	o.Configure(&w.Pipeline)
-	w.OnStatus, w.Retention, w.MaxDBSize = o.OnStatus, o.Retention, o.MaxDBSize
+	w.OnStatus, w.Retention.Hub, w.MaxDBSize = o.OnStatus, o.Retention, o.MaxDBSize
 	if err := w.Open(); err != nil {
 		db.Close()
 		return nil, err

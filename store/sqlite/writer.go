@@ -62,10 +62,11 @@ type Writer struct {
 	// database (series add the messages above them meanwhile). Default
 	// DefaultRollupInterval.
 	RollupInterval time.Duration
-	// Retention deletes messages whose ts (the reading's time) is older than
-	// this, in whole hours, with their rollups; 0 keeps everything. Devices
-	// may override it (SetRetention).
-	Retention time.Duration
+	// Retention holds the retention settings: Retention.Hub deletes
+	// messages whose ts (the reading's time) is older than that, in whole
+	// hours, with their rollups; 0 keeps everything. Devices may override it
+	// (SetRetention).
+	store.Retention
 	// MaxDBSize, when positive, caps the bytes the database uses: past it,
 	// the oldest messages (by arrival) are deleted until it is under 90%.
 	// Rollups stay, so charts of older periods keep their minute detail.
@@ -87,9 +88,8 @@ type Writer struct {
 	args    []any
 	seq     int64 // highest committed seq; write loop only
 
-	sums      *store.Summaries
-	roll      rollups                  // write loop only
-	overrides map[string]time.Duration // per-device retention; write loop only
+	sums *store.Summaries
+	roll rollups // write loop only
 
 	closing atomic.Bool // Close was called
 
@@ -170,8 +170,8 @@ func (w *Writer) Open() (err error) {
 	if err := w.load(ctx); err != nil {
 		return fmt.Errorf("open writer: %w", err)
 	}
-	if err := w.loadOverrides(ctx); err != nil {
-		return fmt.Errorf("open writer: %w", err)
+	if err := w.OpenRetention(ctx, &w.Pipeline, w.conn, w.sums); err != nil {
+		return fmt.Errorf("open writer: %w", describe(err))
 	}
 	w.Every(w.FlushInterval, w.tick)
 	w.Every(w.RetentionInterval, func(context.Context) {
