@@ -76,7 +76,7 @@ func benchMessages(n int) []devices.Message {
 // for each), all at once (ms/flush) and in a round of steps between
 // commits (ms/longest-step): the longest the write loop stalls for them.
 //
-//	go test -run '^$' -bench RollupFlush ./store
+//	go test -run '^$' -bench RollupFlush ./store/sqlite
 func BenchmarkRollupFlush(b *testing.B) {
 	db := MustOpenDB(b)
 	w := sqlite.NewWriter(db)
@@ -179,7 +179,7 @@ func commitsDuring(b *testing.B, w *sqlite.Writer, times *commitTimes) {
 // device summaries of a 1,000-device fleet are being saved
 // (devicesPerFlush of them ride along each commit).
 //
-//	go test -run '^$' -bench SummaryRound -benchtime 5x ./store
+//	go test -run '^$' -bench SummaryRound -benchtime 5x ./store/sqlite
 func BenchmarkSummaryRound(b *testing.B) {
 	w := sqlite.NewWriter(MustOpenDB(b))
 	w.FlushInterval, w.RollupInterval = 50*time.Millisecond, time.Hour
@@ -195,7 +195,7 @@ func BenchmarkSummaryRound(b *testing.B) {
 // rollup round of a 1,000-device fleet (3 metrics each: 6,000 buckets)
 // rides along them, rollupsPerStep buckets a commit.
 //
-//	go test -run '^$' -bench RollupRoundCommits -benchtime 5x ./store
+//	go test -run '^$' -bench RollupRoundCommits -benchtime 5x ./store/sqlite
 func BenchmarkRollupRoundCommits(b *testing.B) {
 	w := sqlite.NewWriter(MustOpenDB(b))
 	w.FlushInterval, w.RollupInterval = 20*time.Millisecond, 20*time.Millisecond

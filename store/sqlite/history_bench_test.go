@@ -20,7 +20,7 @@ import (
 // a few minutes, so it runs only when TELEHUB_BENCH_DB names the file to use
 // (created on first use, reused after):
 //
-//	TELEHUB_BENCH_DB=/tmp/telehub-10m.db go test -run '^$' -bench History -benchtime 20x ./store
+//	TELEHUB_BENCH_DB=/tmp/telehub-10m.db go test -run '^$' -bench History -benchtime 20x ./store/sqlite
 const (
 	seedDays    = 30
 	seedDevices = 1000
