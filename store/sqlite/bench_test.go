@@ -17,7 +17,7 @@ import (
 // BenchmarkWriter measures messages/second through the Writer: 1,000
 // devices, small JSON payloads, producers flooding the queue so that batches
 // reach MaxBatch, as under full load. Compare with BenchmarkRawInsert, run
-// in the same invocation (go test -bench 'Writer|RawInsert' ./store).
+// in the same invocation (go test -bench 'Writer|RawInsert' ./store/sqlite).
 func BenchmarkWriter(b *testing.B) {
 	for _, batch := range []int{1000, store.DefaultMaxBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
