@@ -11,7 +11,7 @@ import (
 )
 
 // Backuper writes a consistent copy of the database to a new file;
-// store.DB implements it.
+// The SQLite store (sqlite.Store) implements it.
 type Backuper interface {
 	Backup(ctx context.Context, path string) error
 }

@@ -198,7 +198,7 @@ func (st *wsStream) run(ctx context.Context) (int, string) {
 				return st.closeFor(ctx, err)
 			}
 		} else if err := st.s.Messages.Replay(ctx, st.opts.device, st.last, upTo, st.writeMessage); errors.Is(err, devices.ErrInvalid) {
-			// Too far behind to replay (store.ReplayFarLimit, checked before
+			// Too far behind to replay (sqlite.ReplayFarLimit, checked before
 			// anything is sent): reload.
 			if err := st.reset(upTo); err != nil {
 				sub.Close()

@@ -37,7 +37,7 @@ func (ev StatusEvent) FeedMessage() Message {
 	return Message{Device: ev.Device, Topic: "$telehub/status/" + ev.Device, Kind: KindStatus, TS: ev.At, Received: ev.At, Payload: payload}
 }
 
-// StatusRecorder stores status events; store.Writer implements it.
+// StatusRecorder stores status events; every devices.Store implements it.
 type StatusRecorder interface {
 	SetStatus(ctx context.Context, ev StatusEvent) error
 }

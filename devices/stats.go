@@ -28,10 +28,10 @@ const (
 	// ($SYS and the like), which belong to the broker.
 	ReasonReservedTopic Reason = "reserved_topic"
 	// ReasonTooManyMetrics: the message would give its device more metric
-	// names than the hub keeps per device (store.Writer.MaxMetrics).
+	// names than the hub keeps per device (store.Pipeline.MaxMetrics).
 	ReasonTooManyMetrics Reason = "too_many_metrics"
 	// ReasonMetricName: a metric name is longer than the hub accepts
-	// (store.Writer.MaxMetricName).
+	// (store.Pipeline.MaxMetricName).
 	ReasonMetricName Reason = "metric_name_too_long"
 )
 
