@@ -10,8 +10,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 )
 
-// Backuper writes a consistent copy of the database to a new file;
-// The SQLite store (sqlite.Store) implements it.
+// Backuper writes a consistent copy of the database to a new file. The
+// SQLite store (sqlite.Store) implements it.
 type Backuper interface {
 	Backup(ctx context.Context, path string) error
 }
