@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/telehub/telehub/devices"
@@ -67,6 +68,7 @@ type Writer struct {
 	stopFollow context.CancelFunc
 	followDone chan struct{}
 	leader     *pgxpool.Conn // holds leaderLock while this hub leads; write loop only
+	unsure     int64         // the token of a commit whose outcome was lost; write loop only
 
 	downlinkHook atomic.Pointer[DownlinkHook]
 }
@@ -123,6 +125,7 @@ func (w *Writer) Open(ctx context.Context) error {
 		if !w.lead(ctx) {
 			return
 		}
+		w.DB.Pool.Exec(ctx, `DELETE FROM commit_tokens WHERE at < $1`, time.Now().Add(-time.Hour).UnixMilli())
 		if res, err := w.retain(ctx, time.Now()); err != nil {
 			w.Logger.Error("retention pass failed; will retry", "error", err)
 		} else if res.Deleted > 0 {
@@ -286,15 +289,34 @@ type batch struct {
 	msgs    []*devices.Message
 	ds      []*store.Summary
 	created []string
+	// done, when not 0, is the first seq of this very batch, which an
+	// earlier attempt committed although its COMMIT reported an error.
+	done int64
 }
 
-// Begin implements store.Backend.
+// Begin implements store.Backend. After a COMMIT whose outcome was lost
+// (the connection broke while it ran), it first looks for that commit's
+// token: found, the batch the pipeline tries again is already stored, and
+// the new attempt only takes its seqs.
 func (w *Writer) Begin(ctx context.Context) (store.Batch, error) {
+	b := &batch{w: w}
+	if w.unsure != 0 {
+		err := w.DB.Pool.QueryRow(ctx, `SELECT lo FROM commit_tokens WHERE token = $1`, w.unsure).Scan(&b.done)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows): // it did not commit: write it again
+		case err != nil:
+			return nil, fmt.Errorf("look up an unsure commit: %w", err)
+		default:
+			w.Logger.Warn("a commit whose answer was lost had committed; not storing it again", "first_seq", b.done)
+		}
+		w.unsure = 0
+	}
 	tx, err := w.DB.Pool.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &batch{w: w, tx: tx}, nil
+	b.tx = tx
+	return b, nil
 }
 
 // Append implements store.Batch: the device's row is found or inserted now,
@@ -315,7 +337,13 @@ func (b *batch) Append(ctx context.Context, m *devices.Message) error {
 func (b *batch) Commit(ctx context.Context) error {
 	w := b.w
 	var hi int64
-	if n := len(b.msgs); n > 0 {
+	if n := len(b.msgs); n > 0 && b.done != 0 {
+		b.tx.Rollback(ctx) // stored already, by the attempt that seemed to fail
+		for i, m := range b.msgs {
+			m.Seq = devices.Seq(b.done + int64(i))
+		}
+		hi = b.done + int64(n) - 1
+	} else if n > 0 {
 		if err := b.tx.QueryRow(ctx, `UPDATE meta SET value = value + $1 WHERE key = 'last_seq' RETURNING value`, n).Scan(&hi); err != nil {
 			return fmt.Errorf("take sequence numbers: %w", err)
 		}
@@ -336,8 +364,18 @@ func (b *batch) Commit(ctx context.Context) error {
 		if _, err := b.tx.Exec(ctx, `SELECT pg_notify('`+notifyChannel+`', $1)`, w.hubID); err != nil {
 			return fmt.Errorf("notify: %w", err)
 		}
-	}
-	if err := b.tx.Commit(ctx); err != nil {
+		token := int64(rand.Uint64() >> 1)
+		if _, err := b.tx.Exec(ctx, `INSERT INTO commit_tokens (token, lo, at) VALUES ($1, $2, $3)`, token, lo, time.Now().UnixMilli()); err != nil {
+			return fmt.Errorf("commit token: %w", err)
+		}
+		if err := b.tx.Commit(ctx); err != nil {
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) {
+				w.unsure = token // the server may have committed: Begin looks
+			}
+			return err
+		}
+	} else if err := b.tx.Commit(ctx); err != nil {
 		return err
 	}
 	if len(b.msgs) > 0 {
