@@ -196,15 +196,20 @@ func (p *Pipeline) Busy() bool { return len(p.q) > 0 }
 
 var _ devices.MessageWriter = (*Pipeline)(nil)
 
-// Write implements devices.MessageWriter.
-func (p *Pipeline) Write(ctx context.Context, pm *devices.Pending) error {
+// accept checks pm before it is queued.
+func (p *Pipeline) accept(pm *devices.Pending) error {
 	if p.q == nil {
 		return ErrNotStarted
 	}
 	if p.closed.Load() {
 		return devices.ErrClosed
 	}
-	if err := p.admit(&pm.Message); err != nil {
+	return p.admit(&pm.Message)
+}
+
+// Write implements devices.MessageWriter.
+func (p *Pipeline) Write(ctx context.Context, pm *devices.Pending) error {
+	if err := p.accept(pm); err != nil {
 		return err
 	}
 	select {
@@ -219,13 +224,7 @@ func (p *Pipeline) Write(ctx context.Context, pm *devices.Pending) error {
 
 // TryWrite implements devices.MessageWriter.
 func (p *Pipeline) TryWrite(pm *devices.Pending) error {
-	if p.q == nil {
-		return ErrNotStarted
-	}
-	if p.closed.Load() {
-		return devices.ErrClosed
-	}
-	if err := p.admit(&pm.Message); err != nil {
+	if err := p.accept(pm); err != nil {
 		return err
 	}
 	select {
