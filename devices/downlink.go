@@ -174,7 +174,10 @@ func (d *Downlink) Wait(ctx context.Context, device string, id int64) (*Command,
 		}
 		d.mu.Unlock()
 	}()
-	c, err := d.Store.Command(ctx, device, id) // after registering: no change is missed
+	// The wait ending is no failure: every read answers with the state
+	// the command is in, whatever is left of ctx.
+	read := context.WithoutCancel(ctx)
+	c, err := d.Store.Command(read, device, id) // after registering: no change is missed
 	if err != nil || c.finished() {
 		return c, err
 	}
@@ -189,13 +192,13 @@ func (d *Downlink) Wait(ctx context.Context, device string, id int64) (*Command,
 	for {
 		select {
 		case <-ch: // read again, with its history
-			return d.Store.Command(context.WithoutCancel(ctx), device, id)
+			return d.Store.Command(read, device, id)
 		case <-tick:
-			if c, err := d.Store.Command(ctx, device, id); err == nil && c.finished() {
+			if c, err := d.Store.Command(read, device, id); err == nil && c.finished() {
 				return c, nil
 			}
 		case <-ctx.Done():
-			return d.Store.Command(context.WithoutCancel(ctx), device, id)
+			return d.Store.Command(read, device, id)
 		}
 	}
 }
