@@ -662,10 +662,27 @@
         const c = await api('api/v1/devices/' + enc(this.id) + '/commands', undefined, 'POST', JSON.stringify(body));
         this.cmdError.hidden = true;
         this.onCommand(c);
+        this.followCommand(c.id, 0);
       } catch (e) {
         this.cmdError.textContent = 'Command not sent: ' + e.message;
         this.cmdError.hidden = false;
       }
+    }
+
+    // followCommand reads a command the page sent until it ends, besides
+    // the live frames: those of a change made before the WebSocket was
+    // live are not replayed.
+    followCommand(id, tries, gen = this.loadGen) {
+      if (tries >= 30 || gen !== this.loadGen) return;
+      this.cmdTimer = setTimeout(async () => {
+        if (gen !== this.loadGen) return; // the view was left or reloaded
+        try {
+          const c = await api('api/v1/devices/' + enc(this.id) + '/commands/' + id);
+          this.onCommand(c);
+          if (['replied', 'expired', 'failed', 'cancelled'].includes(c.status) || (c.oneway && c.status === 'delivered')) return;
+        } catch (_) { /* tried again below */ }
+        this.followCommand(id, tries + 1, gen);
+      }, 1000);
     }
 
     renderAttributes(a) {
@@ -842,7 +859,7 @@
           onAttributes: () => this.reloadAttributes(),
           onReset: () => this.load(),
           onState: (state, delay) => {
-            if (state === 'live') conn.set('live', 'live');
+            if (state === 'live') { conn.set('live', 'live'); this.loadDownlink(); }
             else if (state === 'reconnecting') conn.set('reconnecting', 'reconnecting' + (delay ? ' in ' + Math.ceil(delay / 1000) + ' s' : ''));
             else conn.set('connecting', 'connecting');
           },
@@ -999,6 +1016,7 @@
       if (this.feed) this.feed.stop();
       if (this.abort) this.abort.abort();
       clearTimeout(this.retryTimer);
+      clearTimeout(this.cmdTimer);
       clearTimeout(this.reloadTimer);
       clearTimeout(this.logTimer);
       clearInterval(this.slide);
