@@ -14,6 +14,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/telehub/telehub/devices"
 )
@@ -137,6 +138,7 @@ type Broker struct {
 	wg       sync.WaitGroup     // the registry sweep
 	ln       *listeners.Net
 	tlsLn    *listeners.Net
+	raw      []net.Listener // the TCP listeners under ln and tlsLn
 	closed   sync.Once
 }
 
@@ -280,7 +282,35 @@ func (b *Broker) listen(id, addr string, cfg *tls.Config) (*listeners.Net, error
 		raw.Close()
 		return nil, fmt.Errorf("open broker: listen %s: %w", addr, err)
 	}
+	b.raw = append(b.raw, raw)
 	return l, nil
+}
+
+// closeClients stops new connections and disconnects every client, waiting
+// (up to 2 s) until mochi has removed them all. mochi's Server.Close can
+// deadlock with a client being removed at that very moment:
+// Clients.GetByListener takes its read lock twice, and a Delete waiting
+// between the two blocks the second for ever (seen once in CI, in a test's
+// cleanup). With no client left, nothing is removed while it runs.
+func (b *Broker) closeClients() {
+	for _, l := range b.raw {
+		l.Close() // mochi's Serve returns; its own Close of the listener later is harmless
+	}
+	live := func() []*mqtt.Client {
+		var out []*mqtt.Client
+		for _, cl := range b.server.Clients.GetAll() {
+			if !cl.Net.Inline {
+				out = append(out, cl)
+			}
+		}
+		return out
+	}
+	for _, cl := range live() {
+		b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
+	for deadline := time.Now().Add(2 * time.Second); len(live()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (b *Broker) startAcker() {
@@ -400,6 +430,7 @@ func (b *Broker) Close(ctx context.Context) error {
 			b.wg.Wait()
 		}
 		if b.server != nil {
+			b.closeClients()
 			if cerr := b.server.Close(); err == nil {
 				err = cerr
 			}
