@@ -20,6 +20,7 @@ type Store interface {
 	EventLog
 	CommandStore
 	AttributeStore
+	AlertStore
 
 	// Activity lists every device's last-seen time and status, cheaply,
 	// and ActivityOf one device's (Presence).

@@ -17,6 +17,7 @@ type Store struct {
 	*store.Commands
 	*store.Twins
 	*store.Events
+	*store.Alerts
 	DB *DB
 }
 
@@ -39,7 +40,7 @@ func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
 	writes := &store.GroupTx{DB: db.SQL}
 	reads := &store.Stmts{DB: db.SQL}
 	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db),
-		Commands: &store.Commands{ReadDB: reads, Writes: writes}, Twins: &store.Twins{ReadDB: reads, Writes: writes}, Events: &store.Events{ReadDB: reads}, DB: db}, nil
+		Commands: &store.Commands{ReadDB: reads, Writes: writes}, Twins: &store.Twins{ReadDB: reads, Writes: writes}, Events: &store.Events{ReadDB: reads}, Alerts: &store.Alerts{ReadDB: reads, Writes: writes}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.
