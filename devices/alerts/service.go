@@ -61,8 +61,10 @@ func (e *Engine) apiRule(ctx context.Context, id int64) (*devices.Rule, error) {
 }
 
 // Rule and Rules read the rules.
-func (e *Engine) Rule(ctx context.Context, id int64) (*devices.Rule, error) { return e.Store.Rule(ctx, id) }
-func (e *Engine) Rules(ctx context.Context) ([]devices.Rule, error)        { return e.Store.Rules(ctx) }
+func (e *Engine) Rule(ctx context.Context, id int64) (*devices.Rule, error) {
+	return e.Store.Rule(ctx, id)
+}
+func (e *Engine) Rules(ctx context.Context) ([]devices.Rule, error) { return e.Store.Rules(ctx) }
 
 // SyncFileRules makes the rules file's rules the stored ones.
 func (e *Engine) SyncFileRules(ctx context.Context, rules []devices.Rule) (added, changed, removed int, err error) {
