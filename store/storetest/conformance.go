@@ -54,6 +54,8 @@ func Run(t *testing.T, b Backend) {
 		{"DrainAcknowledgesEverything", testDrain},
 		{"Commands", testCommands},
 		{"Attributes", testAttributes},
+		{"AlertRules", testAlertRules},
+		{"AlertSteps", testAlertSteps},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, &harness{t: t, b: b, db: b.NewDB(t)})
