@@ -58,6 +58,10 @@ type Server struct {
 	Commands CommandService
 	// Attributes reads and sets device attributes; nil disables those routes.
 	Attributes AttributeService
+	// Alerts keeps alert rules and alerts; nil disables those routes.
+	// WebhookSecret is the key that signs webhook requests (shown to admins).
+	Alerts        AlertService
+	WebhookSecret string
 	// Events lists devices' status events; nil disables that route.
 	Events devices.EventLog
 	// Retention reads and sets per-device retention; nil disables those routes.
@@ -235,6 +239,7 @@ func (s *Server) routes() {
 	api.Get("/devices/:id/attributes/history", s.handleAttributeHistory)
 	api.Put("/devices/:id/attributes/shared", s.handleSetShared)
 	api.Patch("/devices/:id/attributes/shared", s.handleSetShared)
+	s.alertRoutes(api)
 	api.Get("/devices/:id/retention", s.handleGetRetention)
 	api.Put("/devices/:id/retention", s.handleSetRetention)
 	api.Delete("/devices/:id/retention", s.handleClearRetention)

@@ -277,6 +277,8 @@ func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 						write = st.writeCommand
 					case devices.KindAttributes:
 						write = st.writeAttributes
+					case devices.KindAlert:
+						write = st.writeAlert
 					}
 					if err := write(m); err != nil {
 						return err
@@ -351,23 +353,27 @@ func (st *wsStream) writeStatus(m *devices.Message) error {
 // writeCommand sends a command's change (devices.Command.FeedMessage) as
 // {"type":"command","command":{...}}.
 func (st *wsStream) writeCommand(m *devices.Message) error {
-	if err := st.flush(); err != nil {
-		return err
-	}
-	b := append(st.buf[:0], `{"type":"command","command":`...)
-	b = append(b, m.Payload...)
-	b = append(b, '}')
-	st.buf = b
-	return st.write(b)
+	return st.writeEvent(`{"type":"command","command":`, m)
+}
+
+// writeAlert sends an alert's change (devices.Alert.FeedMessage) as
+// {"type":"alert","alert":{...}}.
+func (st *wsStream) writeAlert(m *devices.Message) error {
+	return st.writeEvent(`{"type":"alert","alert":`, m)
 }
 
 // writeAttributes sends an attribute change (devices.AttributeEvent) as
 // {"type":"attributes","event":{"device","scope","at","changed"}}.
 func (st *wsStream) writeAttributes(m *devices.Message) error {
+	return st.writeEvent(`{"type":"attributes","event":`, m)
+}
+
+// writeEvent sends a frame of head, then m's JSON payload, then '}'.
+func (st *wsStream) writeEvent(head string, m *devices.Message) error {
 	if err := st.flush(); err != nil {
 		return err
 	}
-	b := append(st.buf[:0], `{"type":"attributes","event":`...)
+	b := append(st.buf[:0], head...)
 	b = append(b, m.Payload...)
 	b = append(b, '}')
 	st.buf = b

@@ -414,6 +414,14 @@ type Alert struct {
 	Deliveries []Delivery `json:"deliveries,omitempty"`
 }
 
+// FeedMessage is a as the live feed carries it (kind KindAlert, no
+// sequence number, the alert without its history as payload).
+func (a Alert) FeedMessage() Message {
+	a.History, a.Deliveries = nil, nil
+	payload, _ := json.Marshal(a)
+	return Message{Device: a.Device, Topic: "$telehub/alerts/" + a.Device, Kind: KindAlert, TS: a.Updated, Received: a.Updated, Payload: payload}
+}
+
 // Open reports whether the alert is not cleared.
 func (a *Alert) Open() bool { return a.Status != AlertCleared }
 

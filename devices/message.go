@@ -23,9 +23,11 @@ const (
 	KindStatus
 	// KindCommand marks a command's change on the live feed
 	// (Command.FeedMessage), KindAttributes an attribute change
-	// (AttributeEvent.FeedMessage); no topic of the scheme has them.
+	// (AttributeEvent.FeedMessage), KindAlert an alert's change
+	// (Alert.FeedMessage); no topic of the scheme has them.
 	KindCommand
 	KindAttributes
+	KindAlert
 )
 
 // Flags record what the decoder noticed about a payload. They are stored with

@@ -302,20 +302,11 @@ func (s *Alerts) LoadAlertEngine(ctx context.Context) (*devices.AlertEngineState
 func (s *Alerts) SaveAlertStep(ctx context.Context, step *devices.AlertStep) (gone []int64, err error) {
 	err = s.write(ctx, func(tx Execer) error {
 		gone = gone[:0]
-		// A raised alert goes in active; one that also cleared in this step
-		// is cleared below, with its event.
-		for _, a := range step.Raised {
-			if err := tx.QueryRowContext(ctx, `INSERT INTO alerts (rule_id, rule, kind, device, severity, status, message, metric,
-				first_value, first_at, last_value, last_at, count, created, updated)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id`,
-				a.RuleID, a.Rule, string(a.Kind), a.Device, string(a.Severity), string(devices.AlertActive), a.Message, a.Metric,
-				nullFloat(a.FirstValue), a.FirstAt, nullFloat(a.LastValue), a.LastAt, a.Count, a.Created, a.Updated).Scan(&a.ID); err != nil {
-				return fmt.Errorf("raise alert: %w", err)
-			}
-			if err := addEvent(ctx, tx, a, devices.AlertEvent{Status: devices.AlertActive, At: a.Created, By: "hub", Value: a.FirstValue}, step.Webhooks, step.Payload); err != nil {
-				return err
-			}
-		}
+		// In the order the changes happened, as far as the one-open-alert
+		// index cares: alerts that existed and cleared go first, then the
+		// new ones (one raised and cleared within the step goes in cleared,
+		// with both events), so a (rule, device) that cleared and raised
+		// again in one step never has two open alerts.
 		for _, a := range step.Updated {
 			res, err := tx.ExecContext(ctx, `UPDATE alerts SET count = $1, last_value = $2, last_at = $3, message = $4, updated = $5
 				WHERE id = $6 AND status <> 'cleared'`, a.Count, nullFloat(a.LastValue), a.LastAt, a.Message, a.Updated, a.ID)
@@ -327,10 +318,13 @@ func (s *Alerts) SaveAlertStep(ctx context.Context, step *devices.AlertStep) (go
 			}
 		}
 		for _, a := range step.Cleared {
+			if a.ID == 0 {
+				continue // raised in this step: below
+			}
 			var ackedBy string
 			err := tx.QueryRowContext(ctx, `UPDATE alerts SET status = 'cleared', cleared_by = $1, cleared_at = $2, updated = $2,
-				last_value = coalesce($3, last_value) WHERE id = $4 AND status <> 'cleared' RETURNING acked_by`,
-				a.ClearedBy, a.ClearedAt, nullFloat(a.LastValue), a.ID).Scan(&ackedBy)
+				last_value = coalesce($3, last_value), last_at = $4, count = $5 WHERE id = $6 AND status <> 'cleared' RETURNING acked_by`,
+				a.ClearedBy, a.ClearedAt, nullFloat(a.LastValue), a.LastAt, a.Count, a.ID).Scan(&ackedBy)
 			if errors.Is(err, sql.ErrNoRows) {
 				gone = append(gone, a.ID)
 				continue
@@ -340,6 +334,23 @@ func (s *Alerts) SaveAlertStep(ctx context.Context, step *devices.AlertStep) (go
 			a.AckedBy = ackedBy
 			if err := addEvent(ctx, tx, a, devices.AlertEvent{Status: devices.AlertCleared, At: a.ClearedAt, By: a.ClearedBy, Value: a.LastValue}, step.Webhooks, step.Payload); err != nil {
 				return err
+			}
+		}
+		for _, a := range step.Raised {
+			if err := tx.QueryRowContext(ctx, `INSERT INTO alerts (rule_id, rule, kind, device, severity, status, message, metric,
+				first_value, first_at, last_value, last_at, count, created, updated, cleared_by, cleared_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id`,
+				a.RuleID, a.Rule, string(a.Kind), a.Device, string(a.Severity), string(a.Status), a.Message, a.Metric,
+				nullFloat(a.FirstValue), a.FirstAt, nullFloat(a.LastValue), a.LastAt, a.Count, a.Created, a.Updated, a.ClearedBy, a.ClearedAt).Scan(&a.ID); err != nil {
+				return fmt.Errorf("raise alert: %w", err)
+			}
+			if err := addEvent(ctx, tx, a, devices.AlertEvent{Status: devices.AlertActive, At: a.Created, By: "hub", Value: a.FirstValue}, step.Webhooks, step.Payload); err != nil {
+				return err
+			}
+			if a.Status == devices.AlertCleared {
+				if err := addEvent(ctx, tx, a, devices.AlertEvent{Status: devices.AlertCleared, At: a.ClearedAt, By: a.ClearedBy, Value: a.LastValue}, step.Webhooks, step.Payload); err != nil {
+					return err
+				}
 			}
 		}
 		for _, st := range step.States {

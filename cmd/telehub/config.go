@@ -12,6 +12,7 @@ import (
 
 	"github.com/telehub/telehub/dashboard"
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/alerts"
 	"github.com/telehub/telehub/devices/broker"
 	"github.com/telehub/telehub/devices/ingest"
 	"github.com/telehub/telehub/store"
@@ -73,6 +74,11 @@ type Config struct {
 	MaxDBSize string
 	// MaxPendingCommands caps one device's unfinished commands.
 	MaxPendingCommands int
+
+	// Alerts (docs/alerts.md).
+	Rules              string
+	AlertWebhooks      []string
+	AlertWebhookSecret string
 }
 
 // envName returns the environment variable of a flag: --mqtt-url is TELEHUB_MQTT_URL.
@@ -122,6 +128,19 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 			def = f
 		}
 		fs.Float64Var(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	list := func(p *[]string, name, usage string) {
+		if v := getenv(envName(name)); v != "" {
+			*p = splitList(v)
+		}
+		fromEnv := *p != nil
+		fs.Func(name, usage+" (env "+envName(name)+")", func(v string) error {
+			if fromEnv { // a flag replaces the variable's list
+				*p, fromEnv = nil, false
+			}
+			*p = append(*p, v)
+			return nil
+		})
 	}
 	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
 		if v := getenv(envName(name)); v != "" {
@@ -178,6 +197,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	dur(&c.DeviceTimeout, "device-timeout", 0, "a device silent for this long turns offline (and online again when it publishes); 0 disables")
 	str(&c.Retention, "retention", "0", "delete messages older than this (by their ts), e.g. 30d, 2w, 36h; 0 keeps everything; devices may override it through the API")
 	num(&c.MaxPendingCommands, "max-pending-commands", devices.DefaultMaxPendingCommands, "most commands one device may have waiting (not yet answered or expired); more are refused with 429")
+	str(&c.Rules, "rules", "", "alert rules file (YAML or JSON), loaded at start and on SIGHUP; its rules are read-only through the API")
+	list(&c.AlertWebhooks, "alert-webhook", "URL that receives every alert change as a signed POST; repeat the flag for several (env: comma-separated)")
+	str(&c.AlertWebhookSecret, "alert-webhook-secret", "", "HMAC-SHA256 key that signs webhook requests; empty: one is generated and kept in the database (GET /api/v1/alerts/webhook-secret)")
 	str(&c.MaxDBSize, "max-db-size", "0", "delete the oldest messages when the database uses more than this, e.g. 10GB, 500MB; 0 for no limit")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -239,6 +261,16 @@ func (c Config) Validate() error {
 		return errors.New("--mqtt-tls-client-ca needs --mqtt-tls-cert")
 	case c.APIToken != "" && len(c.APIToken) < 16:
 		return errors.New("--api-token must be at least 16 characters (telehub token add makes strong ones)")
+	}
+	for _, u := range c.AlertWebhooks {
+		if err := devices.ValidateWebhookURL(u); err != nil {
+			return fmt.Errorf("--alert-webhook %q: want an http:// or https:// URL", u)
+		}
+	}
+	if c.Rules != "" {
+		if _, err := alerts.LoadRulesFile(c.Rules); err != nil {
+			return fmt.Errorf("--rules: %w", err)
+		}
 	}
 	// Safe by default: anonymous MQTT only on loopback.
 	if c.MQTTURL == "" && !c.DeviceAuth && !c.AllowAnonymous {

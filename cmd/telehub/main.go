@@ -26,6 +26,7 @@ import (
 
 	"github.com/telehub/telehub/dashboard"
 	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/devices/alerts"
 	"github.com/telehub/telehub/devices/broker"
 	"github.com/telehub/telehub/devices/ingest"
 	"github.com/telehub/telehub/simulator"
@@ -51,7 +52,19 @@ func main() {
 		fmt.Fprintln(os.Stderr, "telehub:", err)
 		os.Exit(1)
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	for waiting := true; waiting; {
+		select {
+		case <-hup: // reload the rules file; an error keeps the rules as they were
+			if err := m.ReloadRules(ctx); err != nil {
+				m.Logger.Error("rules not reloaded", "error", err)
+			}
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
+	signal.Stop(hup)
 	stop() // a second signal now kills the process without a graceful shutdown
 	m.Logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -91,6 +104,14 @@ type Main struct {
 	Downlink     *devices.Downlink
 	downlinkStop context.CancelFunc
 	downlinkDone chan struct{}
+
+	// Alerts evaluates the alert rules; Notifier delivers their webhooks.
+	Alerts             *alerts.Engine
+	Notifier           *alerts.Notifier
+	alertsStop         context.CancelFunc
+	alertsDone         chan struct{}
+	webhookSeconds     *prometheus.HistogramVec
+	webhookSecretValue string
 
 	demoStop context.CancelFunc
 	demoDone chan struct{}
@@ -132,6 +153,9 @@ func (m *Main) Run() error {
 		OnAttributes: func(e devices.AttributeEvent) { m.Feed.Publish([]devices.Message{e.FeedMessage()}) },
 		OnRoundTrip:  func(d time.Duration) { m.commandSeconds.Observe(d.Seconds()) }}
 	m.followDownlink()
+	if err := m.openAlerts(); err != nil {
+		return err
+	}
 	if err := m.checkHTTPExposure(); err != nil {
 		return err
 	}
@@ -200,6 +224,7 @@ func (m *Main) Run() error {
 	dctx, m.downlinkStop = context.WithCancel(context.Background())
 	m.downlinkDone = make(chan struct{})
 	go func() { defer close(m.downlinkDone); m.Downlink.Run(dctx) }()
+	m.startAlerts()
 
 	m.HTTP = dashboard.NewServer(m.Store, m.Feed)
 	m.HTTP.Addr = cfg.HTTPAddr
@@ -209,6 +234,8 @@ func (m *Main) Run() error {
 	m.HTTP.Events = m.Store
 	m.HTTP.Commands = m.Downlink
 	m.HTTP.Attributes = m.Downlink
+	m.HTTP.Alerts = m.Alerts
+	m.HTTP.WebhookSecret = m.webhookSecretValue
 	if b, ok := m.Store.(dashboard.Backuper); ok {
 		m.HTTP.Backup = b
 	}
@@ -339,6 +366,9 @@ func (m *Main) close(ctx context.Context) error {
 	if m.Subscriber != nil {
 		m.Subscriber.Drain()
 	}
+	// The evaluator saves its position while the store still writes; what
+	// it did not evaluate yet, it reads from the store at the next start.
+	m.stopAlerts()
 	if m.Store != nil {
 		add(m.Store.Drain(ctx))
 	}
@@ -404,7 +434,8 @@ func (m *Main) newRegistry() *prometheus.Registry {
 		Help:    "From a command's creation to the device's answer.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1 ms to 33 s
 	})
-	reg.MustRegister(&hubCollector{m: m}, m.commitSeconds, m.commitRows, m.commandSeconds)
+	reg.MustRegister(&hubCollector{m: m}, alertCollector{m: m}, m.commitSeconds, m.commitRows, m.commandSeconds)
+	m.alertMetrics(reg)
 	return reg
 }
 

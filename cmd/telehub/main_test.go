@@ -126,6 +126,7 @@ type frame struct {
 	// command and attribute frames
 	Command json.RawMessage `json:"command"`
 	Event   json.RawMessage `json:"event"`
+	Alert   json.RawMessage `json:"alert"`
 }
 
 type wsClient struct {
@@ -191,7 +192,7 @@ func (c *wsClient) collect(tb testing.TB, n int, d time.Duration) []frame {
 				msgs = append(msgs, f)
 			case "status":
 				c.statuses = append(c.statuses, f)
-			case "command", "attributes":
+			case "command", "attributes", "alert":
 			default:
 				tb.Fatalf("unexpected frame type %q", f.Type)
 			}

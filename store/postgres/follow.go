@@ -215,6 +215,17 @@ func (w *Writer) apply(msgs []devices.Message, ids []int64) {
 // lead reports whether this hub is the one that saves summaries and runs
 // retention, taking the advisory lock when no hub holds it.
 func (w *Writer) lead(ctx context.Context) bool {
+	ok := w.takeLead(ctx)
+	w.leading.Store(ok)
+	return ok
+}
+
+// Leading reports whether this hub held the leader's lock when the write
+// loop last checked (every few seconds): the hub that also evaluates the
+// alert rules and delivers their webhooks.
+func (w *Writer) Leading() bool { return w.leading.Load() }
+
+func (w *Writer) takeLead(ctx context.Context) bool {
 	if w.leader != nil {
 		if err := w.leader.Ping(ctx); err == nil {
 			return true

@@ -68,6 +68,7 @@ type Writer struct {
 	stopFollow context.CancelFunc
 	followDone chan struct{}
 	leader     *pgxpool.Conn // holds leaderLock while this hub leads; write loop only
+	leading    atomic.Bool   // leader != nil, for other goroutines
 	unsure     int64         // the token of a commit whose outcome was lost; write loop only
 
 	downlinkHook atomic.Pointer[DownlinkHook]
