@@ -30,6 +30,7 @@ type wsOptions struct {
 	since  devices.Seq // replay messages after this sequence number
 	replay bool        // false: live only, from the current sequence number
 	batch  bool        // several messages per frame
+	events bool        // status, command, attribute and alert frames only, no messages
 }
 
 // Limits of one batched frame.
@@ -43,7 +44,9 @@ const (
 //
 // Query parameters: device (optional, one device id), since (optional,
 // replay everything after this sequence number; absent means live only),
-// batch (optional, "1" or "true": several messages per frame).
+// batch (optional, "1" or "true": several messages per frame), events
+// (optional, "1" or "true": only status, command, attribute and alert
+// frames, no messages and no replay: what the alerts view listens to).
 func (s *Server) handleWSUpgrade(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
 		return fiber.NewError(fiber.StatusUpgradeRequired, "this endpoint speaks WebSocket")
@@ -77,6 +80,13 @@ func (s *Server) handleWSUpgrade(c *fiber.Ctx) error {
 		o.batch = true
 	default:
 		return invalid("batch", "want 1, true, 0 or false, got %q", v)
+	}
+	switch v := c.Query("events"); v {
+	case "", "0", "false":
+	case "1", "true":
+		o.events, o.replay = true, false
+	default:
+		return invalid("events", "want 1, true, 0 or false, got %q", v)
 	}
 	c.Locals("ws", o)
 	return c.Next()
@@ -285,7 +295,7 @@ func (st *wsStream) live(ctx context.Context, sub *devices.Subscription) error {
 					}
 					continue
 				}
-				if m.Seq <= st.last {
+				if m.Seq <= st.last || st.opts.events {
 					continue
 				}
 				if err := st.writeMessage(m); err != nil {

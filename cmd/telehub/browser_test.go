@@ -152,6 +152,7 @@ type pageState struct {
 		Latest     string   // the header's latest value
 		YAxis      float64  // width of the y axis, CSS px
 		YLabels    []string // its labels
+		Alerts     []int64  // the alerts marked on it
 	}
 	Log []int64
 }
@@ -537,5 +538,51 @@ func TestBrowser_Commands(t *testing.T) {
 	)
 	desired.waitLast(t, `devices/pump-7/attributes/desired {"target":21.5}`)
 	b.screenshot(t, "device-commands")
+	b.checkNoErrors(t)
+}
+
+// TestBrowser_Alerts: an alert raised by a device's reading appears in the
+// alerts view without a reload, is acknowledged there, and shows as a
+// badge in the device list and a marker on the device's chart.
+func TestBrowser_Alerts(t *testing.T) {
+	b := newBrowser(t)
+	m := MustRunMain(t)
+	postRule(t, m.HTTP.URL(), `{"name":"hot","device_prefix":"oven","metric":"temp","op":">","value":30,"severity":"critical"}`)
+	dev := mqttConnect(t, m.Broker.URL(), "oven-a")
+	now := time.Now().UnixMilli()
+	publishReadings(t, dev, "oven", []int64{now - 2000}, []int{20})
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/#/alerts"),
+		chromedp.WaitVisible(chromedp.CSS(`.notice.no-alerts`)),
+	)
+	publishReadings(t, dev, "oven", []int64{now - 1000}, []int{35})
+	b.run(t, chromedp.WaitVisible(chromedp.CSS(`table.alerts tr[data-status="active"] button[data-action="ack"]`)))
+	if got := b.text(t, `table.alerts tr[data-status="active"] td:nth-child(5)`); got != "temp is 35 (> 30)" {
+		t.Fatalf("alert shown as %q", got)
+	}
+	b.run(t,
+		chromedp.Click(chromedp.CSS(`table.alerts tr[data-status="active"] button[data-action="ack"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.alerts tr[data-status="acknowledged"]`)),
+	)
+	if list := listAlerts(t, m.HTTP.URL(), "status=acknowledged"); len(list) != 1 || list[0].AckedBy != "dashboard" {
+		t.Fatalf("after the click, acknowledged alerts: %+v", list)
+	}
+	if got := b.text(t, `#alert-badge`); got != "1" {
+		t.Fatalf("navigation badge %q, want 1", got)
+	}
+	b.screenshot(t, "alerts")
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/#/"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-device="oven"] .badge[data-severity="critical"]`)),
+		chromedp.Navigate(m.HTTP.URL()+"/#/device/oven"),
+		chromedp.WaitVisible(chromedp.CSS(`.device-alerts`)),
+	)
+	b.waitPage(t, "the alert marked on the chart", func(st *pageState) error {
+		if c, ok := st.Charts["temp"]; !ok || len(c.Alerts) != 1 || !c.Drawn {
+			return fmt.Errorf("temp chart %+v", st.Charts["temp"])
+		}
+		return nil
+	})
+	b.screenshot(t, "device-alert")
 	b.checkNoErrors(t)
 }

@@ -1,4 +1,5 @@
-// Telehub dashboard: a device list and a device view with live charts.
+// Telehub dashboard: a device list, a device view with live charts, and
+// the alerts view.
 //
 // The device view joins history and live data exactly: it loads each chart
 // through the series API, whose answer names the last message it includes
@@ -173,8 +174,10 @@
   // from that seq (its database was restored or replaced, or the page was
   // too far behind): onReset reloads the view.
   class LiveFeed {
-    constructor({ device, since, onMessages, onState, onStatus, onReset, onCommand, onAttributes }) {
+    constructor({ device, since, events, onMessages, onState, onStatus, onReset, onCommand, onAttributes, onAlert }) {
       this.device = device;
+      this.events = events;      // status, command, attribute and alert frames only
+      this.onAlert = onAlert;
       this.seq = since;          // every message up to seq was delivered
       this.onMessages = onMessages;
       this.onState = onState;
@@ -191,7 +194,7 @@
       const u = new URL('api/v1/ws', location.href);
       u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
       u.hash = '';
-      const q = new URLSearchParams({ since: String(this.seq), batch: '1' });
+      const q = this.events ? new URLSearchParams({ events: '1' }) : new URLSearchParams({ since: String(this.seq), batch: '1' });
       if (this.device) q.set('device', this.device);
       u.search = q.toString();
       return u.href;
@@ -210,6 +213,7 @@
         else if (f.type === 'status') { if (this.onStatus) this.onStatus(f); }
         else if (f.type === 'command') { if (this.onCommand) this.onCommand(f.command); }
         else if (f.type === 'attributes') { if (this.onAttributes) this.onAttributes(f.event); }
+        else if (f.type === 'alert') { if (this.onAlert) this.onAlert(f.alert); }
         else if (f.type === 'reset') {
           this.seq = f.seq;
           if (this.onReset) this.onReset(f.seq);
@@ -338,6 +342,7 @@
       this.plot = h('div', { class: 'plot' });
       this.el = h('section', { class: 'chart', 'data-metric': metric, 'aria-label': 'chart of ' + metric },
         h('h3', null, h('span', { text: metric }), this.hover, this.latest), this.plot);
+      this.alerts = []; // this metric's alerts and the device's own (see DeviceView.showAlerts)
       this.dirty = true;
     }
 
@@ -349,7 +354,7 @@
         width, height: CHART_HEIGHT, ms: 1,
         cursor: { drag: { x: false, y: false } },
         legend: { show: false },
-        hooks: { setCursor: [(u) => this.showCursor(u.cursor.idx)] },
+        hooks: { setCursor: [(u) => this.showCursor(u.cursor.idx)], draw: [(u) => this.drawAlerts(u)] },
         scales: { x: { time: true, range: () => this.range() } },
         series: [{}, { label: this.metric, stroke: cssVar('--accent'), width: 1.5, spanGaps: false, value: (u, v) => (v == null ? '–' : fmtValue(v)) }],
         // x: room for a time label per tick, even on a phone; y: as wide as its labels.
@@ -372,6 +377,31 @@
       if (!this.last || ts >= this.last.ts) this.last = { v, ts };
     }
 
+    // drawAlerts shades the time each alert of this chart was open, from
+    // its first trigger to its clear (or now), with a line at its start.
+    drawAlerts(u) {
+      const min = u.scales.x.min, max = u.scales.x.max;
+      if (min == null || !this.alerts.length) return;
+      const ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
+      for (const a of this.alerts) {
+        const x0 = Math.max(a.first_at, min), x1 = Math.min(a.cleared_at || Date.now(), max);
+        if (x1 < min || x0 > max) continue;
+        const left = u.valToPos(x0, 'x', true), right = u.valToPos(x1, 'x', true);
+        ctx.save();
+        ctx.fillStyle = alertColor(a.severity, 0.12);
+        ctx.fillRect(left, top, Math.max(2, right - left), height);
+        if (a.first_at >= min) {
+          ctx.strokeStyle = alertColor(a.severity, 1);
+          ctx.lineWidth = 1.5;
+          ctx.beginPath();
+          ctx.moveTo(left, top);
+          ctx.lineTo(left, top + height);
+          ctx.stroke();
+        }
+        ctx.restore();
+      }
+    }
+
     showCursor(i) {
       const p = this.points;
       this.hover.textContent = i == null || i >= p.xs.length ? '' : new Date(p.xs[i]).toLocaleString() + '  ' + fmtValue(p.ys[i]) + (p.ns[i] > 1 ? ' (avg of ' + p.ns[i] + ')' : '');
@@ -380,6 +410,182 @@
     resize() { if (this.u) this.u.setSize({ width: Math.max(200, this.plot.clientWidth), height: CHART_HEIGHT }); }
 
     destroy() { if (this.u) this.u.destroy(); this.u = null; }
+  }
+
+  // ---- alerts -------------------------------------------------------------
+
+  const SEVERITIES = ['critical', 'major', 'minor', 'warning', 'info'];
+  const worse = (a, b) => (SEVERITIES.indexOf(a) <= SEVERITIES.indexOf(b) ? a : b);
+
+  // openAlerts knows the open (not cleared) alerts of the fleet, for the
+  // badge in the navigation and on the devices that have some.
+  const openAlerts = {
+    byDevice: new Map(), // device -> {n, worst}
+    available: true,
+    async refresh(signal) {
+      if (!this.available) return;
+      try {
+        this.set((await api('api/v1/alerts?status=open&limit=1000', signal)).alerts);
+      } catch (e) {
+        if (e.status === 501) this.available = false;
+      }
+    },
+    set(list) {
+      this.byDevice.clear();
+      let worst = 'info';
+      for (const a of list) {
+        const d = this.byDevice.get(a.device) || { n: 0, worst: 'info' };
+        d.n++;
+        d.worst = worse(a.severity, d.worst);
+        worst = worse(a.severity, worst);
+        this.byDevice.set(a.device, d);
+      }
+      const badge = document.getElementById('alert-badge');
+      badge.textContent = list.length ? String(list.length) + (list.length === 1000 ? '+' : '') : '';
+      badge.dataset.severity = worst;
+      badge.hidden = !list.length;
+    },
+  };
+
+  // alertBadge links a device's open alerts, or is null when it has none.
+  function alertBadge(device) {
+    const d = openAlerts.byDevice.get(device);
+    if (!d) return null;
+    return h('a', { class: 'badge', 'data-severity': d.worst, href: '#/alerts?device=' + encodeURIComponent(device),
+      title: d.n + (d.n === 1 ? ' open alert' : ' open alerts'), text: String(d.n) });
+  }
+
+  const severityEl = (sev) => h('span', { class: 'sev', 'data-severity': sev, text: sev });
+
+  function alertColor(sev, alpha) {
+    const v = sev === 'critical' || sev === 'major' ? '--bad' : sev === 'info' ? '--muted' : '--warn';
+    const c = cssVar(v);
+    if (alpha >= 1 || !/^#[0-9a-f]{6}$/i.test(c)) return c;
+    return c + Math.round(alpha * 255).toString(16).padStart(2, '0');
+  }
+
+  // changeAlert acknowledges or clears an alert (admin token).
+  const changeAlert = (a, what) => api('api/v1/alerts/' + a.id + '/' + what, null, 'POST', '{}');
+
+  // AlertsView lists alerts, open ones first, filtered by status, severity
+  // and device; changes arrive live (alert frames) and, after a reconnect,
+  // the list is read again so nothing missed stays missing.
+  class AlertsView {
+    constructor(root, params) {
+      this.status = params.get('status') || 'open';
+      this.severity = params.get('severity') || '';
+      this.device = params.get('device') || '';
+      this.alerts = new Map(); // id -> alert
+      document.title = 'Alerts · Telehub';
+      const select = (label, value, options, onchange) => {
+        const e = h('select', { 'aria-label': label }, options.map(([v, t]) => h('option', { value: v, text: t, selected: v === value })));
+        e.addEventListener('change', () => onchange(e.value));
+        return e;
+      };
+      const statusSel = select('status', this.status, [['open', 'Open'], ['active', 'Active'], ['acknowledged', 'Acknowledged'], ['cleared', 'Cleared'], ['', 'All']], (v) => { this.status = v; this.changed(); });
+      const sevSel = select('severity', this.severity, [['', 'Any severity'], ...SEVERITIES.map((s) => [s, s])], (v) => { this.severity = v; this.changed(); });
+      const devIn = h('input', { type: 'search', placeholder: 'Device id', 'aria-label': 'device', value: this.device });
+      devIn.addEventListener('change', () => { this.device = devIn.value.trim(); this.changed(); });
+      this.error = h('div', { class: 'notice error', role: 'alert', hidden: true });
+      this.empty = h('div', { class: 'notice no-alerts', hidden: true });
+      this.tbody = h('tbody');
+      const th = (t, cls) => h('th', { class: cls, text: t });
+      this.table = h('table', { class: 'devices alerts' }, h('thead', null, h('tr', null,
+        th('Severity'), th('Status'), th('Rule'), th('Device'), th('What', 'hide-narrow'), th('Since'), th('Count', 'hide-narrow'), th(''))), this.tbody);
+      root.append(h('h1', { text: 'Alerts' }), h('div', { class: 'toolbar' }, statusSel, sevSel, devIn), this.error, this.empty, this.table);
+      this.load();
+      this.connect();
+    }
+
+    connect() {
+      if (this.feed) this.feed.stop();
+      this.feed = new LiveFeed({
+        events: true, device: this.device || undefined,
+        onMessages: () => {},
+        onAlert: (a) => this.onAlert(a),
+        onState: (state, delay) => {
+          if (state === 'live') { conn.set('live', 'live'); this.load(); }
+          else if (state === 'reconnecting') conn.set('reconnecting', 'reconnecting' + (delay ? ' in ' + Math.ceil(delay / 1000) + ' s' : ''));
+          else conn.set('connecting', 'connecting');
+        },
+      });
+    }
+
+    changed() {
+      const q = new URLSearchParams();
+      if (this.status !== 'open') q.set('status', this.status);
+      if (this.severity) q.set('severity', this.severity);
+      if (this.device) q.set('device', this.device);
+      const s = q.toString();
+      history.replaceState(null, '', '#/alerts' + (s ? '?' + s : ''));
+      this.connect();
+      this.load();
+    }
+
+    matches(a) {
+      if (this.status === 'open' ? a.status === 'cleared' : this.status && a.status !== this.status) return false;
+      return (!this.severity || a.severity === this.severity) && (!this.device || a.device === this.device);
+    }
+
+    async load() {
+      const gen = (this.gen = (this.gen || 0) + 1);
+      const q = new URLSearchParams({ limit: '500' });
+      if (this.status) q.set('status', this.status);
+      if (this.severity) q.set('severity', this.severity);
+      if (this.device) q.set('device', this.device);
+      try {
+        const res = await api('api/v1/alerts?' + q);
+        if (gen !== this.gen) return;
+        this.alerts.clear();
+        for (const a of res.alerts) this.alerts.set(a.id, a);
+        this.error.hidden = true;
+        this.render();
+        openAlerts.refresh();
+      } catch (e) {
+        if (gen !== this.gen) return;
+        this.error.textContent = e.status === 501 ? 'Alerts are not available on this hub.' : 'Cannot load the alerts (' + e.message + ').';
+        this.error.hidden = false;
+      }
+    }
+
+    onAlert(a) {
+      if (this.matches(a)) this.alerts.set(a.id, a);
+      else this.alerts.delete(a.id);
+      this.render();
+      openAlerts.refresh();
+    }
+
+    async act(a, what) {
+      try {
+        this.onAlert(await changeAlert(a, what));
+      } catch (e) {
+        this.error.textContent = 'Cannot ' + (what === 'ack' ? 'acknowledge' : 'clear') + ' alert ' + a.id + ': ' + e.message;
+        this.error.hidden = false;
+      }
+    }
+
+    render() {
+      // Open first (active before acknowledged), then by severity, newest first.
+      const rank = { active: 0, acknowledged: 1, cleared: 2 };
+      const list = [...this.alerts.values()].sort((x, y) => (rank[x.status] - rank[y.status]) ||
+        (SEVERITIES.indexOf(x.severity) - SEVERITIES.indexOf(y.severity)) || (y.id - x.id));
+      this.tbody.replaceChildren(...list.map((a) => h('tr', { 'data-alert': String(a.id), 'data-status': a.status },
+        h('td', null, severityEl(a.severity)),
+        h('td', { text: a.status + (a.acked_by ? ' by ' + a.acked_by : '') }),
+        h('td', { text: a.rule }),
+        h('td', null, h('a', { href: '#/device/' + enc(a.device), text: a.device })),
+        h('td', { class: 'hide-narrow', text: a.message }),
+        h('td', { class: 'num' }, agoEl(a.created)),
+        h('td', { class: 'num hide-narrow', text: String(a.count) }),
+        h('td', { class: 'actions' },
+          a.status === 'active' ? h('button', { type: 'button', text: 'Ack', 'data-action': 'ack', onclick: () => this.act(a, 'ack') }) : null,
+          a.status !== 'cleared' ? h('button', { type: 'button', text: 'Clear', 'data-action': 'clear', onclick: () => this.act(a, 'clear') }) : null))));
+      this.table.hidden = !list.length;
+      this.empty.hidden = !!list.length;
+      this.empty.textContent = this.status === 'open' ? 'No open alerts. Rules are managed at /api/v1/rules (see docs/alerts.md).' : 'No alerts match.';
+    }
+
+    destroy() { if (this.feed) this.feed.stop(); this.gen++; }
   }
 
   // ---- device list --------------------------------------------------------
@@ -447,7 +653,7 @@
       try {
         const q = new URLSearchParams({ limit: '1000' });
         if (this.prefix) q.set('prefix', this.prefix);
-        const res = await api('api/v1/devices?' + q, ctl.signal);
+        const [res] = await Promise.all([api('api/v1/devices?' + q, ctl.signal), openAlerts.refresh(ctl.signal)]);
         const now = Date.now();
         for (const d of res.devices) {
           const p = this.prev.get(d.id);
@@ -496,12 +702,13 @@
         }
         const state = statusOf(d.status, d.last_seen);
         const rate = fmtRate(this.rates.get(d.id));
-        const key = [state, d.last_seen, rate, d.message_count, JSON.stringify(d.latest || {})].join('|');
+        const al = openAlerts.byDevice.get(d.id);
+        const key = [state, d.last_seen, rate, d.message_count, JSON.stringify(d.latest || {}), al ? al.n + al.worst : ''].join('|');
         if (r.key !== key) {
           r.key = key;
           const values = Object.entries(d.latest || {}).slice(0, 6).map(([k, l]) => h('span', null, h('b', { text: k + ' ' }), fmtValue(l.v)));
           r.tr.replaceChildren(
-            h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id })),
+            h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id }), ' ', alertBadge(d.id)),
             h('td', null, statusEl(state)),
             h('td', { class: 'num' }, agoEl(d.last_seen)),
             h('td', { class: 'num', text: rate }),
@@ -586,6 +793,7 @@
         h('h1', null, h('span', { text: this.id }), this.statusSlot, this.lastSeen, this.rateEl),
         h('div', { class: 'toolbar' }, h('span', { class: 'segmented', role: 'group', 'aria-label': 'time window' }, this.winButtons), this.custom,
           h('span', { class: 'grow' }), this.followBtn, this.exportLink),
+        this.alertsEl = h('div', { class: 'device-alerts', hidden: true }),
         this.error, this.notice, this.chips, this.chartsEl,
         h('h2', { text: 'Messages' }),
         h('div', { class: 'log-wrap' }, h('table', { class: 'log' },
@@ -623,7 +831,37 @@
       ];
     }
 
+    // loadAlerts reads the device's latest alerts, for the header and the
+    // charts' markers.
+    async loadAlerts(signal) {
+      try {
+        const res = await api('api/v1/devices/' + enc(this.id) + '/alerts?limit=100', signal);
+        this.alertList = new Map(res.alerts.map((a) => [a.id, a]));
+        this.showAlerts();
+      } catch (_) { /* alerts off, or shown with the page's own error */ }
+    }
+
+    onAlert(a) {
+      if (!this.alertList) this.alertList = new Map();
+      this.alertList.set(a.id, a);
+      this.showAlerts();
+    }
+
+    showAlerts() {
+      const list = [...(this.alertList || new Map()).values()];
+      const open = list.filter((a) => a.status !== 'cleared');
+      this.alertsEl.replaceChildren(...(open.length ? [h('a', { href: '#/alerts?device=' + encodeURIComponent(this.id) },
+        severityEl(open.reduce((w, a) => worse(a.severity, w), 'info')), ' ',
+        open.length === 1 ? '1 open alert: ' + open[0].rule + ' (' + open[0].message + ')' : open.length + ' open alerts')] : []));
+      this.alertsEl.hidden = !open.length;
+      for (const c of this.charts.values()) {
+        c.alerts = list.filter((a) => !a.metric || a.metric === c.metric);
+        if (c.u) c.u.redraw();
+      }
+    }
+
     async loadDownlink(signal) {
+      this.loadAlerts(signal);
       try {
         const [list, attrs] = await Promise.all([
           api('api/v1/devices/' + enc(this.id) + '/commands?limit=20', signal),
@@ -857,6 +1095,7 @@
           onStatus: (ev) => { this.status = ev.status; this.renderHeader(); },
           onCommand: (c) => this.onCommand(c),
           onAttributes: () => this.reloadAttributes(),
+          onAlert: (a) => this.onAlert(a),
           onReset: () => this.load(),
           onState: (state, delay) => {
             if (state === 'live') { conn.set('live', 'live'); this.loadDownlink(); }
@@ -1007,7 +1246,7 @@
     // snapshot is for tests and the curious: what the page holds right now.
     snapshot() {
       const charts = {};
-      for (const [m, c] of this.charts) charts[m] = { xs: c.points.xs.slice(), ys: c.points.ys.slice(), ns: c.points.ns.slice(), drawn: !!c.u, latest: c.latest.textContent, yAxis: c.u ? c.u.axes[1]._size : 0, yLabels: c.u ? (c.u.axes[1]._values || []).map(String) : [] };
+      for (const [m, c] of this.charts) charts[m] = { xs: c.points.xs.slice(), ys: c.points.ys.slice(), ns: c.points.ns.slice(), drawn: !!c.u, latest: c.latest.textContent, yAxis: c.u ? c.u.axes[1]._size : 0, yLabels: c.u ? (c.u.axes[1]._values || []).map(String) : [], alerts: c.alerts.map((a) => a.id) };
       return { device: this.id, seq: this.feed ? this.feed.seq : null, live: !!(this.feed && this.feed.ws && this.feed.live), charts, log: this.log.map((m) => m.seq) };
     }
 
@@ -1090,7 +1329,9 @@
     const root = document.getElementById('view');
     root.replaceChildren();
     const m = path.match(/^\/device\/(.+)$/);
-    current = m ? new DeviceView(root, decodeURIComponent(m[1]), params) : new ListView(root, params);
+    if (m) current = new DeviceView(root, decodeURIComponent(m[1]), params);
+    else if (path === '/alerts') current = new AlertsView(root, params);
+    else current = new ListView(root, params);
   }
 
   // start asks the hub whether a token is needed, then shows the login
