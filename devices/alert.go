@@ -502,8 +502,10 @@ type RuleState struct {
 
 // AlertEngineState is what the evaluator resumes from.
 type AlertEngineState struct {
-	// Seq is the last message evaluated.
-	Seq    Seq
+	// Seq is the last message evaluated; Started is false when no
+	// position was ever saved (a database the evaluator never ran on).
+	Seq     Seq
+	Started bool
 	Open   []Alert
 	States []RuleState
 }

@@ -268,6 +268,7 @@ func (s *Alerts) LoadAlertEngine(ctx context.Context) (*devices.AlertEngineState
 		return nil, err
 	}
 	if cursor != "" {
+		st.Started = true
 		n, err := strconv.ParseInt(cursor, 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("alert position %q: %w", cursor, err)

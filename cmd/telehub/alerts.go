@@ -40,6 +40,9 @@ func (m *Main) openAlerts() error {
 		OnChange: func(a devices.Alert) { m.Feed.Publish([]devices.Message{a.FeedMessage()}) },
 		OnSaved:  m.Notifier.Wake}
 	m.webhookSecretValue = secret
+	if err := m.Alerts.Prepare(ctx); err != nil {
+		return err
+	}
 	if cfg.Rules != "" {
 		return m.ReloadRules(ctx)
 	}

@@ -152,10 +152,10 @@ func (m *Main) Run() error {
 		OnChange:     func(c devices.Command) { m.Feed.Publish([]devices.Message{c.FeedMessage()}) },
 		OnAttributes: func(e devices.AttributeEvent) { m.Feed.Publish([]devices.Message{e.FeedMessage()}) },
 		OnRoundTrip:  func(d time.Duration) { m.commandSeconds.Observe(d.Seconds()) }}
-	m.followDownlink()
 	if err := m.openAlerts(); err != nil {
 		return err
 	}
+	m.followDownlink()
 	if err := m.checkHTTPExposure(); err != nil {
 		return err
 	}

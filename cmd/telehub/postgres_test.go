@@ -313,3 +313,51 @@ func TestPostgres_CommandThroughAnotherHub(t *testing.T) {
 	request(t, "PATCH", a.HTTP.URL()+"/api/v1/devices/far-1/attributes/shared", "", `{"mode":"eco"}`)
 	desired.waitLast(t, `devices/far-1/attributes/desired {"mode":"eco"}`)
 }
+
+// TestPostgres_AlertsOnTwoHubs: two hubs on one database raise each alert
+// once and send its webhook once (the leading hub evaluates); when that hub
+// stops, the other goes on from the saved position and clears it.
+func TestPostgres_AlertsOnTwoHubs(t *testing.T) {
+	db := pgtest.NewDB(t)
+	var a *Main
+	hook := newHookServer(t, func() []byte { return []byte(a.webhookSecretValue) })
+	a = MustRunMain(t, func(c *Config) { c.DB = db; c.AlertWebhooks = []string{hook.URL} })
+	b := MustRunMain(t, func(c *Config) { c.DB = db; c.AlertWebhooks = []string{hook.URL} })
+	if a.webhookSecretValue != b.webhookSecretValue {
+		t.Fatal("the two hubs sign with different secrets")
+	}
+	postRule(t, b.HTTP.URL(), `{"name":"hot","metric":"temp","op":">","value":30}`)
+	leading := func(m *Main) bool { return m.Store.(interface{ Leading() bool }).Leading() }
+	checkFor(t, 10*time.Second, func() error {
+		if leading(a) == leading(b) {
+			return fmt.Errorf("leading: a %v, b %v", leading(a), leading(b))
+		}
+		return nil
+	})
+	leader, other := a, b
+	if leading(b) {
+		leader, other = b, a
+	}
+	// The device is on the hub that does not evaluate.
+	dev := mqttConnect(t, other.Broker.URL(), "boiler")
+	publishN(t, dev, "boiler", 40) // temperatures 0.5 .. 39.5: 10 above 30
+	hook.waitEvent(t, 20*time.Second, "hot", "boiler", "active")
+	time.Sleep(500 * time.Millisecond) // a second evaluator would have sent its own by now
+	n := 0
+	for _, c := range hook.list() {
+		if c.Event == "active" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d active webhooks, want 1: %+v", n, hook.list())
+	}
+	leader.Close(context.Background())
+	if tok := dev.Publish("devices/boiler/telemetry", 1, false, `{"temp":10}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	hook.waitEvent(t, 30*time.Second, "hot", "boiler", "cleared")
+	if list := listAlerts(t, other.HTTP.URL(), ""); len(list) != 1 || list[0].Status != "cleared" || list[0].Count != 10 {
+		t.Fatalf("alerts %+v, want one, cleared, with 10 triggers", list)
+	}
+}

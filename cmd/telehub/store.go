@@ -101,9 +101,12 @@ func (m *Main) followDownlink() {
 	d := m.Downlink
 	d.Shared = true
 	p.SetDownlinkHook(func(kind, device string) {
-		if kind == "attributes" {
+		switch kind {
+		case "attributes":
 			d.AttributesListening(device)
-		} else {
+		case "rules": // changed on another hub: the evaluator may be here
+			m.Alerts.RulesChanged()
+		default:
 			d.Listening(device)
 		}
 	})

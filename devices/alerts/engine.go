@@ -95,6 +95,20 @@ func (e *Engine) init() {
 	})
 }
 
+// Prepare saves the evaluator's first position, the last committed
+// message, on a database it never ran on, so that what commits from now on
+// is evaluated even if Run starts later (several hubs: when this one
+// leads). Call it at start, before messages flow.
+func (e *Engine) Prepare(ctx context.Context) error {
+	e.init()
+	st, err := e.Store.LoadAlertEngine(ctx)
+	if err != nil || st.Started {
+		return err
+	}
+	_, err = e.Store.SaveAlertStep(ctx, &devices.AlertStep{Seq: e.Messages.LastSeq()})
+	return err
+}
+
 // RulesChanged makes Run read the rules again (after the API or the rules
 // file changed them).
 func (e *Engine) RulesChanged() {
@@ -209,7 +223,7 @@ func (e *Engine) load(ctx context.Context) error {
 		e.states[key{s.Rule, s.Device}] = s
 	}
 	e.cursor = st.Seq
-	if e.cursor == 0 {
+	if !st.Started {
 		// A hub that never evaluated starts from now, not from its history.
 		e.cursor = e.Messages.LastSeq()
 		e.step.seqMoved = true

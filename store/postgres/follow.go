@@ -251,7 +251,8 @@ func (w *Writer) takeLead(ctx context.Context) bool {
 // DownlinkHook is told, on every hub, that another hub created a command
 // for device or changed its shared attributes (kind "command" or
 // "attributes"), so that the hub holding the device's connection sends
-// them.
+// them; or changed the alert rules (kind "rules", device "*"), so that the
+// leading hub's evaluator reads them again.
 type DownlinkHook func(kind, device string)
 
 // SetDownlinkHook sets the hook (cmd/telehub: the hub's devices.Downlink).

@@ -73,3 +73,38 @@ func (s *Store) SetAttributes(ctx context.Context, device string, scope devices.
 	}
 	return changed, err
 }
+
+// CreateRule, UpdateRule, DeleteRule and SyncFileRules implement
+// devices.AlertStore, and tell the other hubs: the evaluator runs on the
+// leading one.
+func (s *Store) CreateRule(ctx context.Context, r devices.Rule) (*devices.Rule, error) {
+	out, err := s.Alerts.CreateRule(ctx, r)
+	s.rulesChanged(ctx, err)
+	return out, err
+}
+
+func (s *Store) UpdateRule(ctx context.Context, r devices.Rule) (*devices.Rule, error) {
+	out, err := s.Alerts.UpdateRule(ctx, r)
+	s.rulesChanged(ctx, err)
+	return out, err
+}
+
+func (s *Store) DeleteRule(ctx context.Context, id int64, at int64) error {
+	err := s.Alerts.DeleteRule(ctx, id, at)
+	s.rulesChanged(ctx, err)
+	return err
+}
+
+func (s *Store) SyncFileRules(ctx context.Context, rules []devices.Rule, at int64) (added, changed, removed int, err error) {
+	added, changed, removed, err = s.Alerts.SyncFileRules(ctx, rules, at)
+	if added+changed+removed > 0 {
+		s.rulesChanged(ctx, err)
+	}
+	return added, changed, removed, err
+}
+
+func (s *Store) rulesChanged(ctx context.Context, err error) {
+	if err == nil {
+		s.Writer.notifyDownlink(ctx, "rules", "*")
+	}
+}
