@@ -472,6 +472,15 @@ type DeliveryAttempt struct {
 	Millis int64  `json:"ms"`
 }
 
+// DeliveryResult is one attempt at a delivery and what it made of it: the
+// delivery's new status and, pending, when to try again (Unix ms).
+type DeliveryResult struct {
+	ID      int64
+	Attempt DeliveryAttempt
+	Status  DeliveryStatus
+	NextAt  int64
+}
+
 // AlertFilter selects alerts, newest first.
 type AlertFilter struct {
 	Status   AlertStatus // "" for all, AlertOpen for not cleared
@@ -506,8 +515,8 @@ type AlertEngineState struct {
 	// position was ever saved (a database the evaluator never ran on).
 	Seq     Seq
 	Started bool
-	Open   []Alert
-	States []RuleState
+	Open    []Alert
+	States  []RuleState
 }
 
 // AlertStep is the evaluator's work on a run of messages and timer ticks,
@@ -568,10 +577,11 @@ type AlertStore interface {
 
 	// DueReceivers lists the webhook URLs with deliveries whose time has
 	// come; DueDeliveries returns those of one URL, oldest first;
-	// RecordDelivery saves an attempt and the delivery's new state.
+	// RecordDeliveries saves attempts and the deliveries' new states, in
+	// one transaction.
 	DueReceivers(ctx context.Context, now int64, limit int) ([]string, error)
 	DueDeliveries(ctx context.Context, url string, now int64, limit int) ([]Delivery, error)
-	RecordDelivery(ctx context.Context, id int64, a DeliveryAttempt, status DeliveryStatus, nextAt int64) error
+	RecordDeliveries(ctx context.Context, results []DeliveryResult) error
 
 	// Setting and SetSetting keep small named values of the hub (such as
 	// the webhook signing secret); Setting returns "" when unset.

@@ -646,16 +646,21 @@ func (s *Alerts) DueReceivers(ctx context.Context, now int64, limit int) ([]stri
 	return out, rows.Err()
 }
 
-// RecordDelivery implements devices.AlertStore.
-func (s *Alerts) RecordDelivery(ctx context.Context, id int64, a devices.DeliveryAttempt, status devices.DeliveryStatus, nextAt int64) error {
+// RecordDeliveries implements devices.AlertStore.
+func (s *Alerts) RecordDeliveries(ctx context.Context, results []devices.DeliveryResult) error {
 	return s.write(ctx, func(tx Execer) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO alert_attempts (delivery_id, at, code, error, ms) VALUES ($1, $2, $3, $4, $5)`,
-			id, a.At, a.Code, a.Error, a.Millis); err != nil {
-			return err
+		for _, r := range results {
+			a := r.Attempt
+			if _, err := tx.ExecContext(ctx, `INSERT INTO alert_attempts (delivery_id, at, code, error, ms) VALUES ($1, $2, $3, $4, $5)`,
+				r.ID, a.At, a.Code, a.Error, a.Millis); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE alert_deliveries SET status = $1, attempts = attempts + 1, next_at = $2, updated = $3, last_error = $4
+				WHERE id = $5`, string(r.Status), r.NextAt, a.At, a.Error, r.ID); err != nil {
+				return err
+			}
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE alert_deliveries SET status = $1, attempts = attempts + 1, next_at = $2, updated = $3, last_error = $4
-			WHERE id = $5`, string(status), nextAt, a.At, a.Error, id)
-		return err
+		return nil
 	})
 }
 

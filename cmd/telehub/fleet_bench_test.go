@@ -79,7 +79,9 @@ type fleetResult struct {
 
 // runFleet starts hub (telehub or minhub) on loopback, runs telesim against
 // it for seconds and returns what it measured.
-func runFleet(b *testing.B, dir, hub string, devices, rate, inflight, seconds int, verify bool) fleetResult {
+//
+// extra, when given, adds flags: extra[0] to the hub's, extra[1] to telesim's.
+func runFleet(b *testing.B, dir, hub string, devices, rate, inflight, seconds int, verify bool, extra ...[]string) fleetResult {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+5*time.Minute)
 	defer cancel()
@@ -92,6 +94,9 @@ func runFleet(b *testing.B, dir, hub string, devices, rate, inflight, seconds in
 	} else {
 		cmd = exec.CommandContext(ctx, filepath.Join(dir, hub), "--mqtt", mqttAddr, "--http", httpAddr, "--db", db,
 			"--log-level", "error", "--max-connections", strconv.Itoa(devices+100))
+		if len(extra) > 0 {
+			cmd.Args = append(cmd.Args, extra[0]...)
+		}
 	}
 	var hubOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &hubOut, &hubOut
@@ -123,6 +128,9 @@ func runFleet(b *testing.B, dir, hub string, devices, rate, inflight, seconds in
 		"--inflight", strconv.Itoa(inflight), "--duration", fmt.Sprintf("%ds", seconds), "--ramp", "500", "--qos", "1", "--json"}
 	if verify {
 		args = append(args, "--verify", "--hub", "http://"+httpAddr)
+	}
+	if len(extra) > 1 {
+		args = append(args, extra[1]...)
 	}
 	sim := exec.CommandContext(ctx, filepath.Join(dir, "telesim"), args...)
 	var simErr bytes.Buffer

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -163,30 +164,92 @@ func (n *Notifier) serve(ctx context.Context, w *receiver) {
 				return
 			}
 		}
-		for ctx.Err() == nil {
-			list, err := n.Store.DueDeliveries(ctx, w.url, n.Now().UnixMilli(), 32)
-			if err != nil || len(list) == 0 {
-				break
-			}
-			ok := true
-			for i := range list {
-				ok = ok && n.deliver(ctx, &list[i])
-			}
-			if !ok {
-				break // the store is failing: next wake-up
-			}
-		}
+		n.drain(ctx, w)
 		idle.Reset(time.Minute)
 	}
 }
 
-// deliver makes one attempt and records it; false when it could not.
-func (n *Notifier) deliver(ctx context.Context, d *devices.Delivery) bool {
+// drain sends a receiver's due deliveries, one at a time and in order,
+// until none is left. The attempts of each batch are recorded together
+// (one commit, not one per request) while the next batch goes out: the
+// record of a batch waits for a commit, the next request need not. A
+// delivery sent and not yet recorded is not sent again meanwhile.
+func (n *Notifier) drain(ctx context.Context, w *receiver) {
+	var mu sync.Mutex
+	unrecorded := map[int64]bool{}
+	var recording chan struct{} // closed when the previous batch is recorded
+	failed := false
+	defer func() {
+		if recording != nil {
+			<-recording
+		}
+	}()
+	for ctx.Err() == nil {
+		list, err := n.Store.DueDeliveries(ctx, w.url, n.Now().UnixMilli(), 64)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		list = slices.DeleteFunc(list, func(d devices.Delivery) bool { return unrecorded[d.ID] })
+		stop := failed
+		mu.Unlock()
+		if stop {
+			return // the store is failing: next wake-up
+		}
+		if len(list) == 0 {
+			if recording == nil {
+				return
+			}
+			<-recording // what it records may make more due (none, usually)
+			recording = nil
+			continue
+		}
+		results := make([]devices.DeliveryResult, 0, len(list))
+		for i := range list {
+			r, ok := n.deliver(ctx, &list[i])
+			if !ok {
+				break
+			}
+			results = append(results, r)
+		}
+		if len(results) == 0 {
+			return
+		}
+		if recording != nil {
+			<-recording // one batch being recorded at a time, in order
+		}
+		mu.Lock()
+		for _, r := range results {
+			unrecorded[r.ID] = true
+		}
+		mu.Unlock()
+		done := make(chan struct{})
+		recording = done
+		go func() {
+			defer close(done)
+			err := n.Store.RecordDeliveries(context.WithoutCancel(ctx), results)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				// Sent but not recorded: they go again, with the same keys.
+				n.Logger.Error("webhooks: cannot record attempts", "url", w.url, "error", err)
+				failed = true
+			}
+			for _, r := range results {
+				delete(unrecorded, r.ID)
+			}
+		}()
+	}
+}
+
+// deliver makes one attempt and says what to record; false when the hub
+// is stopping (the delivery stays pending, for the next start).
+func (n *Notifier) deliver(ctx context.Context, d *devices.Delivery) (devices.DeliveryResult, bool) {
 	start := n.Now()
 	code, errText := n.post(ctx, d)
 	took := time.Since(start)
 	if ctx.Err() != nil {
-		return false // stopping: the delivery stays pending, for the next start
+		return devices.DeliveryResult{}, false
 	}
 	att := devices.DeliveryAttempt{At: start.UnixMilli(), Code: code, Error: errText, Millis: took.Milliseconds()}
 	status, next, result := devices.DeliveryDelivered, int64(0), "delivered"
@@ -201,12 +264,7 @@ func (n *Notifier) deliver(ctx context.Context, d *devices.Delivery) bool {
 	if n.OnAttempt != nil {
 		n.OnAttempt(result, took)
 	}
-	if err := n.Store.RecordDelivery(context.WithoutCancel(ctx), d.ID, att, status, next); err != nil {
-		// Sent but not recorded: it goes again, with the same key.
-		n.Logger.Error("webhook: cannot record an attempt", "delivery", d.ID, "error", err)
-		return false
-	}
-	return true
+	return devices.DeliveryResult{ID: d.ID, Attempt: att, Status: status, NextAt: next}, true
 }
 
 // backoff is the wait before attempt n+1: 1 s, 2 s, 4 s ... up to

@@ -190,10 +190,10 @@ func testAlertSteps(t *testing.T, h *harness) {
 	if err != nil || len(due) != 5 || string(due[0].Payload) == "" || due[0].Event != devices.AlertActive {
 		t.Fatalf("DueDeliveries = %+v, %v", due, err)
 	}
-	if err := s.RecordDelivery(ctx, due[0].ID, devices.DeliveryAttempt{At: t0 + 6000, Code: 500, Error: "500 Internal Server Error", Millis: 3}, devices.DeliveryPending, t0+20_000); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.RecordDelivery(ctx, due[1].ID, devices.DeliveryAttempt{At: t0 + 6000, Code: 200, Millis: 2}, devices.DeliveryDelivered, 0); err != nil {
+	if err := s.RecordDeliveries(ctx, []devices.DeliveryResult{
+		{ID: due[0].ID, Attempt: devices.DeliveryAttempt{At: t0 + 6000, Code: 500, Error: "500 Internal Server Error", Millis: 3}, Status: devices.DeliveryPending, NextAt: t0 + 20_000},
+		{ID: due[1].ID, Attempt: devices.DeliveryAttempt{At: t0 + 6000, Code: 200, Millis: 2}, Status: devices.DeliveryDelivered},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if due, _ = s.DueDeliveries(ctx, "http://127.0.0.1:1/a", t0+10_000, 100); len(due) != 3 {
