@@ -205,12 +205,20 @@ func TestPostgres_MigrateFromSQLite(t *testing.T) {
 	dbPath := filepath.Join(t.TempDir(), "telehub.db")
 	ctx := context.Background()
 	m := MustRunMain(t, func(c *Config) { c.DB = dbPath })
+	postRule(t, m.HTTP.URL(), `{"name":"hot","device":"mig-a","metric":"temp","op":">","value":38}`)
 	c := mqttConnect(t, m.Broker.URL(), "mig-pub")
 	for _, d := range []string{"mig-a", "mig-b", "mig-c"} {
 		if n := publishN(t, c, d, 1000); n != 1000 {
 			t.Fatalf("acked %d", n)
 		}
 	}
+	// publishN's temperatures cycle 0.5 .. 39.5: 25 alerts on mig-a, the last open.
+	checkFor(t, 10*time.Second, func() error {
+		if n := len(listAlerts(t, m.HTTP.URL(), "")); n != 25 {
+			return fmt.Errorf("%d alerts", n)
+		}
+		return nil
+	})
 	devTok, _ := m.Store.AddDevice(ctx, "mig-a")
 	apiTok, _ := m.Store.AddToken(ctx, "ops", devices.ScopeAdmin)
 	_, cmd := sendCommand(t, m, apiTok, "mig-offline", `{"method":"wake","timeout":"1h"}`, "")
@@ -272,6 +280,15 @@ func TestPostgres_MigrateFromSQLite(t *testing.T) {
 	}
 	if d, own, _ := p.Store.RetentionOf(ctx, "mig-c"); !own || d != 365*24*time.Hour {
 		t.Fatalf("retention: %v %v", d, own)
+	}
+	if rules, _ := p.Store.Rules(ctx); len(rules) != 1 || rules[0].Name != "hot" {
+		t.Fatalf("rules: %+v", rules)
+	}
+	if list, _ := p.Store.ListAlerts(ctx, devices.AlertFilter{Limit: 100}); len(list) != 25 || list[0].Status != devices.AlertActive || list[1].Status != devices.AlertCleared {
+		t.Fatalf("alerts on PostgreSQL: %+v", list)
+	}
+	if st, _ := p.Store.LoadAlertEngine(ctx); st.Seq < 3000 {
+		t.Fatalf("the evaluator's position %d, want the SQLite hub's (3000)", st.Seq)
 	}
 	// A new command on PostgreSQL gets an id above the copied ones.
 	if _, c2 := sendCommand(t, p, apiTok, "mig-offline", `{"method":"again"}`, ""); c2.ID <= cmd.ID {

@@ -17,8 +17,10 @@ const DefaultImportChunk = 10000
 
 // ImportSQLite copies a Telehub SQLite database (src, opened read-only) into
 // db: devices, messages, credentials and tokens, retention overrides,
-// status events, commands and attributes, and the counters. Messages go in
-// chunks of chunk rows, each with the counter in one transaction, so that
+// status events, commands and attributes, alert rules and alerts with
+// their webhook outbox and the evaluator's position, and the counters.
+// Messages go in chunks of chunk rows, each with the counter in one
+// transaction, so that
 // an import stopped halfway resumes where it stopped (the next run starts
 // above the highest seq copied); the other tables are copied whole and
 // merged (rows there already are kept). The hub must not be running on db
@@ -54,6 +56,20 @@ func ImportSQLite(ctx context.Context, db *DB, src *sql.DB, chunk int, progress 
 			`INSERT INTO command_events (id, command_id, at, status, note) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, 5},
 		{"attributes", `SELECT device, scope, key, value, ts FROM attributes`,
 			`INSERT INTO attributes (device, scope, key, value, ts) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, 5},
+		{"alert_rules", `SELECT id, name, source, spec, created, updated FROM alert_rules`,
+			`INSERT INTO alert_rules (id, name, source, spec, created, updated) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, 6},
+		{"alerts", `SELECT id, rule_id, rule, kind, device, severity, status, message, metric, first_value, first_at, last_value, last_at, count, created, updated, acked_by, acked_at, ack_note, cleared_by, cleared_at FROM alerts`,
+			`INSERT INTO alerts (id, rule_id, rule, kind, device, severity, status, message, metric, first_value, first_at, last_value, last_at, count, created, updated, acked_by, acked_at, ack_note, cleared_by, cleared_at) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) ON CONFLICT DO NOTHING`, 21},
+		{"alert_events", `SELECT id, alert_id, at, status, actor, note, value FROM alert_events`,
+			`INSERT INTO alert_events (id, alert_id, at, status, actor, note, value) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, 7},
+		{"alert_states", `SELECT rule_id, device, since, value, win, count FROM alert_states`,
+			`INSERT INTO alert_states (rule_id, device, since, value, win, count) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, 6},
+		{"alert_deliveries", `SELECT id, alert_id, event, url, key, status, attempts, next_at, created, updated, last_error, payload FROM alert_deliveries`,
+			`INSERT INTO alert_deliveries (id, alert_id, event, url, key, status, attempts, next_at, created, updated, last_error, payload) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`, 12},
+		{"alert_attempts", `SELECT id, delivery_id, at, code, error, ms FROM alert_attempts`,
+			`INSERT INTO alert_attempts (id, delivery_id, at, code, error, ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, 6},
+		{"hub_settings", `SELECT name, value FROM hub_settings`,
+			`INSERT INTO hub_settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, 2},
 	} {
 		var exists bool
 		src.QueryRowContext(ctx, `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?`, t.name).Scan(&exists)
@@ -65,7 +81,7 @@ func ImportSQLite(ctx context.Context, db *DB, src *sql.DB, chunk int, progress 
 		}
 	}
 	// Identity columns continue above what was copied.
-	for _, t := range []string{"devices", "device_events", "commands", "command_events"} {
+	for _, t := range []string{"devices", "device_events", "commands", "command_events", "alert_rules", "alerts", "alert_events", "alert_deliveries", "alert_attempts"} {
 		if _, err := pool.Exec(ctx, `SELECT setval(pg_get_serial_sequence('`+t+`', 'id'), coalesce((SELECT max(id) FROM `+t+`), 0) + 1, false)`); err != nil {
 			return fmt.Errorf("import %s: %w", t, err)
 		}
