@@ -24,8 +24,8 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(fs.Output(), `Usage: telehub migrate --from telehub.db --to postgres://...
 
 Copies a SQLite database into PostgreSQL: devices, messages, credentials and
-API tokens, retention overrides, status events, commands and attributes.
-The SQLite file is only read. Messages go in chunks, each committed with the
+API tokens, retention overrides, status events, commands and attributes,
+alert rules and alerts. The SQLite file is only read. Messages go in chunks, each committed with the
 counter: an interrupted run resumes where it stopped when started again,
 and a second run copies only what the file gained since. Stop the hub on
 either database first; then start it with --db postgres://...`)
