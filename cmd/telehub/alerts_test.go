@@ -223,6 +223,15 @@ func TestAlerts_EveryKindOverMQTT(t *testing.T) {
 		return nil
 	})
 
+	// Metrics: evaluations, alerts by status and severity, webhook attempts.
+	_, metrics := request(t, "GET", base+"/metrics", "", "")
+	for _, want := range []string{`telehub_alerts{severity="critical",status="cleared"} 2`, "telehub_alert_rules_evaluated_total",
+		`telehub_alert_webhook_seconds_count{result="delivered"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	// Rules of the file are read-only through the API; bad rules are 400.
 	var rules struct {
 		Rules []struct {
@@ -354,5 +363,44 @@ func TestAlerts_KillBetweenTriggerAndWebhook(t *testing.T) {
 	getJSON(t, fmt.Sprintf("%s/api/v1/alerts/%d", h2.httpURL, listAlerts(t, h2.httpURL, "")[0].ID), &full)
 	if len(full.Deliveries) != 1 || full.Deliveries[0].Status != "delivered" || full.Deliveries[0].Attempts < 2 {
 		t.Fatalf("deliveries %+v, want one, delivered after retries", full.Deliveries)
+	}
+}
+
+// TestAlerts_RulesFileReloadsOnSIGHUP: the hub process reads its rules file
+// again on SIGHUP; a file with an error keeps the rules it had.
+func TestAlerts_RulesFileReloadsOnSIGHUP(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	write := func(body string) {
+		if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("rules:\n  - {name: a, kind: status}\n  - {name: b, kind: inactivity, for: 1m}\n")
+	h := startHubProcess(t, "--db", filepath.Join(t.TempDir(), "telehub.db"), "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0", "--rules", file)
+	names := func() string {
+		var r struct{ Rules []struct{ Name string } }
+		getJSON(t, h.httpURL+"/api/v1/rules", &r)
+		var out []string
+		for _, x := range r.Rules {
+			out = append(out, x.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	if got := names(); got != "a,b" {
+		t.Fatalf("rules at start: %q", got)
+	}
+	write("rules:\n  - {name: b, kind: inactivity, for: 5m}\n  - {name: c, metric: temp, op: '<', value: 0}\n")
+	h.cmd.Process.Signal(syscall.SIGHUP)
+	checkFor(t, 10*time.Second, func() error {
+		if got := names(); got != "b,c" {
+			return fmt.Errorf("rules after SIGHUP: %q", got)
+		}
+		return nil
+	})
+	write("rules:\n  - {name: d, metric: temp, op: '=<', value: 0}\n")
+	h.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	if got := names(); got != "b,c" {
+		t.Fatalf("a bad file changed the rules: %q", got)
 	}
 }

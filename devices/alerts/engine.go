@@ -44,8 +44,6 @@ type Engine struct {
 	forget    chan int64
 	initOnce  sync.Once
 	evaluated atomic.Int64
-	steps     atomic.Int64
-	behind    atomic.Int64 // messages the last catch-up replayed
 
 	// Owned by Run.
 	cursor  devices.Seq
@@ -316,7 +314,6 @@ func (e *Engine) onBatch(ctx context.Context, batch []devices.Message) {
 // catchUp evaluates the stored messages after the cursor up to upTo, a
 // chunk at a time, saving after each.
 func (e *Engine) catchUp(ctx context.Context, upTo devices.Seq) {
-	var n int64
 	for e.cursor < upTo && ctx.Err() == nil {
 		to := min(upTo, e.cursor+catchUpChunk)
 		err := e.Messages.Replay(ctx, "", e.cursor, to, func(m *devices.Message) error {
@@ -325,7 +322,6 @@ func (e *Engine) catchUp(ctx context.Context, upTo devices.Seq) {
 			}
 			e.evaluate(m)
 			e.cursor = m.Seq
-			n++
 			return nil
 		})
 		if err != nil {
@@ -338,7 +334,6 @@ func (e *Engine) catchUp(ctx context.Context, upTo devices.Seq) {
 			return
 		}
 	}
-	e.behind.Store(n)
 }
 
 // evaluate runs the message-driven rules on one committed message.
@@ -608,7 +603,6 @@ func (e *Engine) save(ctx context.Context, force bool) bool {
 		}
 		return false
 	}
-	e.steps.Add(1)
 	e.saved = time.Now()
 	for _, id := range gone {
 		e.dropAlert(id)
