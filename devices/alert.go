@@ -572,6 +572,10 @@ type AlertStore interface {
 	// the wrong state, and create deliveries to webhooks.
 	AckAlert(ctx context.Context, id int64, by, note string, at int64, webhooks func(rule int64) []string, payload func(a *Alert, ev AlertEvent, key string) []byte) (*Alert, error)
 	ClearAlert(ctx context.Context, id int64, by, note string, at int64, webhooks func(rule int64) []string, payload func(a *Alert, ev AlertEvent, key string) []byte) (*Alert, error)
+	// PruneAlerts deletes up to limit alerts cleared before before (Unix
+	// ms), with their history, deliveries and attempts, and returns how
+	// many went.
+	PruneAlerts(ctx context.Context, before int64, limit int) (int64, error)
 	// AlertCounts counts the alerts by status and severity.
 	AlertCounts(ctx context.Context) (map[AlertStatus]map[Severity]int, error)
 

@@ -594,6 +594,34 @@ func (s *Alerts) change(ctx context.Context, id int64, to devices.AlertStatus, b
 	return out, nil
 }
 
+// PruneAlerts implements devices.AlertStore.
+func (s *Alerts) PruneAlerts(ctx context.Context, before int64, limit int) (int64, error) {
+	var n int64
+	err := s.write(ctx, func(tx Execer) error {
+		// One selection, four deletes, in one transaction: children first.
+		const old = `SELECT id FROM alerts WHERE status = 'cleared' AND cleared_at < $1 ORDER BY id LIMIT $2`
+		for _, q := range []string{
+			`DELETE FROM alert_attempts WHERE delivery_id IN (SELECT id FROM alert_deliveries WHERE alert_id IN (` + old + `))`,
+			`DELETE FROM alert_deliveries WHERE alert_id IN (` + old + `)`,
+			`DELETE FROM alert_events WHERE alert_id IN (` + old + `)`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, before, limit); err != nil {
+				return err
+			}
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM alerts WHERE id IN (`+old+`)`, before, limit)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune alerts: %w", err)
+	}
+	return n, nil
+}
+
 // AlertCounts implements devices.AlertStore.
 func (s *Alerts) AlertCounts(ctx context.Context) (map[devices.AlertStatus]map[devices.Severity]int, error) {
 	// Cleared alerts are history: the open ones go through the partial

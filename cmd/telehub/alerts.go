@@ -35,8 +35,9 @@ func (m *Main) openAlerts() error {
 		OnAttempt: func(result string, d time.Duration) {
 			m.webhookSeconds.WithLabelValues(result).Observe(d.Seconds())
 		}}
+	keep, _ := devices.ParseRetention(cfg.AlertRetention) // checked by Validate
 	m.Alerts = &alerts.Engine{Store: m.Store, Messages: m.Store, Feed: m.Feed, Activity: m.Store.Activity, Webhooks: cfg.AlertWebhooks,
-		Leader: leader, Logger: m.Logger.With("component", "alerts"),
+		Leader: leader, Logger: m.Logger.With("component", "alerts"), Retention: keep,
 		OnChange: func(a devices.Alert) { m.Feed.Publish([]devices.Message{a.FeedMessage()}) },
 		OnSaved:  m.Notifier.Wake}
 	m.webhookSecretValue = secret

@@ -79,6 +79,7 @@ type Config struct {
 	Rules              string
 	AlertWebhooks      []string
 	AlertWebhookSecret string
+	AlertRetention     string
 }
 
 // envName returns the environment variable of a flag: --mqtt-url is TELEHUB_MQTT_URL.
@@ -200,6 +201,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	str(&c.Rules, "rules", "", "alert rules file (YAML or JSON), loaded at start and on SIGHUP; its rules are read-only through the API")
 	list(&c.AlertWebhooks, "alert-webhook", "URL that receives every alert change as a signed POST; repeat the flag for several (env: comma-separated)")
 	str(&c.AlertWebhookSecret, "alert-webhook-secret", "", "HMAC-SHA256 key that signs webhook requests; empty: one is generated and kept in the database (GET /api/v1/alerts/webhook-secret)")
+	str(&c.AlertRetention, "alert-retention", "90d", "delete cleared alerts, with their history and webhook deliveries, this long after they cleared (30d, 2w, 36h); 0 keeps them all")
 	str(&c.MaxDBSize, "max-db-size", "0", "delete the oldest messages when the database uses more than this, e.g. 10GB, 500MB; 0 for no limit")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -266,6 +268,9 @@ func (c Config) Validate() error {
 		if err := devices.ValidateWebhookURL(u); err != nil {
 			return fmt.Errorf("--alert-webhook %q: want an http:// or https:// URL", u)
 		}
+	}
+	if _, err := devices.ParseRetention(c.AlertRetention); err != nil {
+		return fmt.Errorf("--alert-retention: %w", err)
 	}
 	if c.Rules != "" {
 		if _, err := alerts.LoadRulesFile(c.Rules); err != nil {

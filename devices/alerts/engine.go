@@ -38,6 +38,9 @@ type Engine struct {
 	// Tick is how often timer rules run (default 1 s); Now the clock.
 	Tick time.Duration
 	Now  func() time.Time
+	// Retention is how long cleared alerts are kept, with their history
+	// and deliveries (0 keeps them all); they are pruned every hour.
+	Retention time.Duration
 
 	rules     atomic.Pointer[ruleSet]
 	reload    chan struct{}
@@ -54,6 +57,7 @@ type Engine struct {
 	loaded  bool
 	sub     *devices.Subscription
 	ruleAge time.Time
+	pruned  time.Time
 }
 
 type key struct {
@@ -195,6 +199,9 @@ func (e *Engine) Run(ctx context.Context) {
 			if time.Since(e.ruleAge) > 10*time.Second { // rules changed on another hub
 				e.loadRules(ctx)
 			}
+			if e.Retention > 0 && time.Since(e.pruned) > time.Hour {
+				e.prune(ctx)
+			}
 		case <-e.reload:
 			e.loadRules(ctx)
 		case id := <-e.forget:
@@ -288,6 +295,28 @@ func (e *Engine) Forget(id int64) {
 	select {
 	case e.forget <- id:
 	default: // Run finds out at its next update of the alert
+	}
+}
+
+// prune deletes the alerts cleared longer than Retention ago, a chunk at a
+// time.
+func (e *Engine) prune(ctx context.Context) {
+	e.pruned = time.Now()
+	before := e.Now().Add(-e.Retention).UnixMilli()
+	var total int64
+	for ctx.Err() == nil {
+		n, err := e.Store.PruneAlerts(ctx, before, 1000)
+		total += n
+		if err != nil {
+			e.Logger.Error("alerts: pruning cleared alerts failed; will retry", "error", err)
+			break
+		}
+		if n < 1000 {
+			break
+		}
+	}
+	if total > 0 {
+		e.Logger.Info("alerts: pruned cleared alerts", "alerts", total, "older_than", e.Retention)
 	}
 }
 

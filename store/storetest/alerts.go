@@ -221,6 +221,21 @@ func testAlertSteps(t *testing.T, h *harness) {
 		t.Fatalf("setting = %q", v)
 	}
 
+	// Pruning: the two alerts cleared before t0+6000 go, with their
+	// history and deliveries; the open one stays.
+	if n, err := s.PruneAlerts(ctx, t0+6000, 1000); err != nil || n != 2 {
+		t.Fatalf("PruneAlerts = %d, %v; want 2", n, err)
+	}
+	if _, err := s.Alert(ctx, a.ID); !errors.Is(err, devices.ErrNotFound) {
+		t.Fatalf("a pruned alert: %v", err)
+	}
+	if left, _ := s.ListAlerts(ctx, devices.AlertFilter{Limit: 10}); len(left) != 1 || left[0].ID != a2.ID {
+		t.Fatalf("after pruning: %+v", left)
+	}
+	if urls, _ := s.DueReceivers(ctx, t0+100_000, 10); len(urls) != 0 {
+		t.Fatalf("deliveries of pruned alerts are due: %v", urls)
+	}
+
 	// Deleting the rule clears its open alerts.
 	if err := s.DeleteRule(ctx, r.ID, t0+50_000); err != nil {
 		t.Fatal(err)
