@@ -355,8 +355,13 @@ func (p *Pipeline) writeLoop() {
 			op()
 			continue
 		case <-p.kick:
-			p.CommitEmpty() // carries what the backend wants committed
-			continue
+			if len(p.q) == 0 {
+				p.CommitEmpty() // carries what the backend wants committed
+				continue
+			}
+			// Messages are waiting: what the backend wants committed rides
+			// on their commit, not on one more (an fsync) of its own.
+			first = <-p.q
 		case <-timer.C:
 			now := time.Now()
 			for _, t := range p.tasks {
