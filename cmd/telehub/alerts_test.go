@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/telehub/telehub/devices/alerts"
 )
 
@@ -188,9 +190,16 @@ func TestAlerts_EveryKindOverMQTT(t *testing.T) {
 	pub("quiet-1", `{"x":2}`)
 	hook.waitEvent(t, 10*time.Second, "silent", "quiet-1", "cleared")
 
-	// Rate: a burst above 5 a second, then a quiet window.
-	for i := 0; i < 12; i++ {
-		pub("chat-1", fmt.Sprintf(`{"i":%d}`, i))
+	// Rate: a burst above 5 a second, then a quiet window. The burst goes
+	// out at once: even split over three windows, one has more than 5.
+	var burst []paho.Token
+	for i := 0; i < 20; i++ {
+		burst = append(burst, oven.Publish("devices/chat-1/telemetry", 1, false, fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	for _, tok := range burst {
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
 	}
 	hook.waitEvent(t, 10*time.Second, "chatty", "chat-1", "active")
 	hook.waitEvent(t, 10*time.Second, "chatty", "chat-1", "cleared")
