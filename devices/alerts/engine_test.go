@@ -87,13 +87,31 @@ func (r *rig) send(device string, payloads ...string) {
 		msgs = append(msgs, storetest.Telemetry(device, r.now, p))
 		r.now += 1000
 	}
-	storetest.WriteAll(r.t, r.s, msgs)
-	r.mu.Lock()
-	b := r.batch
-	r.batch = nil
-	r.mu.Unlock()
+	done := storetest.WriteAll(r.t, r.s, msgs)
+	b := r.committed(done[len(done)-1].Seq)
 	r.e.onBatch(context.Background(), b)
 	r.save()
+}
+
+// committed takes the batches the feed got, once they reach seq: the
+// pipeline calls Done (WriteAll's wait) before OnCommit.
+func (r *rig) committed(seq devices.Seq) []devices.Message {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		b := r.batch
+		if len(b) > 0 && b[len(b)-1].Seq >= seq {
+			r.batch = nil
+			r.mu.Unlock()
+			return b
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			r.t.Fatalf("the feed did not get seq %d", seq)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (r *rig) tick() {
@@ -204,16 +222,14 @@ func TestRestart_ResumesWithoutMissingOrRepeating(t *testing.T) {
 	msgs := []devices.Message{storetest.Telemetry("d", r.now, `{"temp":32}`), storetest.Telemetry("e", r.now, `{"temp":51}`)}
 	r.now += 5000
 	msgs = append(msgs, storetest.Telemetry("d", r.now, `{"temp":33}`))
-	storetest.WriteAll(t, r.s, msgs)
+	done := storetest.WriteAll(t, r.s, msgs)
+	again := r.committed(done[len(done)-1].Seq)
 	r.e.catchUp(context.Background(), r.s.LastSeq())
 	r.save()
 	if got := r.summary(); got != "e/active:2 d/active:1" {
 		t.Fatalf("after the restart: %q", got)
 	}
 	// The same messages again (a feed batch after the catch-up) change nothing.
-	r.mu.Lock()
-	again := r.batch
-	r.mu.Unlock()
 	r.e.onBatch(context.Background(), again)
 	r.save()
 	if got := r.summary(); got != "e/active:2 d/active:1" {

@@ -2,9 +2,11 @@ package alerts
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,23 +86,35 @@ func TestNotifier_RetriesAndIsolatesReceivers(t *testing.T) {
 		t.Errorf("keys: flaky %v, ok %v: a retry and every receiver of a change share the key", k, keys["ok"])
 	}
 	mu.Unlock()
+	// The attempts are recorded after the requests, a batch at a time.
 	a := r.alerts(devices.AlertFilter{Device: "a"})[0]
-	full, _ := r.s.Alert(context.Background(), a.ID)
-	for _, d := range full.Deliveries {
-		switch d.URL {
-		case bad.URL:
-			if d.Status != devices.DeliveryDelivered || d.Attempts != 3 || len(d.Log) != 3 || d.Log[0].Code != 500 {
-				t.Errorf("flaky delivery = %+v", d)
-			}
-		case ok.URL:
-			if d.Status != devices.DeliveryDelivered || d.Attempts != 1 {
-				t.Errorf("ok delivery = %+v", d)
-			}
-		case hang.URL:
-			if d.Status != devices.DeliveryPending || d.Attempts != 0 {
-				t.Errorf("hanging delivery = %+v", d)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		full, _ := r.s.Alert(context.Background(), a.ID)
+		var problems []string
+		for _, d := range full.Deliveries {
+			switch d.URL {
+			case bad.URL:
+				if d.Status != devices.DeliveryDelivered || d.Attempts != 3 || len(d.Log) != 3 || d.Log[0].Code != 500 {
+					problems = append(problems, fmt.Sprintf("flaky delivery = %+v", d))
+				}
+			case ok.URL:
+				if d.Status != devices.DeliveryDelivered || d.Attempts != 1 {
+					problems = append(problems, fmt.Sprintf("ok delivery = %+v", d))
+				}
+			case hang.URL:
+				if d.Status != devices.DeliveryPending || d.Attempts != 0 {
+					problems = append(problems, fmt.Sprintf("hanging delivery = %+v", d))
+				}
 			}
 		}
+		if len(problems) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(strings.Join(problems, "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
