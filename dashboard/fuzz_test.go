@@ -132,12 +132,12 @@ func FuzzDownlinkHandlers(f *testing.F) {
 	})
 }
 
-// FuzzAlertHandlers sends the rule and alert routes arbitrary ids, query
-// strings and bodies: int64 limits, empty, unicode, deep JSON. Nothing may
-// earn a 5xx.
+// FuzzAlertAndBoardHandlers sends the rule, alert and board routes
+// arbitrary ids, query strings and bodies: int64 limits, empty, unicode,
+// deep JSON. Nothing may earn a 5xx.
 //
-//	go test -run '^$' -fuzz FuzzAlertHandlers -fuzztime 60s ./dashboard
-func FuzzAlertHandlers(f *testing.F) {
+//	go test -run '^$' -fuzz FuzzAlertAndBoardHandlers -fuzztime 60s ./dashboard
+func FuzzAlertAndBoardHandlers(f *testing.F) {
 	st, err := sqlite.Open(filepath.Join(f.TempDir(), "t.db"), store.Options{})
 	if err != nil {
 		f.Fatal(err)
@@ -147,7 +147,7 @@ func FuzzAlertHandlers(f *testing.F) {
 	if _, err := e.CreateRule(context.Background(), devices.Rule{Name: "seeded", Kind: devices.RuleStatus}); err != nil {
 		f.Fatal(err)
 	}
-	s, _ := MustOpenServer(f, func(s *dashboard.Server) { s.Alerts = e })
+	s, _ := MustOpenServer(f, func(s *dashboard.Server) { s.Alerts, s.Boards = e, st })
 	app := dashboard.App(s)
 	for _, seed := range []struct{ id, query, body string }{
 		{"1", "status=open&severity=critical&limit=1000&before=9223372036854775807", `{"name":"hot","metric":"temp","op":">","value":30,"clear":28,"for":"1m"}`},
@@ -157,6 +157,8 @@ func FuzzAlertHandlers(f *testing.F) {
 		{"x", "before=-1", `{"by":"` + strings.Repeat("a", 300) + `","note":"\u0000"}`},
 		{"", "", `[[[[[]]]]]`},
 		{"1", "", ``},
+		{"1", "", `{"name":"b","window":"7d","panels":[{"kind":"timeseries","x":11,"w":2,"series":[{"device_prefix":"","metric":"t"}]},{"kind":"text","text":"# ü"}]}`},
+		{"1", "", `{"name":"b","panels":[{"kind":"stat","device":"d","metric":"m","decimals":-1,"min":1e308,"max":-1e308,"y":9223372036854775807}]}`},
 	} {
 		f.Add(seed.id, seed.query, seed.body)
 	}
@@ -172,6 +174,11 @@ func FuzzAlertHandlers(f *testing.F) {
 			{"POST", "/api/v1/alerts/" + url.PathEscape(id) + "/clear"},
 			{"GET", "/api/v1/devices/" + url.PathEscape(id) + "/alerts"},
 			{"DELETE", "/api/v1/rules/" + url.PathEscape(id)},
+			{"POST", "/api/v1/boards"},
+			{"GET", "/api/v1/boards"},
+			{"GET", "/api/v1/boards/" + url.PathEscape(id)},
+			{"PUT", "/api/v1/boards/" + url.PathEscape(id)},
+			{"DELETE", "/api/v1/boards/" + url.PathEscape(id)},
 		} {
 			req, err := http.NewRequest(r.method, "http://127.0.0.1"+r.path+"?"+query, strings.NewReader(body))
 			if err != nil {

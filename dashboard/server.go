@@ -62,6 +62,8 @@ type Server struct {
 	// WebhookSecret is the key that signs webhook requests (shown to admins).
 	Alerts        AlertService
 	WebhookSecret string
+	// Boards keeps the boards users compose; nil disables those routes.
+	Boards devices.BoardStore
 	// Events lists devices' status events; nil disables that route.
 	Events devices.EventLog
 	// Retention reads and sets per-device retention; nil disables those routes.
@@ -240,6 +242,7 @@ func (s *Server) routes() {
 	api.Put("/devices/:id/attributes/shared", s.handleSetShared)
 	api.Patch("/devices/:id/attributes/shared", s.handleSetShared)
 	s.alertRoutes(api)
+	s.boardRoutes(api)
 	api.Get("/devices/:id/retention", s.handleGetRetention)
 	api.Put("/devices/:id/retention", s.handleSetRetention)
 	api.Delete("/devices/:id/retention", s.handleClearRetention)

@@ -21,6 +21,7 @@ type Store interface {
 	CommandStore
 	AttributeStore
 	AlertStore
+	BoardStore
 
 	// Activity lists every device's last-seen time and status, cheaply,
 	// and ActivityOf one device's (Presence).

@@ -235,6 +235,7 @@ func (m *Main) Run() error {
 	m.HTTP.Commands = m.Downlink
 	m.HTTP.Attributes = m.Downlink
 	m.HTTP.Alerts = m.Alerts
+	m.HTTP.Boards = m.Store
 	m.HTTP.WebhookSecret = m.webhookSecretValue
 	if b, ok := m.Store.(dashboard.Backuper); ok {
 		m.HTTP.Backup = b

@@ -18,7 +18,8 @@ const DefaultImportChunk = 10000
 // ImportSQLite copies a Telehub SQLite database (src, opened read-only) into
 // db: devices, messages, credentials and tokens, retention overrides,
 // status events, commands and attributes, alert rules and alerts with
-// their webhook outbox and the evaluator's position, and the counters.
+// their webhook outbox and the evaluator's position, boards, and the
+// counters.
 // Messages go in chunks of chunk rows, each with the counter in one
 // transaction, so that
 // an import stopped halfway resumes where it stopped (the next run starts
@@ -68,6 +69,8 @@ func ImportSQLite(ctx context.Context, db *DB, src *sql.DB, chunk int, progress 
 			`INSERT INTO alert_deliveries (id, alert_id, event, url, key, status, attempts, next_at, created, updated, last_error, payload) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`, 12},
 		{"alert_attempts", `SELECT id, delivery_id, at, code, error, ms FROM alert_attempts`,
 			`INSERT INTO alert_attempts (id, delivery_id, at, code, error, ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, 6},
+		{"boards", `SELECT id, name, spec, created, updated FROM boards`,
+			`INSERT INTO boards (id, name, spec, created, updated) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, 5},
 		{"hub_settings", `SELECT name, value FROM hub_settings`,
 			`INSERT INTO hub_settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, 2},
 	} {
@@ -81,7 +84,7 @@ func ImportSQLite(ctx context.Context, db *DB, src *sql.DB, chunk int, progress 
 		}
 	}
 	// Identity columns continue above what was copied.
-	for _, t := range []string{"devices", "device_events", "commands", "command_events", "alert_rules", "alerts", "alert_events", "alert_deliveries", "alert_attempts"} {
+	for _, t := range []string{"devices", "device_events", "commands", "command_events", "alert_rules", "alerts", "alert_events", "alert_deliveries", "alert_attempts", "boards"} {
 		if _, err := pool.Exec(ctx, `SELECT setval(pg_get_serial_sequence('`+t+`', 'id'), coalesce((SELECT max(id) FROM `+t+`), 0) + 1, false)`); err != nil {
 			return fmt.Errorf("import %s: %w", t, err)
 		}

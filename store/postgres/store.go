@@ -18,6 +18,7 @@ type Store struct {
 	*store.Twins
 	*store.Events
 	*store.Alerts
+	*store.SavedBoards
 	DB *DB
 }
 
@@ -40,7 +41,7 @@ func Open(ctx context.Context, url string, o store.Options) (*Store, error) {
 	writes := &store.GroupTx{DB: db.SQL}
 	reads := &store.Stmts{DB: db.SQL}
 	return &Store{Writer: w, MessageService: NewMessageService(db, w.Summaries()), Credentials: NewCredentials(db),
-		Commands: &store.Commands{ReadDB: reads, Writes: writes}, Twins: &store.Twins{ReadDB: reads, Writes: writes}, Events: &store.Events{ReadDB: reads}, Alerts: &store.Alerts{ReadDB: reads, Writes: writes}, DB: db}, nil
+		Commands: &store.Commands{ReadDB: reads, Writes: writes}, Twins: &store.Twins{ReadDB: reads, Writes: writes}, Events: &store.Events{ReadDB: reads}, Alerts: &store.Alerts{ReadDB: reads, Writes: writes}, SavedBoards: &store.SavedBoards{ReadDB: reads, Writes: writes}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

@@ -18,6 +18,7 @@ type Store struct {
 	*store.Twins
 	*store.Events
 	*store.Alerts
+	*store.SavedBoards
 	DB *DB
 }
 
@@ -47,7 +48,7 @@ func Open(path string, o store.Options) (*Store, error) {
 	writes := &store.GroupTx{Ride: w.Ride}
 	reads := &store.Stmts{DB: db.read}
 	return &Store{Writer: w, MessageService: ms, Credentials: NewCredentials(db), Commands: &store.Commands{ReadDB: reads, Writes: writes},
-		Twins: &store.Twins{ReadDB: reads, Writes: writes}, Events: &store.Events{ReadDB: reads}, Alerts: &store.Alerts{ReadDB: reads, Writes: writes}, DB: db}, nil
+		Twins: &store.Twins{ReadDB: reads, Writes: writes}, Events: &store.Events{ReadDB: reads}, Alerts: &store.Alerts{ReadDB: reads, Writes: writes}, SavedBoards: &store.SavedBoards{ReadDB: reads, Writes: writes}, DB: db}, nil
 }
 
 // LastSeq implements devices.MessageService.

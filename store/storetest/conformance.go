@@ -56,6 +56,7 @@ func Run(t *testing.T, b Backend) {
 		{"Attributes", testAttributes},
 		{"AlertRules", testAlertRules},
 		{"AlertSteps", testAlertSteps},
+		{"Boards", testBoards},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, &harness{t: t, b: b, db: b.NewDB(t)})

@@ -1,0 +1,129 @@
+package dashboard
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/telehub/telehub/devices"
+)
+
+func (s *Server) boardRoutes(api fiber.Router) {
+	api.Get("/boards", s.boardsOn, s.handleListBoards)
+	api.Post("/boards", s.boardsOn, s.handleCreateBoard)
+	api.Get("/boards/:board", s.boardsOn, s.handleGetBoard)
+	api.Put("/boards/:board", s.boardsOn, s.handleUpdateBoard)
+	api.Delete("/boards/:board", s.boardsOn, s.handleDeleteBoard)
+}
+
+func (s *Server) boardsOn(c *fiber.Ctx) error {
+	if s.Boards == nil {
+		return fiber.NewError(fiber.StatusNotImplemented, "boards are not available")
+	}
+	return c.Next()
+}
+
+// boardBody reads a board: what GET answers imports as it is (its id and
+// times are ignored); unknown fields are refused, so a typo in a panel is
+// an error instead of a panel that shows nothing.
+func boardBody(c *fiber.Ctx) (devices.Board, error) {
+	var b devices.Board
+	if len(c.Body()) > devices.MaxBoardJSON {
+		return b, invalid("body", "a board is at most %d bytes of JSON", devices.MaxBoardJSON)
+	}
+	dec := json.NewDecoder(bytes.NewReader(c.Body()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return b, invalid("body", `send a board such as {"name":"Kitchen","panels":[{"kind":"timeseries","series":[{"device":"k-1","metric":"temp"}]}]}: %v`, err)
+	}
+	return b, nil
+}
+
+// handleListBoards serves GET /api/v1/boards: {"boards":[...]}, by name. A
+// hub with devices and no board gets its Fleet board first
+// (devices.FleetBoard), stored like any other.
+func (s *Server) handleListBoards(c *fiber.Ctx) error {
+	ctx := c.UserContext()
+	list, err := s.Boards.Boards(ctx)
+	if err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		devs, err := s.Messages.ListDevices(ctx)
+		if err != nil {
+			return err
+		}
+		if len(devs) > 0 {
+			now := time.Now().UnixMilli()
+			if _, err := s.Boards.CreateBoard(ctx, devices.FleetBoard(devs, now)); err != nil && !errors.Is(err, devices.ErrConflict) {
+				return err
+			}
+			if list, err = s.Boards.Boards(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return c.JSON(fiber.Map{"boards": list})
+}
+
+// handleCreateBoard serves POST /api/v1/boards (admin): 201 with the board.
+// It is also the import: POST what GET /api/v1/boards/{id} answered.
+func (s *Server) handleCreateBoard(c *fiber.Ctx) error {
+	b, err := boardBody(c)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UnixMilli()
+	b.ID, b.Created, b.Updated = 0, now, now
+	out, err := s.Boards.CreateBoard(c.UserContext(), b)
+	if err != nil {
+		return err
+	}
+	c.Location("/api/v1/boards/" + strconv.FormatInt(out.ID, 10))
+	return c.Status(fiber.StatusCreated).JSON(out)
+}
+
+func (s *Server) handleGetBoard(c *fiber.Ctx) error {
+	id, err := idParam(c, "board")
+	if err != nil {
+		return err
+	}
+	b, err := s.Boards.Board(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(b)
+}
+
+// handleUpdateBoard serves PUT /api/v1/boards/{id} (admin): the whole board.
+func (s *Server) handleUpdateBoard(c *fiber.Ctx) error {
+	id, err := idParam(c, "board")
+	if err != nil {
+		return err
+	}
+	b, err := boardBody(c)
+	if err != nil {
+		return err
+	}
+	b.ID, b.Updated = id, time.Now().UnixMilli()
+	out, err := s.Boards.UpdateBoard(c.UserContext(), b)
+	if err != nil {
+		return err
+	}
+	return c.JSON(out)
+}
+
+func (s *Server) handleDeleteBoard(c *fiber.Ctx) error {
+	id, err := idParam(c, "board")
+	if err != nil {
+		return err
+	}
+	if err := s.Boards.DeleteBoard(c.UserContext(), id); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}

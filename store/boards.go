@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/telehub/telehub/devices"
+)
+
+// SavedBoards implements devices.BoardStore in SQL that both backends run as it
+// is, like Commands.
+type SavedBoards struct {
+	ReadDB *Stmts
+	Writes *GroupTx
+}
+
+var _ devices.BoardStore = (*SavedBoards)(nil)
+
+// boardSpec is what is stored of a board besides its id, name and times.
+type boardSpec struct {
+	Window string          `json:"window,omitempty"`
+	Panels []devices.Panel `json:"panels"`
+}
+
+// CreateBoard implements devices.BoardStore.
+func (s *SavedBoards) CreateBoard(ctx context.Context, b devices.Board) (*devices.Board, error) {
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	spec, _ := json.Marshal(boardSpec{b.Window, b.Panels})
+	err := s.Writes.Do(ctx, func(tx Execer) error {
+		if err := nameFree(ctx, tx, b.Name, 0); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `INSERT INTO boards (name, spec, created, updated) VALUES ($1, $2, $3, $4) RETURNING id`,
+			b.Name, string(spec), b.Created, b.Updated).Scan(&b.ID)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create board: %w", err)
+	}
+	return &b, nil
+}
+
+func nameFree(ctx context.Context, tx Execer, name string, id int64) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM boards WHERE name = $1 AND id <> $2`, name, id).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: a board named %q exists", devices.ErrConflict, name)
+	}
+	return nil
+}
+
+// UpdateBoard implements devices.BoardStore.
+func (s *SavedBoards) UpdateBoard(ctx context.Context, b devices.Board) (*devices.Board, error) {
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	spec, _ := json.Marshal(boardSpec{b.Window, b.Panels})
+	err := s.Writes.Do(ctx, func(tx Execer) error {
+		if err := nameFree(ctx, tx, b.Name, b.ID); err != nil {
+			return err
+		}
+		err := tx.QueryRowContext(ctx, `UPDATE boards SET name = $1, spec = $2, updated = $3 WHERE id = $4 RETURNING created`,
+			b.Name, string(spec), b.Updated, b.ID).Scan(&b.Created)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("board %d: %w", b.ID, devices.ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// DeleteBoard implements devices.BoardStore.
+func (s *SavedBoards) DeleteBoard(ctx context.Context, id int64) error {
+	return s.Writes.Do(ctx, func(tx Execer) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM boards WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("board %d: %w", id, devices.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// Board implements devices.BoardStore.
+func (s *SavedBoards) Board(ctx context.Context, id int64) (*devices.Board, error) {
+	list, err := s.list(ctx, `WHERE id = $1`, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("board %d: %w", id, devices.ErrNotFound)
+	}
+	return &list[0], nil
+}
+
+// Boards implements devices.BoardStore.
+func (s *SavedBoards) Boards(ctx context.Context) ([]devices.Board, error) { return s.list(ctx, ``) }
+
+func (s *SavedBoards) list(ctx context.Context, where string, args ...any) ([]devices.Board, error) {
+	rows, err := s.ReadDB.QueryContext(ctx, `SELECT id, name, spec, created, updated FROM boards `+where+` ORDER BY name, id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []devices.Board{}
+	for rows.Next() {
+		var b devices.Board
+		var spec string
+		if err := rows.Scan(&b.ID, &b.Name, &spec, &b.Created, &b.Updated); err != nil {
+			return nil, err
+		}
+		var sp boardSpec
+		if err := json.Unmarshal([]byte(spec), &sp); err != nil {
+			return nil, fmt.Errorf("board %d: stored spec: %w", b.ID, err)
+		}
+		b.Window, b.Panels = sp.Window, sp.Panels
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,62 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/telehub/telehub/devices"
+	"github.com/telehub/telehub/store"
+)
+
+func testBoards(t *testing.T, h *harness) {
+	s := h.open(store.Options{})
+	ctx := context.Background()
+	dec := 1
+	b := devices.Board{Name: "Kitchen", Window: "24h", Created: t0, Updated: t0, Panels: []devices.Panel{
+		{Kind: devices.PanelTimeSeries, Title: "temps", W: 12, H: 4, Series: []devices.SeriesRef{{Device: "k-1", Metric: "temp", Color: "#f00"}, {DevicePrefix: "k-", Metric: "hum"}}, Decimals: &dec},
+		{Kind: devices.PanelText, Y: 4, Text: "# Notes\nüñí"},
+	}}
+	got, err := s.CreateBoard(ctx, b)
+	if err != nil || got.ID <= 0 {
+		t.Fatalf("CreateBoard = %+v, %v", got, err)
+	}
+	if _, err := s.CreateBoard(ctx, b); !errors.Is(err, devices.ErrConflict) {
+		t.Fatalf("a second board named Kitchen: %v, want ErrConflict", err)
+	}
+	if _, err := s.CreateBoard(ctx, devices.Board{Name: "x", Panels: []devices.Panel{{Kind: "gauge"}}}); !errors.Is(err, devices.ErrInvalid) {
+		t.Fatalf("a panel of an unknown kind: %v, want ErrInvalid", err)
+	}
+	read, err := s.Board(ctx, got.ID)
+	if err != nil || read.Name != "Kitchen" || read.Window != "24h" || len(read.Panels) != 2 || read.Panels[0].Series[1].DevicePrefix != "k-" ||
+		*read.Panels[0].Decimals != 1 || read.Panels[1].Text != "# Notes\nüñí" || read.Panels[1].W != 6 {
+		t.Fatalf("Board = %+v, %v", read, err)
+	}
+	read.Name, read.Panels, read.Updated = "Kitchen 2", read.Panels[:1], t0+1
+	if _, err := s.UpdateBoard(ctx, *read); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBoard(ctx, devices.Board{Name: "Alpha", Created: t0, Updated: t0}); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Boards(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "Alpha" || list[1].Name != "Kitchen 2" || len(list[1].Panels) != 1 || list[1].Created != t0 || list[1].Updated != t0+1 {
+		t.Fatalf("Boards = %+v, %v", list, err)
+	}
+	list[0].Name = "Kitchen 2"
+	if _, err := s.UpdateBoard(ctx, list[0]); !errors.Is(err, devices.ErrConflict) {
+		t.Fatalf("renaming onto another board: %v", err)
+	}
+	if _, err := s.UpdateBoard(ctx, devices.Board{ID: 99999, Name: "nope"}); !errors.Is(err, devices.ErrNotFound) {
+		t.Fatalf("UpdateBoard of an unknown board: %v", err)
+	}
+	if err := s.DeleteBoard(ctx, got.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Board(ctx, got.ID); !errors.Is(err, devices.ErrNotFound) {
+		t.Fatalf("a deleted board: %v", err)
+	}
+	if err := s.DeleteBoard(ctx, got.ID); !errors.Is(err, devices.ErrNotFound) {
+		t.Fatalf("deleting twice: %v", err)
+	}
+}
