@@ -586,3 +586,153 @@ func TestBrowser_Alerts(t *testing.T) {
 	b.screenshot(t, "device-alert")
 	b.checkNoErrors(t)
 }
+
+// boardState is what BoardView.snapshot() in app.js returns.
+type boardState struct {
+	ID     string
+	Live   bool
+	Seq    int64
+	Panels []struct {
+		Kind  string
+		Lines []struct {
+			Device, Metric string
+			Xs, Ys, Ns     []float64
+		}
+		Value  string
+		Latest any
+		Rows   [][]string
+	}
+}
+
+func (b *browser) waitBoard(t *testing.T, what string, ok func(*boardState) error) *boardState {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := chromedp.Run(b.ctx, chromedp.Evaluate[*boardState](`window.telehub && window.telehub.view && window.telehub.view.snapshot && window.telehub.view.panels ? window.telehub.view.snapshot() : null`))
+		if err == nil && st != nil {
+			err = ok(st)
+		} else if err == nil {
+			err = fmt.Errorf("no board view")
+		}
+		if err == nil {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readingsOn checks that a time-series panel holds every reading of each
+// line once: n readings per line, counted by the buckets that hold them.
+func readingsOn(st *boardState, n int) error {
+	if len(st.Panels) != 4 || st.Panels[0].Kind != "timeseries" || len(st.Panels[0].Lines) != 2 {
+		return fmt.Errorf("panels %+v", st.Panels)
+	}
+	for _, l := range st.Panels[0].Lines {
+		sum := 0.0
+		for _, c := range l.Ns {
+			sum += c
+		}
+		if int(sum) != n {
+			return fmt.Errorf("%s %s holds %v readings (buckets %v of %v), want %d", l.Device, l.Metric, sum, l.Ns, l.Xs, n)
+		}
+	}
+	return nil
+}
+
+// TestBrowser_Board: a board made through the page, with a time-series
+// panel over two devices, a stat, a table and a text panel, survives a
+// reload, takes live readings on every panel, and after the hub restarts
+// under the page holds every reading exactly once. Screenshots at desktop
+// and phone width.
+func TestBrowser_Board(t *testing.T) {
+	b := newBrowser(t)
+	dbPath := filepath.Join(t.TempDir(), "telehub.db")
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mqttAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	hub := func() *Main {
+		return MustRunMain(t, func(c *Config) { c.DB, c.HTTPAddr, c.MQTTAddr = dbPath, httpAddr, mqttAddr })
+	}
+	m := hub()
+	c := mqttConnect(t, m.Broker.URL(), "board-sensors")
+	// Readings 20 s apart: each has a bucket of its own at any width.
+	base := time.Now().UnixMilli()/1000*1000 - 40*20_000
+	next := 0
+	publish := func(n int) {
+		t.Helper()
+		var ts []int64
+		var temp []int
+		for i := 0; i < n; i++ {
+			ts = append(ts, base+int64(next)*20_000)
+			temp = append(temp, 20+next)
+			next++
+		}
+		publishReadings(t, c, "b-1", ts, temp)
+		publishReadings(t, c, "b-2", ts, temp)
+	}
+	publish(5)
+
+	board := `{"name":"Greenhouse","window":"1h","panels":[` +
+		`{"kind":"timeseries","title":"temperatures","x":0,"y":0,"w":8,"h":4,"series":[{"device":"b-1","metric":"temp"},{"device":"b-2","metric":"temp","color":"#dc2626"}],"thresholds":[{"value":30,"color":"#d97706"}]},` +
+		`{"kind":"stat","title":"b-1 now","x":8,"y":0,"w":4,"h":2,"device":"b-1","metric":"temp","unit":"°C","decimals":1},` +
+		`{"kind":"table","x":8,"y":2,"w":4,"h":2,"device_prefix":"b-","columns":["temp"]},` +
+		`{"kind":"text","x":0,"y":4,"w":12,"h":1,"text":"**Greenhouse** sensors, see [docs](https://example.com) <script>x</script>"}]}`
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/#/boards"),
+		chromedp.WaitVisible(chromedp.CSS(`ul.boards a`)), // the Fleet board, generated
+		chromedp.Click(chromedp.CSS(`button[data-action="new"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`textarea.board-json`)),
+		chromedp.SetValue(chromedp.CSS(`textarea.board-json`), board),
+		chromedp.Click(chromedp.CSS(`button[data-action="save"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`section.panel[data-kind="stat"]`)),
+		chromedp.Reload(),
+	)
+	b.waitBoard(t, "history on every panel after a reload", func(st *boardState) error {
+		if err := readingsOn(st, 5); err != nil {
+			return err
+		}
+		if st.Panels[1].Value != "24.0 °C" || len(st.Panels[2].Rows) != 2 {
+			return fmt.Errorf("stat %q, table %v", st.Panels[1].Value, st.Panels[2].Rows)
+		}
+		return nil
+	})
+	if got := b.text(t, `section.panel[data-kind="text"] .markdown`); got != "Greenhouse sensors, see docs <script>x</script>" {
+		t.Fatalf("text panel shows %q", got)
+	}
+	publish(3)
+	b.waitBoard(t, "live readings", func(st *boardState) error {
+		if err := readingsOn(st, 8); err != nil {
+			return err
+		}
+		if st.Panels[1].Value != "27.0 °C" || st.Panels[2].Rows[0][2] != "27" {
+			return fmt.Errorf("stat %q, table %v", st.Panels[1].Value, st.Panels[2].Rows)
+		}
+		return nil
+	})
+	b.screenshot(t, "board")
+
+	b.setHubDown(true)
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="reconnecting"]`)))
+	m = hub()
+	b.waitBoard(t, "reconnect", func(st *boardState) error {
+		if !st.Live {
+			return fmt.Errorf("not live again")
+		}
+		return nil
+	})
+	b.setHubDown(false)
+	c = mqttConnect(t, m.Broker.URL(), "board-sensors-2")
+	publish(2)
+	st := b.waitBoard(t, "readings after the restart", func(st *boardState) error { return readingsOn(st, 10) })
+	if st.Seq != int64(m.Store.LastSeq()) {
+		t.Fatalf("page at seq %d, hub at %d", st.Seq, m.Store.LastSeq())
+	}
+	b.run(t, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile), chromedp.Sleep(300*time.Millisecond))
+	b.screenshot(t, "board-phone")
+	b.checkNoErrors(t)
+}
