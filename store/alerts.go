@@ -658,20 +658,7 @@ func (s *Alerts) DueDeliveries(ctx context.Context, url string, now int64, limit
 
 // DueReceivers implements devices.AlertStore.
 func (s *Alerts) DueReceivers(ctx context.Context, now int64, limit int) ([]string, error) {
-	rows, err := s.ReadDB.QueryContext(ctx, `SELECT DISTINCT url FROM alert_deliveries WHERE status = 'pending' AND next_at <= $1 LIMIT $2`, now, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, s.ReadDB, `SELECT DISTINCT url FROM alert_deliveries WHERE status = 'pending' AND next_at <= $1 LIMIT $2`, now, limit)
 }
 
 // RecordDeliveries implements devices.AlertStore.

@@ -128,18 +128,23 @@ func (s *Commands) OpenCommands(ctx context.Context) (map[devices.CommandStatus]
 
 // QueuedDevices implements devices.CommandStore.
 func (s *Commands) QueuedDevices(ctx context.Context, now int64, limit int) ([]string, error) {
-	rows, err := s.ReadDB.QueryContext(ctx, `SELECT DISTINCT device FROM commands WHERE status = 'queued' AND expires > $1 LIMIT $2`, now, limit)
+	return queryStrings(ctx, s.ReadDB, `SELECT DISTINCT device FROM commands WHERE status = 'queued' AND expires > $1 LIMIT $2`, now, limit)
+}
+
+// queryStrings runs a query of one text column and returns its values.
+func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
+		var v string
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, d)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }

@@ -265,19 +265,7 @@ func TestBrowser_Dashboard(t *testing.T) {
 	b.screenshot(t, "dashboard-device")
 
 	// The hub restarts; the page reconnects and resumes from the last seq.
-	b.setHubDown(true)
-	if err := m.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	b.run(t, chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="reconnecting"]`)))
-	m = hub()
-	b.waitPage(t, "reconnect", func(st *pageState) error {
-		if !st.Live {
-			return fmt.Errorf("not live again")
-		}
-		return nil
-	})
-	b.setHubDown(false)
+	m = b.restartHub(t, m, hub)
 	c = mqttConnect(t, m.Broker.URL(), "greenhouse-sensor-2")
 	ts, temp = readings(base-50_000, 200, 10)
 	publishReadings(t, c, "greenhouse", ts, temp)
@@ -713,19 +701,7 @@ func TestBrowser_Board(t *testing.T) {
 	})
 	b.screenshot(t, "board")
 
-	b.setHubDown(true)
-	if err := m.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	b.run(t, chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="reconnecting"]`)))
-	m = hub()
-	b.waitBoard(t, "reconnect", func(st *boardState) error {
-		if !st.Live {
-			return fmt.Errorf("not live again")
-		}
-		return nil
-	})
-	b.setHubDown(false)
+	m = b.restartHub(t, m, hub)
 	c = mqttConnect(t, m.Broker.URL(), "board-sensors-2")
 	publish(2)
 	st := b.waitBoard(t, "readings after the restart", func(st *boardState) error { return readingsOn(st, 10) })
@@ -735,4 +711,29 @@ func TestBrowser_Board(t *testing.T) {
 	b.run(t, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile), chromedp.Sleep(300*time.Millisecond))
 	b.screenshot(t, "board-phone")
 	b.checkNoErrors(t)
+}
+
+// restartHub closes the hub under the page, starts it again with start
+// (the same database and ports) and waits until the page is live again.
+func (b *browser) restartHub(t *testing.T, m *Main, start func() *Main) *Main {
+	t.Helper()
+	b.setHubDown(true)
+	if err := m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, chromedp.WaitVisible(chromedp.CSS(`#conn[data-state="reconnecting"]`)))
+	m = start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		live, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`!!(window.telehub.view && window.telehub.view.feed && window.telehub.view.feed.ws && window.telehub.view.feed.live)`))
+		if err == nil && live {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page is not live again after the restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.setHubDown(false)
+	return m
 }

@@ -234,6 +234,9 @@ func TestMQTT5_Retained_3_3_1_5_to_7(t *testing.T) {
 		sub.subscribe(packets.Subscription{Filter: "#", Qos: 1})
 		var got []string
 		for m := sub.message(3 * time.Second); m != nil; m = sub.message(300 * time.Millisecond) { // the first: a loaded machine may be slow
+			if m.TopicName == "test/barrier" {
+				continue // the barrier itself, forwarded live: its PUBACK came before its forward
+			}
 			got = append(got, m.TopicName+"="+string(m.Payload))
 			if m.TopicName[0] == '$' {
 				t.Fatalf("'#' delivered %s [MQTT-4.7.2-1]", m.TopicName)
