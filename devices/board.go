@@ -3,9 +3,12 @@ package devices
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 )
+
+var variableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,31}$`)
 
 // PanelKind is what a board panel shows.
 type PanelKind string
@@ -27,12 +30,16 @@ var PanelKinds = []PanelKind{PanelTimeSeries, PanelStat, PanelTable, PanelMap, P
 // for all of them. It is stored as the user wrote it (JSON), so that an
 // exported board imports as it was.
 type Board struct {
-	ID      int64   `json:"id"`
-	Name    string  `json:"name"`
-	Window  string  `json:"window,omitempty"` // "5m" ... "30d"; default 1h
-	Panels  []Panel `json:"panels"`
-	Created int64   `json:"created"`
-	Updated int64   `json:"updated"`
+	ID     int64  `json:"id"`
+	Name   string `json:"name"`
+	Window string `json:"window,omitempty"` // "5m" ... "30d"; default 1h
+	// Variables are choices the viewer makes for the whole board: a
+	// panel's device "$device" is the device chosen among those of the
+	// variable's prefix, so one board serves a whole fleet.
+	Variables []Variable `json:"variables,omitempty"`
+	Panels    []Panel    `json:"panels"`
+	Created   int64      `json:"created"`
+	Updated   int64      `json:"updated"`
 }
 
 // Panel is one tile of a board. Position and size are in grid cells (12
@@ -61,6 +68,13 @@ type Panel struct {
 	Thresholds []Threshold `json:"thresholds,omitempty"`
 	// Text is a text panel's Markdown.
 	Text string `json:"text,omitempty"`
+}
+
+// Variable is a board's device selector: $Name stands for one device
+// whose id starts with Prefix.
+type Variable struct {
+	Name   string `json:"name"`
+	Prefix string `json:"prefix,omitempty"`
 }
 
 // SeriesRef names the metric of one device, or of the devices whose id
@@ -106,18 +120,31 @@ func (b *Board) Validate() error {
 	if b.Panels == nil {
 		b.Panels = []Panel{}
 	}
+	vars := map[string]bool{}
+	if len(b.Variables) > 4 {
+		return fmt.Errorf("%w: at most 4 variables", ErrInvalid)
+	}
+	for _, v := range b.Variables {
+		if !variableName.MatchString(v.Name) || vars[v.Name] {
+			return fmt.Errorf("%w: variable %q: want a unique name of letters, digits and _ (used as $name)", ErrInvalid, v.Name)
+		}
+		if len(v.Prefix) > MaxDeviceIDLen || strings.ContainsAny(v.Prefix, "+#/") {
+			return fmt.Errorf("%w: variable %q: prefix at most %d characters, without / + #", ErrInvalid, v.Name, MaxDeviceIDLen)
+		}
+		vars[v.Name] = true
+	}
 	if len(b.Panels) > MaxBoardPanels {
 		return fmt.Errorf("%w: at most %d panels", ErrInvalid, MaxBoardPanels)
 	}
 	for i := range b.Panels {
-		if err := b.Panels[i].validate(); err != nil {
+		if err := b.Panels[i].validate(vars); err != nil {
 			return fmt.Errorf("%w: panel %d: %v", ErrInvalid, i+1, err)
 		}
 	}
 	return nil
 }
 
-func (p *Panel) validate() error {
+func (p *Panel) validate(vars map[string]bool) error {
 	if !contains(PanelKinds, p.Kind) {
 		return fmt.Errorf("kind %q: want timeseries, stat, table, map, status or text", p.Kind)
 	}
@@ -135,6 +162,12 @@ func (p *Panel) validate() error {
 	}
 	device := func(field, id string) error {
 		if id == "" {
+			return nil
+		}
+		if name, ok := strings.CutPrefix(id, "$"); ok {
+			if !vars[name] {
+				return fmt.Errorf("%s: %q names no variable of the board", field, id)
+			}
 			return nil
 		}
 		if err := ValidateDeviceID(id); err != nil {

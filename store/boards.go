@@ -21,8 +21,9 @@ var _ devices.BoardStore = (*SavedBoards)(nil)
 
 // boardSpec is what is stored of a board besides its id, name and times.
 type boardSpec struct {
-	Window string          `json:"window,omitempty"`
-	Panels []devices.Panel `json:"panels"`
+	Window    string             `json:"window,omitempty"`
+	Variables []devices.Variable `json:"variables,omitempty"`
+	Panels    []devices.Panel    `json:"panels"`
 }
 
 // CreateBoard implements devices.BoardStore.
@@ -30,7 +31,7 @@ func (s *SavedBoards) CreateBoard(ctx context.Context, b devices.Board) (*device
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
-	spec, _ := json.Marshal(boardSpec{b.Window, b.Panels})
+	spec, _ := json.Marshal(boardSpec{b.Window, b.Variables, b.Panels})
 	err := s.Writes.Do(ctx, func(tx Execer) error {
 		if err := nameFree(ctx, tx, b.Name, 0); err != nil {
 			return err
@@ -60,7 +61,7 @@ func (s *SavedBoards) UpdateBoard(ctx context.Context, b devices.Board) (*device
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
-	spec, _ := json.Marshal(boardSpec{b.Window, b.Panels})
+	spec, _ := json.Marshal(boardSpec{b.Window, b.Variables, b.Panels})
 	err := s.Writes.Do(ctx, func(tx Execer) error {
 		if err := nameFree(ctx, tx, b.Name, b.ID); err != nil {
 			return err
@@ -124,7 +125,7 @@ func (s *SavedBoards) list(ctx context.Context, where string, args ...any) ([]de
 		if err := json.Unmarshal([]byte(spec), &sp); err != nil {
 			return nil, fmt.Errorf("board %d: stored spec: %w", b.ID, err)
 		}
-		b.Window, b.Panels = sp.Window, sp.Panels
+		b.Window, b.Variables, b.Panels = sp.Window, sp.Variables, sp.Panels
 		out = append(out, b)
 	}
 	return out, rows.Err()

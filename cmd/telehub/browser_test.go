@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -736,4 +738,43 @@ func (b *browser) restartHub(t *testing.T, m *Main, start func() *Main) *Main {
 	}
 	b.setHubDown(false)
 	return m
+}
+
+// TestBrowser_BoardVariable: one board serves a fleet through a $device
+// variable: choosing another device changes the panels that name it.
+func TestBrowser_BoardVariable(t *testing.T) {
+	b := newBrowser(t)
+	m := MustRunMain(t)
+	c := mqttConnect(t, m.Broker.URL(), "var-sensors")
+	now := time.Now().UnixMilli()
+	publishReadings(t, c, "v-1", []int64{now - 1000}, []int{11})
+	publishReadings(t, c, "v-2", []int64{now - 1000}, []int{22})
+	code, body := request(t, "POST", m.HTTP.URL()+"/api/v1/boards", "", `{"name":"One of many","variables":[{"name":"device","prefix":"v-"}],"panels":[`+
+		`{"kind":"stat","title":"$device temp","device":"$device","metric":"temp"},{"kind":"timeseries","x":6,"series":[{"device":"$device","metric":"temp"}]}]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var created struct{ ID int64 }
+	json.Unmarshal([]byte(body), &created)
+	b.run(t, chromedp.Navigate(fmt.Sprintf("%s/#/board/%d", m.HTTP.URL(), created.ID)))
+	b.waitBoard(t, "v-1 chosen first", func(st *boardState) error {
+		if len(st.Panels) != 2 || st.Panels[0].Value != "11" || len(st.Panels[1].Lines) != 1 || st.Panels[1].Lines[0].Device != "v-1" {
+			return fmt.Errorf("panels %+v", st.Panels)
+		}
+		return nil
+	})
+	b.run(t, chromedp.SetValue(chromedp.CSS(`select[data-variable="device"]`), "v-2"))
+	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.querySelector('select[data-variable="device"]').dispatchEvent(new Event('change'))`)); err != nil {
+		t.Fatal(err)
+	}
+	b.waitBoard(t, "v-2 chosen", func(st *boardState) error {
+		if st.Panels[0].Value != "22" || st.Panels[1].Lines[0].Device != "v-2" {
+			return fmt.Errorf("panels %+v", st.Panels)
+		}
+		return nil
+	})
+	if got := b.text(t, `section.panel[data-kind="stat"] h3`); got != "v-2 temp" {
+		t.Fatalf("stat title %q", got)
+	}
+	b.checkNoErrors(t)
 }

@@ -734,7 +734,7 @@
       const winButtons = BOARD_WINDOWS.map(([name]) => h('button', { type: 'button', text: name, 'data-window': name, 'aria-pressed': String((b.window || '1h') === name),
         onclick: () => this.save(Object.assign({}, this.board, { window: name })) }));
       this.editor = h('textarea', { class: 'board-json', rows: 18, 'aria-label': 'board JSON', spellcheck: 'false' });
-      this.editor.value = JSON.stringify({ name: b.name, window: b.window, panels: b.panels }, null, 2);
+      this.editor.value = JSON.stringify({ name: b.name, window: b.window, variables: b.variables, panels: b.panels }, null, 2);
       this.editBox = h('div', { class: 'board-editor', hidden: !edit }, this.editor,
         h('div', { class: 'toolbar' },
           h('button', { type: 'button', text: 'Save', 'data-action': 'save', onclick: () => this.saveJSON() }),
@@ -744,17 +744,33 @@
           h('button', { type: 'button', text: 'Add text', onclick: () => this.addPanel({ kind: 'text', w: 6, h: 2, text: 'Notes' }) })),
         h('p', { class: 'muted', text: 'Panels: kind (timeseries, stat, table, map, status, text), x, y, w, h on a 12-column grid; see docs/boards.md.' }));
       this.grid = h('div', { class: 'board-grid' });
+      // Variables: a device chosen among those of a prefix, kept in the URL.
+      this.vars = {};
+      const selects = (b.variables || []).map((v) => {
+        const choices = [...this.devices.keys()].filter((d) => d.startsWith(v.prefix || '')).sort();
+        const want = this.params.get(v.name);
+        this.vars[v.name] = choices.includes(want) ? want : choices[0] || '';
+        const sel = h('select', { 'aria-label': '$' + v.name, 'data-variable': v.name }, choices.slice(0, 1000).map((d) => h('option', { value: d, text: d, selected: d === this.vars[v.name] })));
+        sel.addEventListener('change', () => {
+          this.params.set(v.name, sel.value);
+          history.replaceState(null, '', '#/board/' + this.id + '?' + this.params);
+          this.stopFeed();
+          this.build(!this.editBox.hidden);
+          this.start(this.loadGen);
+        });
+        return h('label', null, '$' + v.name + ' ', sel);
+      });
       this.root.replaceChildren(
         h('p', null, h('a', { href: '#/boards', text: '← Boards' })),
         h('h1', { text: b.name }),
-        h('div', { class: 'toolbar' }, h('span', { class: 'segmented', role: 'group', 'aria-label': 'time window' }, winButtons), h('span', { class: 'grow' }),
+        h('div', { class: 'toolbar' }, h('span', { class: 'segmented', role: 'group', 'aria-label': 'time window' }, winButtons), ...selects, h('span', { class: 'grow' }),
           h('button', { type: 'button', text: 'Edit', 'data-action': 'edit', 'aria-pressed': String(!!edit), onclick: (e) => { this.editBox.hidden = !this.editBox.hidden; e.target.setAttribute('aria-pressed', String(!this.editBox.hidden)); } }),
           h('button', { type: 'button', text: 'Duplicate', onclick: () => this.duplicate() }),
           h('a', { href: 'api/v1/boards/' + this.id, download: 'board-' + this.id + '.json', text: 'Export' }),
           h('button', { type: 'button', text: 'Delete', onclick: () => this.remove() })),
         this.error, this.editBox, this.grid);
       for (const p of this.panels) if (p.destroy) p.destroy();
-      this.panels = b.panels.map((spec, i) => this.makePanel(spec, i));
+      this.panels = b.panels.map((spec, i) => this.makePanel(this.bind(spec), i));
       for (const p of this.panels) {
         p.el.style.gridColumn = (spec(p).x + 1) + ' / span ' + spec(p).w;
         p.el.style.gridRow = (spec(p).y + 1) + ' / span ' + spec(p).h;
@@ -762,6 +778,15 @@
         this.grid.append(p.el);
         this.resizer.observe(p.el);
       }
+    }
+
+    // bind puts the chosen devices in place of a panel's $variables.
+    bind(spec) {
+      const v = (d) => (typeof d === 'string' && d.startsWith('$') ? this.vars[d.slice(1)] || '' : d);
+      const out = Object.assign({}, spec, { device: v(spec.device) });
+      if (spec.series) out.series = spec.series.map((s) => Object.assign({}, s, { device: v(s.device) }));
+      if (out.title) out.title = out.title.replace(/\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, n) => (n in this.vars ? this.vars[n] : m));
+      return out;
     }
 
     makePanel(spec, i) {
@@ -838,7 +863,7 @@
 
     async save(b) {
       try {
-        const out = await api('api/v1/boards/' + this.id, null, 'PUT', JSON.stringify({ name: b.name, window: b.window, panels: b.panels }));
+        const out = await api('api/v1/boards/' + this.id, null, 'PUT', JSON.stringify({ name: b.name, window: b.window, variables: b.variables, panels: b.panels }));
         this.board = out;
         this.stopFeed();
         this.build(!this.editBox.hidden);
@@ -860,13 +885,13 @@
       try { b = JSON.parse(this.editor.value); } catch (_) { b = this.board; }
       const y = (b.panels || []).reduce((m, q) => Math.max(m, (q.y || 0) + (q.h || 4)), 0);
       b.panels = (b.panels || []).concat([Object.assign({ x: 0, y }, p)]);
-      this.editor.value = JSON.stringify({ name: b.name, window: b.window, panels: b.panels }, null, 2);
+      this.editor.value = JSON.stringify({ name: b.name, window: b.window, variables: b.variables, panels: b.panels }, null, 2);
       this.editor.focus();
     }
 
     async duplicate() {
       try {
-        const b = await api('api/v1/boards', null, 'POST', JSON.stringify({ name: this.board.name + ' (copy ' + new Date().toLocaleTimeString() + ')', window: this.board.window, panels: this.board.panels }));
+        const b = await api('api/v1/boards', null, 'POST', JSON.stringify({ name: this.board.name + ' (copy ' + new Date().toLocaleTimeString() + ')', window: this.board.window, variables: this.board.variables, panels: this.board.panels }));
         location.hash = '#/board/' + b.id;
       } catch (e) { this.error.textContent = e.message; this.error.hidden = false; }
     }

@@ -13,7 +13,8 @@ func testBoards(t *testing.T, h *harness) {
 	s := h.open(store.Options{})
 	ctx := context.Background()
 	dec := 1
-	b := devices.Board{Name: "Kitchen", Window: "24h", Created: t0, Updated: t0, Panels: []devices.Panel{
+	b := devices.Board{Name: "Kitchen", Window: "24h", Created: t0, Updated: t0, Variables: []devices.Variable{{Name: "device", Prefix: "k-"}}, Panels: []devices.Panel{
+		{Kind: devices.PanelStat, Device: "$device", Metric: "temp"},
 		{Kind: devices.PanelTimeSeries, Title: "temps", W: 12, H: 4, Series: []devices.SeriesRef{{Device: "k-1", Metric: "temp", Color: "#f00"}, {DevicePrefix: "k-", Metric: "hum"}}, Decimals: &dec},
 		{Kind: devices.PanelText, Y: 4, Text: "# Notes\nüñí"},
 	}}
@@ -24,15 +25,18 @@ func testBoards(t *testing.T, h *harness) {
 	if _, err := s.CreateBoard(ctx, b); !errors.Is(err, devices.ErrConflict) {
 		t.Fatalf("a second board named Kitchen: %v, want ErrConflict", err)
 	}
+	if _, err := s.CreateBoard(ctx, devices.Board{Name: "x", Panels: []devices.Panel{{Kind: devices.PanelStat, Device: "$nope", Metric: "m"}}}); !errors.Is(err, devices.ErrInvalid) {
+		t.Fatalf("a panel naming an unknown variable: %v, want ErrInvalid", err)
+	}
 	if _, err := s.CreateBoard(ctx, devices.Board{Name: "x", Panels: []devices.Panel{{Kind: "gauge"}}}); !errors.Is(err, devices.ErrInvalid) {
 		t.Fatalf("a panel of an unknown kind: %v, want ErrInvalid", err)
 	}
 	read, err := s.Board(ctx, got.ID)
-	if err != nil || read.Name != "Kitchen" || read.Window != "24h" || len(read.Panels) != 2 || read.Panels[0].Series[1].DevicePrefix != "k-" ||
-		*read.Panels[0].Decimals != 1 || read.Panels[1].Text != "# Notes\nüñí" || read.Panels[1].W != 6 {
+	if err != nil || read.Name != "Kitchen" || read.Window != "24h" || len(read.Panels) != 3 || read.Panels[1].Series[1].DevicePrefix != "k-" ||
+		*read.Panels[1].Decimals != 1 || read.Panels[2].Text != "# Notes\nüñí" || read.Panels[2].W != 6 || len(read.Variables) != 1 || read.Panels[0].Device != "$device" {
 		t.Fatalf("Board = %+v, %v", read, err)
 	}
-	read.Name, read.Panels, read.Updated = "Kitchen 2", read.Panels[:1], t0+1
+	read.Name, read.Panels, read.Updated = "Kitchen 2", read.Panels[:2], t0+1
 	if _, err := s.UpdateBoard(ctx, *read); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +44,7 @@ func testBoards(t *testing.T, h *harness) {
 		t.Fatal(err)
 	}
 	list, err := s.Boards(ctx)
-	if err != nil || len(list) != 2 || list[0].Name != "Alpha" || list[1].Name != "Kitchen 2" || len(list[1].Panels) != 1 || list[1].Created != t0 || list[1].Updated != t0+1 {
+	if err != nil || len(list) != 2 || list[0].Name != "Alpha" || list[1].Name != "Kitchen 2" || len(list[1].Panels) != 2 || list[1].Created != t0 || list[1].Updated != t0+1 {
 		t.Fatalf("Boards = %+v, %v", list, err)
 	}
 	list[0].Name = "Kitchen 2"
