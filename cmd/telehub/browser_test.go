@@ -386,7 +386,8 @@ type frames struct {
 
 // BenchmarkBrowser_Smooth: 100 simulated devices publish 10 messages a
 // second each while headless Chromium shows the device list, then one
-// device's view with live charts; it reports animation frame intervals
+// device's view with live charts, then a board of 12 panels over them; it
+// reports animation frame intervals
 // (p50, p99, worst) and long tasks (over 50 ms) on each page. Headless
 // Chromium shares the two cores with the hub and the devices.
 //
@@ -415,6 +416,29 @@ func BenchmarkBrowser_Smooth(b *testing.B) {
 	list := measure("list")
 	br.run(b, chromedp.Navigate(m.HTTP.URL()+"/#/device/sim-0001?w=5m"), chromedp.WaitVisible(chromedp.CSS(`section.chart canvas`)))
 	view := measure("device view")
+	// A board of 12 panels over the 100 devices.
+	var panels []string
+	for i := 0; i < 6; i++ {
+		metric := []string{"temp", "hum"}[i%2]
+		panels = append(panels, fmt.Sprintf(`{"kind":"timeseries","x":%d,"y":%d,"w":6,"h":4,"series":[{"device_prefix":"sim-00%d","metric":"%s"}]}`, (i%2)*6, (i/2)*4, i, metric))
+	}
+	for i := 0; i < 3; i++ {
+		panels = append(panels, fmt.Sprintf(`{"kind":"stat","x":%d,"y":12,"w":4,"h":2,"device":"sim-00%d1","metric":"temp","decimals":1}`, i*4, i))
+	}
+	panels = append(panels, `{"kind":"table","x":0,"y":14,"w":6,"h":5,"device_prefix":"sim-"}`, `{"kind":"table","x":6,"y":14,"w":6,"h":5,"device_prefix":"sim-005","columns":["hum"]}`,
+		`{"kind":"status","x":0,"y":19,"w":12,"h":4,"device_prefix":"sim-"}`)
+	code, body := request(b, "POST", m.HTTP.URL()+"/api/v1/boards", "", `{"name":"Load","window":"5m","panels":[`+strings.Join(panels, ",")+`]}`)
+	if code != http.StatusCreated {
+		b.Fatalf("board: %d %s", code, body)
+	}
+	var board struct{ ID int64 }
+	json.Unmarshal([]byte(body), &board)
+	br.run(b, chromedp.Navigate(fmt.Sprintf("%s/#/board/%d", m.HTTP.URL(), board.ID)), chromedp.WaitVisible(chromedp.CSS(`section.panel[data-kind="timeseries"] canvas`)))
+	boardFrames := measure("board")
+	b.ReportMetric(boardFrames.P50, "board-frame-p50-ms")
+	b.ReportMetric(boardFrames.P99, "board-frame-p99-ms")
+	b.ReportMetric(boardFrames.Max, "board-frame-max-ms")
+	b.ReportMetric(float64(boardFrames.Long), "board-long-tasks")
 	b.ReportMetric(list.P99, "list-frame-p99-ms")
 	b.ReportMetric(float64(list.Long), "list-long-tasks")
 	b.ReportMetric(view.P50, "view-frame-p50-ms")

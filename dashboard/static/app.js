@@ -847,17 +847,40 @@
         d.message_count = (d.message_count || 0) + 1;
         const rs = readings(m);
         for (const [k, ts, x] of rs) { const l = d.latest[k]; if (!l || ts >= l.ts) d.latest[k] = { v: x, ts, seq: m.seq }; }
-        for (const p of this.panels) if (p.onReadings) p.onReadings(m.device, rs);
+        for (const p of this.panels) {
+          if (p.onReadings ? p.onReadings(m.device, rs) : p.shows && p.shows(m.device)) p.dirty = true;
+        }
       }
-      this.markAll();
+      this.schedule();
     }
 
     markAll() {
       for (const p of this.panels) p.dirty = true;
-      if (this.raf) return;
+      this.schedule();
+    }
+
+    // schedule redraws the dirty panels at the next animation frame, each
+    // at most once per its own interval (a chart of twenty lines need not
+    // redraw sixty times a second; a table once a second is plenty), and
+    // no more of them in one frame than fit in a few milliseconds: the
+    // rest go in the next frames, the longest waiting first.
+    schedule() {
+      if (this.raf || this.later) return;
       this.raf = requestAnimationFrame(() => {
         this.raf = 0;
-        for (const p of this.panels) if (p.dirty && p.draw) { p.dirty = false; p.draw(); }
+        const start = performance.now();
+        let wait = Infinity, more = false;
+        const due = (p) => (p.drawnAt || 0) + (p.every || 0);
+        for (const p of this.panels.filter((q) => q.dirty && q.draw).sort((a, b) => due(a) - due(b))) {
+          const now = performance.now();
+          if (now < due(p)) { wait = Math.min(wait, due(p) - now); continue; }
+          if (now - start > 6) { more = true; break; }
+          p.dirty = false;
+          p.drawnAt = now;
+          p.draw();
+        }
+        if (more) this.schedule();
+        else if (wait < Infinity) this.later = setTimeout(() => { this.later = 0; this.schedule(); }, wait);
       });
     }
 
@@ -917,6 +940,7 @@
       this.loadGen++;
       this.stopFeed();
       cancelAnimationFrame(this.raf);
+      clearTimeout(this.later);
       this.resizer.disconnect();
       for (const p of this.panels) if (p.destroy) p.destroy();
     }
@@ -936,6 +960,7 @@
     constructor(board, spec) {
       this.board = board;
       this.spec = spec;
+      this.every = 200; // ms between redraws
       ({ el: this.el, body: this.body } = panelShell(spec, 'plot'));
       this.lines = []; // {device, metric, label, color, points: Points}
       this.hover = h('span', { class: 'hover muted' });
@@ -967,7 +992,9 @@
     }
 
     onReadings(device, rs) {
-      for (const [k, ts, x] of rs) for (const l of this.lines) if (l.device === device && l.metric === k) l.points.add(ts, x);
+      let hit = false;
+      for (const [k, ts, x] of rs) for (const l of this.lines) if (l.device === device && l.metric === k) { l.points.add(ts, x); hit = true; }
+      return hit;
     }
 
     data() {
@@ -1030,6 +1057,7 @@
     constructor(board, spec) {
       this.board = board;
       this.spec = spec;
+      this.every = 200;
       ({ el: this.el, body: this.body } = panelShell(spec, 'stat'));
       this.value = h('div', { class: 'stat-value' });
       this.spark = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
@@ -1054,8 +1082,9 @@
     }
 
     onReadings(device, rs) {
-      if (device !== this.spec.device) return;
+      if (device !== this.spec.device) return false;
       for (const [k, ts, x] of rs) if (k === this.spec.metric) this.points.add(ts, x);
+      return true;
     }
 
     draw() {
@@ -1080,6 +1109,7 @@
     constructor(board, spec) {
       this.board = board;
       this.spec = spec;
+      this.every = 1000;
       this.sort = 'id';
       this.desc = false;
       ({ el: this.el, body: this.body } = panelShell(spec, 'table-wrap'));
@@ -1093,6 +1123,8 @@
       for (const d of this.devices()) for (const [k, l] of Object.entries(d.latest || {})) if (typeof l.v === 'number') seen.set(k, (seen.get(k) || 0) + 1);
       return [...seen].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 6).map(([k]) => k);
     }
+
+    shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
 
     draw() {
       const cols = this.columns();
@@ -1122,8 +1154,11 @@
     constructor(board, spec) {
       this.board = board;
       this.spec = spec;
+      this.every = 1000;
       ({ el: this.el, body: this.body } = panelShell(spec, 'status-list'));
     }
+
+    shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
 
     draw() {
       const devs = [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '')).sort((a, b) => (a.id < b.id ? -1 : 1));
@@ -1150,8 +1185,11 @@
     constructor(board, spec) {
       this.board = board;
       this.spec = spec;
+      this.every = 1000;
       ({ el: this.el, body: this.body } = panelShell(spec, 'map'));
     }
+
+    shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
 
     draw() {
       const pts = [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '') && d.latest && typeof (d.latest.lat || {}).v === 'number' && typeof (d.latest.lon || {}).v === 'number');
