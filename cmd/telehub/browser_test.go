@@ -697,8 +697,9 @@ func TestBrowser_Board(t *testing.T) {
 		chromedp.Navigate(m.HTTP.URL()+"/#/boards"),
 		chromedp.WaitVisible(chromedp.CSS(`ul.boards a`)), // the Fleet board, generated
 		chromedp.Click(chromedp.CSS(`button[data-action="new"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`textarea.board-json`)),
-		chromedp.SetValue(chromedp.CSS(`textarea.board-json`), board),
+		// The board's editor, not the list's import box (gone by then).
+		chromedp.WaitVisible(chromedp.CSS(`div.board-editor textarea`)),
+		chromedp.SetValue(chromedp.CSS(`div.board-editor textarea`), board),
 		chromedp.Click(chromedp.CSS(`button[data-action="save"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`section.panel[data-kind="stat"]`)),
 		chromedp.Reload(),
