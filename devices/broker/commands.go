@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,7 +150,9 @@ func (b *Broker) SendCommand(c *devices.Command) int {
 			continue
 		}
 		topic, payload := commandPacket(c, styles)
-		if err := b.publishTo(cl, topic, payload, c.ID); err != nil {
+		if err := b.publishTo(cl, topic, payload, c.ID); errors.Is(err, errInFlight) {
+			continue // another send got there first
+		} else if err != nil {
 			b.logOnce("command|"+c.Device, "command not published", "device", c.Device, "id", c.ID, "error", err)
 			continue
 		}
@@ -169,6 +172,9 @@ func (b *Broker) Listens(device string) bool {
 	return false
 }
 
+// errInFlight: the command is in flight on that connection already.
+var errInFlight = errors.New("command in flight on this connection")
+
 // publishTo publishes to one connection only, QoS 1, through the broker
 // (so that mochi keeps the packet in flight and resends it with the
 // session): while it runs, the ACL hides the topic from every other
@@ -176,6 +182,12 @@ func (b *Broker) Listens(device string) bool {
 func (b *Broker) publishTo(cl *mqtt.Client, topic string, payload []byte, cmd int64) error {
 	b.cmds.sendMu.Lock()
 	defer b.cmds.sendMu.Unlock()
+	// Checked again under the lock: two sends of one command (a new
+	// command and its device subscribing, at once) both passed the check
+	// before either packet was in flight.
+	if cmd != 0 && b.cmds.inFlight(cl.ID, cmd) {
+		return errInFlight
+	}
 	b.cmds.sending.Store(&sending{cl: cl, topic: topic, id: cmd})
 	defer b.cmds.sending.Store(nil)
 	return b.server.Publish(topic, payload, false, 1)
