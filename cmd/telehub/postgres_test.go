@@ -359,15 +359,17 @@ func TestPostgres_AlertsOnTwoHubs(t *testing.T) {
 	dev := mqttConnect(t, other.Broker.URL(), "boiler")
 	publishN(t, dev, "boiler", 40) // temperatures 0.5 .. 39.5: 10 above 30
 	hook.waitEvent(t, 20*time.Second, "hot", "boiler", "active")
-	time.Sleep(500 * time.Millisecond) // a second evaluator would have sent its own by now
-	n := 0
+	time.Sleep(500 * time.Millisecond) // a second evaluator would have raised its own by now
+	// One change, one key: webhooks are at least once, and a receiver
+	// drops repeats by key (a repeat with the same key was seen once in CI).
+	keys := map[string]bool{}
 	for _, c := range hook.list() {
 		if c.Event == "active" {
-			n++
+			keys[c.Key] = true
 		}
 	}
-	if n != 1 {
-		t.Fatalf("%d active webhooks, want 1: %+v", n, hook.list())
+	if len(keys) != 1 {
+		t.Fatalf("%d active changes notified, want 1: %+v", len(keys), hook.list())
 	}
 	leader.Close(context.Background())
 	if tok := dev.Publish("devices/boiler/telemetry", 1, false, `{"temp":10}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
