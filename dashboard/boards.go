@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -43,14 +44,31 @@ func boardBody(c *fiber.Ctx) (devices.Board, error) {
 	return b, nil
 }
 
+// fleetMade is the hub setting that records that the Fleet board was made,
+// so that a user who deletes it does not get it back.
+const fleetMade = "boards.fleet_made"
+
+// settings keeps small named values of the hub (the stores implement it).
+type settings interface {
+	Setting(ctx context.Context, name string) (string, error)
+	SetSetting(ctx context.Context, name, value string) error
+}
+
 // handleListBoards serves GET /api/v1/boards: {"boards":[...]}, by name. A
-// hub with devices and no board gets its Fleet board first
-// (devices.FleetBoard), stored like any other.
+// hub with devices that never had a board gets its Fleet board first
+// (devices.FleetBoard), stored like any other; once, so a user may delete
+// it.
 func (s *Server) handleListBoards(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	list, err := s.Boards.Boards(ctx)
 	if err != nil {
 		return err
+	}
+	st, _ := s.Boards.(settings)
+	if len(list) == 0 && st != nil {
+		if made, err := st.Setting(ctx, fleetMade); err != nil || made != "" {
+			return c.JSON(fiber.Map{"boards": list})
+		}
 	}
 	if len(list) == 0 {
 		devs, err := s.Messages.ListDevices(ctx)
@@ -61,6 +79,11 @@ func (s *Server) handleListBoards(c *fiber.Ctx) error {
 			now := time.Now().UnixMilli()
 			if _, err := s.Boards.CreateBoard(ctx, devices.FleetBoard(devs, now)); err != nil && !errors.Is(err, devices.ErrConflict) {
 				return err
+			}
+			if st != nil {
+				if err := st.SetSetting(ctx, fleetMade, "1"); err != nil {
+					return err
+				}
 			}
 			if list, err = s.Boards.Boards(ctx); err != nil {
 				return err

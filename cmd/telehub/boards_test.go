@@ -90,4 +90,13 @@ func TestBoards_API(t *testing.T) {
 	if code, _ := request(t, "DELETE", path, admin, ""); code != http.StatusNoContent {
 		t.Fatalf("admin DELETE: %d", code)
 	}
+	// A Fleet board deleted stays deleted: it is made once.
+	fleet := fmt.Sprintf("%s/api/v1/boards/%d", base, list.Boards[0].ID)
+	if code, _ := request(t, "DELETE", fleet, admin, ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE Fleet: %d", code)
+	}
+	var after struct{ Boards []devices.Board }
+	if code, body := request(t, "GET", base+"/api/v1/boards", admin, ""); code != http.StatusOK || json.Unmarshal([]byte(body), &after) != nil || len(after.Boards) != 0 {
+		t.Fatalf("after deleting every board: %d %s", code, body)
+	}
 }
