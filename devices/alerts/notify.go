@@ -173,10 +173,12 @@ func (n *Notifier) serve(ctx context.Context, w *receiver) {
 // until none is left. The attempts of each batch are recorded together
 // (one commit, not one per request) while the next batch goes out: the
 // record of a batch waits for a commit, the next request need not. A
-// delivery sent and not yet recorded is not sent again meanwhile.
+// delivery is sent at most once per drain: a read of the outbox made
+// before its record committed still shows it pending. What failed goes
+// again at a later wake-up, when its time has come.
 func (n *Notifier) drain(ctx context.Context, w *receiver) {
 	var mu sync.Mutex
-	unrecorded := map[int64]bool{}
+	sent := map[int64]bool{}
 	var recording chan struct{} // closed when the previous batch is recorded
 	failed := false
 	defer func() {
@@ -190,7 +192,7 @@ func (n *Notifier) drain(ctx context.Context, w *receiver) {
 			return
 		}
 		mu.Lock()
-		list = slices.DeleteFunc(list, func(d devices.Delivery) bool { return unrecorded[d.ID] })
+		list = slices.DeleteFunc(list, func(d devices.Delivery) bool { return sent[d.ID] })
 		stop := failed
 		mu.Unlock()
 		if stop {
@@ -220,7 +222,7 @@ func (n *Notifier) drain(ctx context.Context, w *receiver) {
 		}
 		mu.Lock()
 		for _, r := range results {
-			unrecorded[r.ID] = true
+			sent[r.ID] = true
 		}
 		mu.Unlock()
 		done := make(chan struct{})
@@ -234,9 +236,6 @@ func (n *Notifier) drain(ctx context.Context, w *receiver) {
 				// Sent but not recorded: they go again, with the same keys.
 				n.Logger.Error("webhooks: cannot record attempts", "url", w.url, "error", err)
 				failed = true
-			}
-			for _, r := range results {
-				delete(unrecorded, r.ID)
 			}
 		}()
 	}
