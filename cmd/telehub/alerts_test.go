@@ -370,8 +370,10 @@ func TestAlerts_KillBetweenTriggerAndWebhook(t *testing.T) {
 	})
 	var full alertJSON
 	getJSON(t, fmt.Sprintf("%s/api/v1/alerts/%d", h2.httpURL, listAlerts(t, h2.httpURL, "")[0].ID), &full)
-	if len(full.Deliveries) != 1 || full.Deliveries[0].Status != "delivered" || full.Deliveries[0].Attempts < 2 {
-		t.Fatalf("deliveries %+v, want one, delivered after retries", full.Deliveries)
+	// The first hub's attempt may or may not have been recorded before the
+	// kill: the receiver saw it, the database need not have.
+	if len(full.Deliveries) != 1 || full.Deliveries[0].Status != "delivered" || full.Deliveries[0].Key != first.Key {
+		t.Fatalf("deliveries %+v, want one, delivered, key %s", full.Deliveries, first.Key)
 	}
 }
 
