@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -19,6 +20,16 @@ func (s *Server) boardRoutes(api fiber.Router) {
 	api.Get("/boards/:board", s.boardsOn, s.handleGetBoard)
 	api.Put("/boards/:board", s.boardsOn, s.handleUpdateBoard)
 	api.Delete("/boards/:board", s.boardsOn, s.handleDeleteBoard)
+	api.Get("/metric-settings", s.metricSettingsOn, s.handleListMetricSettings)
+	api.Put("/metric-settings/:metric", s.metricSettingsOn, s.handleSetMetricSetting)
+	api.Delete("/metric-settings/:metric", s.metricSettingsOn, s.handleDeleteMetricSetting)
+}
+
+func (s *Server) metricSettingsOn(c *fiber.Ctx) error {
+	if s.MetricSettings == nil {
+		return fiber.NewError(fiber.StatusNotImplemented, "metric settings are not available")
+	}
+	return c.Next()
 }
 
 func (s *Server) boardsOn(c *fiber.Ctx) error {
@@ -146,6 +157,64 @@ func (s *Server) handleDeleteBoard(c *fiber.Ctx) error {
 		return err
 	}
 	if err := s.Boards.DeleteBoard(c.UserContext(), id); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// handleListMetricSettings serves GET /api/v1/metric-settings:
+// {"metrics":[...]}, by name: how each metric is shown on every chart.
+func (s *Server) handleListMetricSettings(c *fiber.Ctx) error {
+	list, err := s.MetricSettings.MetricSettings(c.UserContext())
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"metrics": list})
+}
+
+// metricParam reads the {metric} path parameter, unescaped (a metric name
+// may hold any character, '/' and '%' too).
+func metricParam(c *fiber.Ctx) (string, error) {
+	m, err := url.PathUnescape(c.Params("metric"))
+	if err != nil || m == "" {
+		return "", invalid("metric", "want a metric name, escaped as a path segment")
+	}
+	return m, nil
+}
+
+// handleSetMetricSetting serves PUT /api/v1/metric-settings/{metric}
+// (admin): {"label":..,"unit":..,"decimals":..,"min":..,"max":..}, all
+// optional, in place of what was set before. 200 with the settings.
+func (s *Server) handleSetMetricSetting(c *fiber.Ctx) error {
+	metric, err := metricParam(c)
+	if err != nil {
+		return err
+	}
+	var m devices.MetricSetting
+	dec := json.NewDecoder(bytes.NewReader(c.Body()))
+	dec.DisallowUnknownFields()
+	if len(c.Body()) > 4096 {
+		return invalid("body", "at most 4096 bytes")
+	}
+	if err := dec.Decode(&m); err != nil {
+		return invalid("body", `send settings such as {"label":"Temperature","unit":"°C","decimals":1,"min":-20,"max":50}: %v`, err)
+	}
+	if m.Metric != "" && m.Metric != metric {
+		return invalid("metric", "the body names metric %q, the path %q", m.Metric, metric)
+	}
+	m.Metric, m.Updated = metric, time.Now().UnixMilli()
+	if err := s.MetricSettings.SetMetricSetting(c.UserContext(), m); err != nil {
+		return err
+	}
+	return c.JSON(m)
+}
+
+func (s *Server) handleDeleteMetricSetting(c *fiber.Ctx) error {
+	metric, err := metricParam(c)
+	if err != nil {
+		return err
+	}
+	if err := s.MetricSettings.DeleteMetricSetting(c.UserContext(), metric); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

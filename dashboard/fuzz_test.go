@@ -132,7 +132,8 @@ func FuzzDownlinkHandlers(f *testing.F) {
 	})
 }
 
-// FuzzAlertAndBoardHandlers sends the rule, alert and board routes
+// FuzzAlertAndBoardHandlers sends the rule, alert, board and metric
+// settings routes
 // arbitrary ids, query strings and bodies: int64 limits, empty, unicode,
 // deep JSON. Nothing may earn a 5xx.
 //
@@ -147,7 +148,7 @@ func FuzzAlertAndBoardHandlers(f *testing.F) {
 	if _, err := e.CreateRule(context.Background(), devices.Rule{Name: "seeded", Kind: devices.RuleStatus}); err != nil {
 		f.Fatal(err)
 	}
-	s, _ := MustOpenServer(f, func(s *dashboard.Server) { s.Alerts, s.Boards = e, st })
+	s, _ := MustOpenServer(f, func(s *dashboard.Server) { s.Alerts, s.Boards, s.MetricSettings = e, st, st })
 	app := dashboard.App(s)
 	for _, seed := range []struct{ id, query, body string }{
 		{"1", "status=open&severity=critical&limit=1000&before=9223372036854775807", `{"name":"hot","metric":"temp","op":">","value":30,"clear":28,"for":"1m"}`},
@@ -158,6 +159,8 @@ func FuzzAlertAndBoardHandlers(f *testing.F) {
 		{"", "", `[[[[[]]]]]`},
 		{"1", "", ``},
 		{"1", "", `{"name":"b","window":"7d","panels":[{"kind":"timeseries","x":11,"w":2,"series":[{"device_prefix":"","metric":"t"}]},{"kind":"text","text":"# ü"}]}`},
+		{"temp", "", `{"label":"T","unit":"°C","decimals":1,"min":-1e308,"max":1e308}`},
+		{"1", "", `{"name":"b","window":"99999d","panels":[{"kind":"command","device":"d","method":"m","params":{"a":[1e999]}},{"kind":"map","tiles":"https://x/{z}/{x}/{y}"}]}`},
 		{"1", "", `{"name":"b","panels":[{"kind":"stat","device":"d","metric":"m","decimals":-1,"min":1e308,"max":-1e308,"y":9223372036854775807}]}`},
 	} {
 		f.Add(seed.id, seed.query, seed.body)
@@ -179,6 +182,9 @@ func FuzzAlertAndBoardHandlers(f *testing.F) {
 			{"GET", "/api/v1/boards/" + url.PathEscape(id)},
 			{"PUT", "/api/v1/boards/" + url.PathEscape(id)},
 			{"DELETE", "/api/v1/boards/" + url.PathEscape(id)},
+			{"GET", "/api/v1/metric-settings"},
+			{"PUT", "/api/v1/metric-settings/" + url.PathEscape(id)},
+			{"DELETE", "/api/v1/metric-settings/" + url.PathEscape(id)},
 		} {
 			req, err := http.NewRequest(r.method, "http://127.0.0.1"+r.path+"?"+query, strings.NewReader(body))
 			if err != nil {

@@ -64,6 +64,8 @@ type Server struct {
 	WebhookSecret string
 	// Boards keeps the boards users compose; nil disables those routes.
 	Boards devices.BoardStore
+	// MetricSettings keeps how metrics are shown; nil disables those routes.
+	MetricSettings devices.MetricSettingStore
 	// Events lists devices' status events; nil disables that route.
 	Events devices.EventLog
 	// Retention reads and sets per-device retention; nil disables those routes.

@@ -1,10 +1,15 @@
 package devices
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -21,10 +26,12 @@ const (
 	PanelMap        PanelKind = "map"        // positions of devices that report lat/lon
 	PanelStatus     PanelKind = "status"     // online/offline and last seen of devices
 	PanelText       PanelKind = "text"       // Markdown notes
+	PanelCommand    PanelKind = "command"    // a button that sends a device a command, with its answer
+	PanelAlerts     PanelKind = "alerts"     // the open alerts of devices
 )
 
 // PanelKinds lists every kind.
-var PanelKinds = []PanelKind{PanelTimeSeries, PanelStat, PanelTable, PanelMap, PanelStatus, PanelText}
+var PanelKinds = []PanelKind{PanelTimeSeries, PanelStat, PanelTable, PanelMap, PanelStatus, PanelText, PanelCommand, PanelAlerts}
 
 // Board is a dashboard a user composes: a grid of panels with a time window
 // for all of them. It is stored as the user wrote it (JSON), so that an
@@ -55,11 +62,22 @@ type Panel struct {
 	// of every device whose id starts with DevicePrefix.
 	Series []SeriesRef `json:"series,omitempty"`
 	// Device and Metric are a stat panel's; DevicePrefix and Columns
-	// (metrics) select a table's or a status panel's rows and columns.
+	// (metrics) select a table's or a status panel's rows and columns, a
+	// map's or an alerts panel's devices.
 	Device       string   `json:"device,omitempty"`
 	Metric       string   `json:"metric,omitempty"`
 	DevicePrefix string   `json:"device_prefix,omitempty"`
 	Columns      []string `json:"columns,omitempty"`
+	// A map draws each device's Track over the window when set, over
+	// Tiles (an https tile URL with {z}, {x} and {y}) when given, else
+	// over the country outlines shipped with the hub.
+	Track bool   `json:"track,omitempty"`
+	Tiles string `json:"tiles,omitempty"`
+	// A command panel's button sends Device the command Method with
+	// Params (a JSON object) and shows the answer; Button is its label.
+	Method string          `json:"method,omitempty"`
+	Params json.RawMessage `json:"params,omitempty"`
+	Button string          `json:"button,omitempty"`
 	// Display settings.
 	Unit       string      `json:"unit,omitempty"`
 	Decimals   *int        `json:"decimals,omitempty"`
@@ -105,8 +123,27 @@ const (
 	BoardGridColumns = 12
 )
 
-// BoardWindows are the windows a board may show, by name.
+// BoardWindows are the windows the dashboard offers; a board may have any
+// other of BoardWindow's.
 var BoardWindows = []string{"5m", "15m", "1h", "6h", "24h", "7d", "30d"}
+
+var windowRE = regexp.MustCompile(`^([1-9][0-9]{0,4})([mhd])$`)
+
+// BoardWindow is the length of a board's window written as a whole number
+// of minutes, hours or days ("90m", "12h", "3d"), from 1m to 90d; 0 when w
+// is not one.
+func BoardWindow(w string) time.Duration {
+	m := windowRE.FindStringSubmatch(w)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	d := time.Duration(n) * map[string]time.Duration{"m": time.Minute, "h": time.Hour, "d": 24 * time.Hour}[m[2]]
+	if d > 90*24*time.Hour {
+		return 0
+	}
+	return d
+}
 
 // Validate checks b; errors wrap ErrInvalid and name the panel and field.
 func (b *Board) Validate() error {
@@ -114,8 +151,8 @@ func (b *Board) Validate() error {
 	if b.Name == "" || len(b.Name) > MaxBoardName || !utf8.ValidString(b.Name) {
 		return fmt.Errorf("%w: board name: want 1 to %d characters", ErrInvalid, MaxBoardName)
 	}
-	if b.Window != "" && !contains(BoardWindows, b.Window) {
-		return fmt.Errorf("%w: window %q: want one of %s", ErrInvalid, b.Window, strings.Join(BoardWindows, ", "))
+	if b.Window != "" && BoardWindow(b.Window) == 0 {
+		return fmt.Errorf("%w: window %q: want one of %s, or minutes, hours or days (90m, 12h, 3d) from 1m to 90d", ErrInvalid, b.Window, strings.Join(BoardWindows, ", "))
 	}
 	if b.Panels == nil {
 		b.Panels = []Panel{}
@@ -146,7 +183,7 @@ func (b *Board) Validate() error {
 
 func (p *Panel) validate(vars map[string]bool) error {
 	if !contains(PanelKinds, p.Kind) {
-		return fmt.Errorf("kind %q: want timeseries, stat, table, map, status or text", p.Kind)
+		return fmt.Errorf("kind %q: want timeseries, stat, table, map, status, text, command or alerts", p.Kind)
 	}
 	if len(p.Title) > MaxBoardName || !utf8.ValidString(p.Title) {
 		return fmt.Errorf("title: at most %d characters", MaxBoardName)
@@ -218,7 +255,30 @@ func (p *Panel) validate(vars map[string]bool) error {
 		if err := metric("metric", p.Metric); err != nil {
 			return err
 		}
-	case PanelTable, PanelStatus, PanelMap:
+	case PanelCommand:
+		if p.Device == "" {
+			return fmt.Errorf("device: a command panel sends one device its command")
+		}
+		if !methodRE.MatchString(p.Method) {
+			return fmt.Errorf("method: 1-64 letters, digits or _.:-")
+		}
+		if len(p.Params) > 0 {
+			if len(p.Params) > 4096 || !json.Valid(p.Params) || bytes.TrimSpace(p.Params)[0] != '{' {
+				return fmt.Errorf("params: want a JSON object of at most 4 KiB")
+			}
+		}
+		if len(p.Button) > MaxBoardName || !utf8.ValidString(p.Button) {
+			return fmt.Errorf("button: at most %d characters", MaxBoardName)
+		}
+	case PanelMap:
+		if p.Tiles != "" {
+			u, err := url.Parse(p.Tiles)
+			if err != nil || u.Scheme != "https" || u.Host == "" || len(p.Tiles) > 500 ||
+				!strings.Contains(p.Tiles, "{z}") || !strings.Contains(p.Tiles, "{x}") || !strings.Contains(p.Tiles, "{y}") {
+				return fmt.Errorf("tiles: want an https URL with {z}, {x} and {y}, such as https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+			}
+		}
+	case PanelTable, PanelStatus:
 		if len(p.Columns) > MaxPanelColumns {
 			return fmt.Errorf("columns: at most %d", MaxPanelColumns)
 		}
@@ -232,11 +292,8 @@ func (p *Panel) validate(vars map[string]bool) error {
 			return fmt.Errorf("text: at most %d bytes of UTF-8", MaxPanelText)
 		}
 	}
-	if p.Decimals != nil && (*p.Decimals < 0 || *p.Decimals > 10) {
-		return fmt.Errorf("decimals: want 0 to 10")
-	}
-	if p.Min != nil && !finite(*p.Min) || p.Max != nil && !finite(*p.Max) || p.Min != nil && p.Max != nil && *p.Min >= *p.Max {
-		return fmt.Errorf("min and max: finite, min below max")
+	if err := checkDisplay(p.Decimals, p.Min, p.Max); err != nil {
+		return err
 	}
 	if len(p.Thresholds) > 10 {
 		return fmt.Errorf("thresholds: at most 10")

@@ -22,6 +22,7 @@ type Store interface {
 	AttributeStore
 	AlertStore
 	BoardStore
+	MetricSettingStore
 
 	// Activity lists every device's last-seen time and status, cheaply,
 	// and ActivityOf one device's (Presence).

@@ -10,14 +10,18 @@ import (
 	"github.com/telehub/telehub/devices"
 )
 
-// SavedBoards implements devices.BoardStore in SQL that both backends run as it
-// is, like Commands.
+// SavedBoards implements devices.BoardStore and devices.MetricSettingStore
+// (what users compose and see) in SQL that both backends run as it is, like
+// Commands.
 type SavedBoards struct {
 	ReadDB *Stmts
 	Writes *GroupTx
 }
 
-var _ devices.BoardStore = (*SavedBoards)(nil)
+var (
+	_ devices.BoardStore         = (*SavedBoards)(nil)
+	_ devices.MetricSettingStore = (*SavedBoards)(nil)
+)
 
 // boardSpec is what is stored of a board besides its id, name and times.
 type boardSpec struct {
@@ -129,4 +133,71 @@ func (s *SavedBoards) list(ctx context.Context, where string, args ...any) ([]de
 		out = append(out, b)
 	}
 	return out, rows.Err()
+}
+
+// metricSpec is what is stored of a metric's settings besides its name.
+type metricSpec struct {
+	Label    string   `json:"label,omitempty"`
+	Unit     string   `json:"unit,omitempty"`
+	Decimals *int     `json:"decimals,omitempty"`
+	Min      *float64 `json:"min,omitempty"`
+	Max      *float64 `json:"max,omitempty"`
+}
+
+// MetricSettings implements devices.MetricSettingStore.
+func (s *SavedBoards) MetricSettings(ctx context.Context) ([]devices.MetricSetting, error) {
+	rows, err := s.ReadDB.QueryContext(ctx, `SELECT metric, spec, updated FROM metric_settings ORDER BY metric`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []devices.MetricSetting{}
+	for rows.Next() {
+		var m devices.MetricSetting
+		var spec string
+		if err := rows.Scan(&m.Metric, &spec, &m.Updated); err != nil {
+			return nil, err
+		}
+		var sp metricSpec
+		if err := json.Unmarshal([]byte(spec), &sp); err != nil {
+			return nil, fmt.Errorf("metric %q: stored settings: %w", m.Metric, err)
+		}
+		m.Label, m.Unit, m.Decimals, m.Min, m.Max = sp.Label, sp.Unit, sp.Decimals, sp.Min, sp.Max
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// SetMetricSetting implements devices.MetricSettingStore.
+func (s *SavedBoards) SetMetricSetting(ctx context.Context, m devices.MetricSetting) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	spec, _ := json.Marshal(metricSpec{m.Label, m.Unit, m.Decimals, m.Min, m.Max})
+	return s.Writes.Do(ctx, func(tx Execer) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM metric_settings WHERE metric <> $1`, m.Metric).Scan(&n); err != nil {
+			return err
+		}
+		if n >= devices.MaxMetricSettings {
+			return fmt.Errorf("%w: at most %d metrics have settings", devices.ErrInvalid, devices.MaxMetricSettings)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO metric_settings (metric, spec, updated) VALUES ($1, $2, $3)
+			ON CONFLICT (metric) DO UPDATE SET spec = excluded.spec, updated = excluded.updated`, m.Metric, string(spec), m.Updated)
+		return err
+	})
+}
+
+// DeleteMetricSetting implements devices.MetricSettingStore.
+func (s *SavedBoards) DeleteMetricSetting(ctx context.Context, metric string) error {
+	return s.Writes.Do(ctx, func(tx Execer) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM metric_settings WHERE metric = $1`, metric)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("metric %q has no settings: %w", metric, devices.ErrNotFound)
+		}
+		return nil
+	})
 }

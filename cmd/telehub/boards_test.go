@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +99,53 @@ func TestBoards_API(t *testing.T) {
 	var after struct{ Boards []devices.Board }
 	if code, body := request(t, "GET", base+"/api/v1/boards", admin, ""); code != http.StatusOK || json.Unmarshal([]byte(body), &after) != nil || len(after.Boards) != 0 {
 		t.Fatalf("after deleting every board: %d %s", code, body)
+	}
+}
+
+// TestMetricSettings_API: a metric's display settings are set, read, and
+// removed through the API; only an admin may change them; a name with
+// any character is a path segment.
+func TestMetricSettings_API(t *testing.T) {
+	m := MustRunMain(t)
+	ctx := context.Background()
+	base := m.HTTP.URL() + "/api/v1/metric-settings"
+	code, body := request(t, "PUT", base+"/temp", "", `{"label":"Temperature","unit":"°C","decimals":1,"min":-20,"max":50}`)
+	if code != http.StatusOK || !strings.Contains(body, `"unit":"°C"`) {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if code, body := request(t, "PUT", base+"/a%2Fb%20c", "", `{"unit":"%"}`); code != http.StatusOK || !strings.Contains(body, `"metric":"a/b c"`) {
+		t.Fatalf("PUT of an escaped name: %d %s", code, body)
+	}
+	for _, bad := range []struct{ path, body string }{
+		{"/temp", `{"decimals":11}`}, {"/temp", `{"min":5,"max":1}`}, {"/temp", `{"colour":"red"}`}, {"/temp", `{"metric":"hum"}`},
+		{"/temp", `{"max":1e999}`}, {"/temp", `[]`},
+	} {
+		if code, body := request(t, "PUT", base+bad.path, "", bad.body); code != http.StatusBadRequest {
+			t.Errorf("PUT %s %s: %d %s, want 400", bad.path, bad.body, code, body)
+		}
+	}
+	var list struct{ Metrics []devices.MetricSetting }
+	getJSON(t, base, &list)
+	if len(list.Metrics) != 2 || list.Metrics[0].Metric != "a/b c" || list.Metrics[1].Label != "Temperature" || *list.Metrics[1].Max != 50 {
+		t.Fatalf("GET: %+v", list.Metrics)
+	}
+	if code, _ := request(t, "DELETE", base+"/a%2Fb%20c", "", ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", code)
+	}
+	if code, _ := request(t, "DELETE", base+"/a%2Fb%20c", "", ""); code != http.StatusNotFound {
+		t.Fatalf("DELETE again: %d, want 404", code)
+	}
+	read, _ := m.Store.AddToken(ctx, "viewer", devices.ScopeRead)
+	checkFor(t, 5*time.Second, func() error {
+		if code, _ := request(t, "GET", base, "", ""); code != http.StatusUnauthorized {
+			return fmt.Errorf("GET without a token: %d", code)
+		}
+		return nil
+	})
+	if code, _ := request(t, "GET", base, read, ""); code != http.StatusOK {
+		t.Fatalf("read token GET: %d", code)
+	}
+	if code, _ := request(t, "PUT", base+"/temp", read, `{"unit":"K"}`); code != http.StatusForbidden {
+		t.Fatalf("read token PUT: %d, want 403", code)
 	}
 }

@@ -236,6 +236,7 @@ func (m *Main) Run() error {
 	m.HTTP.Attributes = m.Downlink
 	m.HTTP.Alerts = m.Alerts
 	m.HTTP.Boards = m.Store
+	m.HTTP.MetricSettings = m.Store
 	m.HTTP.WebhookSecret = m.webhookSecretValue
 	if b, ok := m.Store.(dashboard.Backuper); ok {
 		m.HTTP.Backup = b

@@ -71,6 +71,8 @@ func ImportSQLite(ctx context.Context, db *DB, src *sql.DB, chunk int, progress 
 			`INSERT INTO alert_attempts (id, delivery_id, at, code, error, ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, 6},
 		{"boards", `SELECT id, name, spec, created, updated FROM boards`,
 			`INSERT INTO boards (id, name, spec, created, updated) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, 5},
+		{"metric_settings", `SELECT metric, spec, updated FROM metric_settings`,
+			`INSERT INTO metric_settings (metric, spec, updated) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, 3},
 		{"hub_settings", `SELECT name, value FROM hub_settings`,
 			`INSERT INTO hub_settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING`, 2},
 	} {

@@ -17,6 +17,9 @@ func testBoards(t *testing.T, h *harness) {
 		{Kind: devices.PanelStat, Device: "$device", Metric: "temp"},
 		{Kind: devices.PanelTimeSeries, Title: "temps", W: 12, H: 4, Series: []devices.SeriesRef{{Device: "k-1", Metric: "temp", Color: "#f00"}, {DevicePrefix: "k-", Metric: "hum"}}, Decimals: &dec},
 		{Kind: devices.PanelText, Y: 4, Text: "# Notes\nüñí"},
+		{Kind: devices.PanelCommand, Y: 8, Device: "k-1", Method: "reboot", Params: []byte(`{"delay":5}`), Button: "Reboot"},
+		{Kind: devices.PanelMap, Y: 12, DevicePrefix: "k-", Track: true, Tiles: "https://tile.example.com/{z}/{x}/{y}.png"},
+		{Kind: devices.PanelAlerts, Y: 18, DevicePrefix: "k-"},
 	}}
 	got, err := s.CreateBoard(ctx, b)
 	if err != nil || got.ID <= 0 {
@@ -32,9 +35,12 @@ func testBoards(t *testing.T, h *harness) {
 		t.Fatalf("a panel of an unknown kind: %v, want ErrInvalid", err)
 	}
 	read, err := s.Board(ctx, got.ID)
-	if err != nil || read.Name != "Kitchen" || read.Window != "24h" || len(read.Panels) != 3 || read.Panels[1].Series[1].DevicePrefix != "k-" ||
+	if err != nil || read.Name != "Kitchen" || read.Window != "24h" || len(read.Panels) != 6 || read.Panels[1].Series[1].DevicePrefix != "k-" ||
 		*read.Panels[1].Decimals != 1 || read.Panels[2].Text != "# Notes\nüñí" || read.Panels[2].W != 6 || len(read.Variables) != 1 || read.Panels[0].Device != "$device" {
 		t.Fatalf("Board = %+v, %v", read, err)
+	}
+	if c, m := read.Panels[3], read.Panels[4]; c.Method != "reboot" || string(c.Params) != `{"delay":5}` || c.Button != "Reboot" || !m.Track || m.Tiles == "" || read.Panels[5].Kind != devices.PanelAlerts {
+		t.Fatalf("command, map and alerts panels read back as %+v, %+v, %+v", c, m, read.Panels[5])
 	}
 	read.Name, read.Panels, read.Updated = "Kitchen 2", read.Panels[:2], t0+1
 	if _, err := s.UpdateBoard(ctx, *read); err != nil {
@@ -62,5 +68,49 @@ func testBoards(t *testing.T, h *harness) {
 	}
 	if err := s.DeleteBoard(ctx, got.ID); !errors.Is(err, devices.ErrNotFound) {
 		t.Fatalf("deleting twice: %v", err)
+	}
+}
+
+func testMetricSettings(t *testing.T, h *harness) {
+	s := h.open(store.Options{})
+	ctx := context.Background()
+	if list, err := s.MetricSettings(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("MetricSettings of a new store = %+v, %v", list, err)
+	}
+	one, lo, hi := 1, -40.0, 85.0
+	if err := s.SetMetricSetting(ctx, devices.MetricSetting{Metric: "temp", Label: " Temperature ", Unit: "°C", Decimals: &one, Min: &lo, Max: &hi, Updated: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMetricSetting(ctx, devices.MetricSetting{Metric: "hum", Unit: "%", Updated: t0}); err != nil {
+		t.Fatal(err)
+	}
+	// A second write replaces the first, fields it leaves out included.
+	if err := s.SetMetricSetting(ctx, devices.MetricSetting{Metric: "hum", Label: "Humidity", Updated: t0 + 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []devices.MetricSetting{{Metric: ""}, {Metric: "x", Min: &hi, Max: &lo}, {Metric: "x", Unit: string(make([]byte, 33))}} {
+		if err := s.SetMetricSetting(ctx, bad); !errors.Is(err, devices.ErrInvalid) {
+			t.Fatalf("SetMetricSetting(%+v) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	list, err := s.MetricSettings(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("MetricSettings = %+v, %v", list, err)
+	}
+	hum, temp := list[0], list[1]
+	if hum.Metric != "hum" || hum.Label != "Humidity" || hum.Unit != "" || hum.Updated != t0+1 {
+		t.Fatalf("hum = %+v", hum)
+	}
+	if temp.Metric != "temp" || temp.Label != "Temperature" || temp.Unit != "°C" || *temp.Decimals != 1 || *temp.Min != -40 || *temp.Max != 85 || temp.Updated != t0 {
+		t.Fatalf("temp = %+v", temp)
+	}
+	if err := s.DeleteMetricSetting(ctx, "hum"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMetricSetting(ctx, "hum"); !errors.Is(err, devices.ErrNotFound) {
+		t.Fatalf("deleting twice: %v", err)
+	}
+	if list, _ := s.MetricSettings(ctx); len(list) != 1 || list[0].Metric != "temp" {
+		t.Fatalf("after the delete: %+v", list)
 	}
 }

@@ -57,6 +57,7 @@ func Run(t *testing.T, b Backend) {
 		{"AlertRules", testAlertRules},
 		{"AlertSteps", testAlertSteps},
 		{"Boards", testBoards},
+		{"MetricSettings", testMetricSettings},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fn(t, &harness{t: t, b: b, db: b.NewDB(t)})
