@@ -368,7 +368,7 @@ func FleetBoard(devs []*Device, now int64) Board {
 	}
 	y += (min(len(metrics), 4) + 1) / 2 * 4
 	if located {
-		b.Panels = append(b.Panels, Panel{Kind: PanelMap, Title: "Where", X: 0, Y: y, W: 12, H: 6})
+		b.Panels = append(b.Panels, Panel{Kind: PanelMap, Title: "Where", X: 0, Y: y, W: 12, H: 6, Track: true})
 	}
 	return b
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/telehub/telehub/simulator"
@@ -611,19 +613,48 @@ func TestBrowser_Alerts(t *testing.T) {
 
 // boardState is what BoardView.snapshot() in app.js returns.
 type boardState struct {
-	ID     string
-	Live   bool
-	Seq    int64
-	Panels []struct {
-		Kind  string
-		Lines []struct {
-			Device, Metric string
-			Xs, Ys, Ns     []float64
-		}
-		Value  string
-		Latest any
-		Rows   [][]string
+	ID      string
+	Live    bool
+	Seq     int64
+	Unsaved bool
+	Layout  [][4]int
+	Panels  []panelState
+}
+
+type panelState struct {
+	Kind  string
+	Lines []struct {
+		Device, Metric string
+		Xs, Ys, Ns     []float64
 	}
+	Value    string
+	Latest   any
+	Rows     [][]string
+	Base     string // map
+	Outlines int
+	Markers  []struct {
+		Device   string
+		Lat, Lon float64
+	}
+	Tracks   map[string]int
+	Status   string // command
+	Response any
+	Error    string
+	Alerts   []struct { // alerts
+		ID               int64
+		Device, Severity string
+		Status           string
+	}
+}
+
+// panel is the first panel of kind.
+func (st *boardState) panel(kind string) *panelState {
+	for i := range st.Panels {
+		if st.Panels[i].Kind == kind {
+			return &st.Panels[i]
+		}
+	}
+	return &panelState{}
 }
 
 func (b *browser) waitBoard(t *testing.T, what string, ok func(*boardState) error) *boardState {
@@ -646,13 +677,14 @@ func (b *browser) waitBoard(t *testing.T, what string, ok func(*boardState) erro
 	}
 }
 
-// readingsOn checks that a time-series panel holds every reading of each
-// line once: n readings per line, counted by the buckets that hold them.
+// readingsOn checks that the time-series panel holds n readings of each of
+// its two devices, each once.
 func readingsOn(st *boardState, n int) error {
-	if len(st.Panels) != 4 || st.Panels[0].Kind != "timeseries" || len(st.Panels[0].Lines) != 2 {
+	ts := st.panel("timeseries")
+	if len(ts.Lines) != 2 {
 		return fmt.Errorf("panels %+v", st.Panels)
 	}
-	for _, l := range st.Panels[0].Lines {
+	for _, l := range ts.Lines {
 		sum := 0.0
 		for _, c := range l.Ns {
 			sum += c
@@ -664,11 +696,31 @@ func readingsOn(st *boardState, n int) error {
 	return nil
 }
 
-// TestBrowser_Board: a board made through the page, with a time-series
-// panel over two devices, a stat, a table and a text panel, survives a
-// reload, takes live readings on every panel, and after the hub restarts
-// under the page holds every reading exactly once. Screenshots at desktop
-// and phone width.
+// panelForm fills the open panel dialog: fields by name (in the n-th
+// series row for "series N name"), then submits it.
+func (b *browser) panelForm(t *testing.T, kind string, fields ...[2]string) {
+	t.Helper()
+	b.run(t, chromedp.SetValue(chromedp.CSS(`select[data-action="add-kind"]`), kind), chromedp.Click(chromedp.CSS(`button[data-action="add"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`dialog.panel-dialog`)))
+	for _, f := range fields {
+		sel := `dialog.panel-dialog [name="` + f[0] + `"]`
+		if row, name, ok := strings.Cut(f[0], " "); ok && strings.HasPrefix(row, "series") {
+			sel = `dialog.panel-dialog fieldset[data-series]:nth-of-type(` + strings.TrimPrefix(row, "series") + `) [name="` + name + `"]`
+		}
+		if f[0] == "add-series" {
+			b.run(t, chromedp.Click(chromedp.CSS(`dialog.panel-dialog button[data-action="add-series"]`)))
+			continue
+		}
+		b.run(t, chromedp.SetValue(chromedp.CSS(sel), f[1]))
+	}
+	b.run(t, chromedp.Click(chromedp.CSS(`dialog.panel-dialog button[data-action="apply-panel"]`)), chromedp.WaitNotPresent(chromedp.CSS(`dialog.panel-dialog`)))
+}
+
+// TestBrowser_Board: a board made through the page's forms, with a
+// time-series panel over two devices, a stat, a map and a text panel, laid
+// out with the keyboard, survives a reload, takes live readings on every
+// panel, and after the hub restarts under the page holds every reading
+// exactly once. Screenshots at desktop and phone width.
 func TestBrowser_Board(t *testing.T) {
 	b := newBrowser(t)
 	dbPath := filepath.Join(t.TempDir(), "telehub.db")
@@ -694,43 +746,109 @@ func TestBrowser_Board(t *testing.T) {
 		publishReadings(t, c, "b-1", ts, temp)
 		publishReadings(t, c, "b-2", ts, temp)
 	}
+	// Positions: b-1 in Munich, b-2 in Lisbon, one step east per call.
+	moved := 0
+	move := func() {
+		t.Helper()
+		for i, p := range [][2]float64{{48.137, 11.575}, {38.722, -9.139}} {
+			ts := time.Now().UnixMilli() - 1000 + int64(moved)
+			if tok := c.Publish(fmt.Sprintf("devices/b-%d/telemetry", i+1), 1, false, fmt.Sprintf(`{"lat":%g,"lon":%g,"ts":%d}`, p[0], p[1]+float64(moved)*0.01, ts)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Fatal(tok.Error())
+			}
+		}
+		moved++
+	}
 	publish(5)
+	move()
 
-	board := `{"name":"Greenhouse","window":"1h","panels":[` +
-		`{"kind":"timeseries","title":"temperatures","x":0,"y":0,"w":8,"h":4,"series":[{"device":"b-1","metric":"temp"},{"device":"b-2","metric":"temp","color":"#dc2626"}],"thresholds":[{"value":30,"color":"#d97706"}]},` +
-		`{"kind":"stat","title":"b-1 now","x":8,"y":0,"w":4,"h":2,"device":"b-1","metric":"temp","unit":"°C","decimals":1},` +
-		`{"kind":"table","x":8,"y":2,"w":4,"h":2,"device_prefix":"b-","columns":["temp"]},` +
-		`{"kind":"text","x":0,"y":4,"w":12,"h":1,"text":"**Greenhouse** sensors, see [docs](https://example.com) <script>x</script>"}]}`
 	b.run(t,
 		chromedp.Navigate(m.HTTP.URL()+"/#/boards"),
 		chromedp.WaitVisible(chromedp.CSS(`ul.boards a`)), // the Fleet board, generated
 		chromedp.Click(chromedp.CSS(`button[data-action="new"]`)),
-		// The board's editor, not the list's import box (gone by then).
-		chromedp.WaitVisible(chromedp.CSS(`div.board-editor textarea`)),
-		chromedp.SetValue(chromedp.CSS(`div.board-editor textarea`), board),
-		chromedp.Click(chromedp.CSS(`button[data-action="save"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`section.panel[data-kind="stat"]`)),
-		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`input.board-name`)),
+		chromedp.Clear(chromedp.CSS(`input.board-name`)),
+		chromedp.SendKeys(chromedp.CSS(`input.board-name`), "Greenhouse"),
 	)
+	b.panelForm(t, "timeseries", [2]string{"title", "temperatures"}, [2]string{"series1 mode", "device"}, [2]string{"series1 target", "b-1"}, [2]string{"series1 metric", "temp"},
+		[2]string{"add-series"}, [2]string{"series2 mode", "device"}, [2]string{"series2 target", "b-2"}, [2]string{"series2 metric", "temp"}, [2]string{"series2 color", "#dc2626"},
+		[2]string{"thresholds", "30 #d97706"})
+	b.panelForm(t, "stat", [2]string{"title", "b-1 now"}, [2]string{"device", "b-1"}, [2]string{"metric", "temp"}, [2]string{"unit", "°C"}, [2]string{"decimals", "1"})
+	b.panelForm(t, "map", [2]string{"title", "where"}, [2]string{"device_prefix", "b-"})
+	// The new board's text panel, edited in its form.
+	b.run(t, chromedp.Click(chromedp.CSS(`section.panel[data-kind="text"] button[data-action="edit-panel"]`)), chromedp.WaitVisible(chromedp.CSS(`dialog.panel-dialog textarea`)),
+		chromedp.SetValue(chromedp.CSS(`dialog.panel-dialog textarea[name="text"]`), "**Greenhouse** sensors, see [docs](https://example.com) <script>x</script>"),
+		chromedp.Click(chromedp.CSS(`dialog.panel-dialog button[data-action="apply-panel"]`)), chromedp.WaitNotPresent(chromedp.CSS(`dialog.panel-dialog`)))
+	// The layout, with the keyboard: the stat moves right by 9 columns to
+	// sit beside the chart (x 0 → 9, w 3) and one row up; the map grows a
+	// column (Shift+ArrowRight).
+	st := b.waitBoard(t, "four panels", func(st *boardState) error {
+		if len(st.Layout) != 4 {
+			return fmt.Errorf("layout %v", st.Layout)
+		}
+		return nil
+	})
+	statY := st.Layout[2][1]
+	b.run(t, chromedp.Focus(chromedp.CSS(`section.panel[data-kind="stat"]`)))
+	for i := 0; i < 9; i++ {
+		b.run(t, chromedp.KeyEvent(kb.ArrowRight))
+	}
+	b.run(t, chromedp.KeyEvent(kb.ArrowUp),
+		chromedp.Focus(chromedp.CSS(`section.panel[data-kind="map"]`)), chromedp.KeyEvent(kb.ArrowRight, chromedp.KeyModifiers(chromedp.ModifierShift)))
+	st = b.waitBoard(t, "the layout changed", func(st *boardState) error {
+		if !st.Unsaved || st.Layout[2] != [4]int{9, statY - 1, 3, 3} || st.Layout[3][2] != 7 {
+			return fmt.Errorf("unsaved %v, layout %v", st.Unsaved, st.Layout)
+		}
+		return nil
+	})
+	if got := b.text(t, `div[aria-live="polite"].sr-only`); !strings.Contains(got, "7 wide") {
+		t.Fatalf("the keyboard change is announced as %q", got)
+	}
+	b.run(t, chromedp.Click(chromedp.CSS(`button[data-action="save"]`)))
+	b.waitBoard(t, "saved", func(st *boardState) error {
+		if st.Unsaved {
+			return fmt.Errorf("not saved yet")
+		}
+		return nil
+	})
+	b.run(t, chromedp.Click(chromedp.CSS(`button[data-action="edit"]`)), chromedp.WaitNotPresent(chromedp.CSS(`input.board-name`)), chromedp.Reload())
 	b.waitBoard(t, "history on every panel after a reload", func(st *boardState) error {
 		if err := readingsOn(st, 5); err != nil {
 			return err
 		}
-		if st.Panels[1].Value != "24.0 °C" || len(st.Panels[2].Rows) != 2 {
-			return fmt.Errorf("stat %q, table %v", st.Panels[1].Value, st.Panels[2].Rows)
+		if len(st.Panels) != 4 || st.Layout[2] != [4]int{9, statY - 1, 3, 3} {
+			return fmt.Errorf("layout %v", st.Layout)
+		}
+		if v := st.panel("stat").Value; v != "24.0 °C" {
+			return fmt.Errorf("stat %q", v)
+		}
+		if mp := st.panel("map"); mp.Base != "outline" || mp.Outlines < 100 || len(mp.Markers) != 2 || mp.Tracks["b-1"] != 1 {
+			return fmt.Errorf("map %+v", mp)
 		}
 		return nil
 	})
+	if got := b.text(t, `h1`); got != "Greenhouse" {
+		t.Fatalf("board name %q", got)
+	}
 	if got := b.text(t, `section.panel[data-kind="text"] .markdown`); got != "Greenhouse sensors, see docs <script>x</script>" {
 		t.Fatalf("text panel shows %q", got)
 	}
 	publish(3)
+	move()
 	b.waitBoard(t, "live readings", func(st *boardState) error {
 		if err := readingsOn(st, 8); err != nil {
 			return err
 		}
-		if st.Panels[1].Value != "27.0 °C" || st.Panels[2].Rows[0][2] != "27" {
-			return fmt.Errorf("stat %q, table %v", st.Panels[1].Value, st.Panels[2].Rows)
+		if v := st.panel("stat").Value; v != "27.0 °C" {
+			return fmt.Errorf("stat %q", v)
+		}
+		mp := st.panel("map")
+		for _, mk := range mp.Markers {
+			if mk.Device == "b-2" && (math.Abs(mk.Lat-38.722) > 1e-9 || math.Abs(mk.Lon+9.129) > 1e-9) {
+				return fmt.Errorf("b-2 at %v, %v", mk.Lat, mk.Lon)
+			}
+		}
+		if mp.Tracks["b-1"] != 2 || mp.Tracks["b-2"] != 2 {
+			return fmt.Errorf("tracks %v", mp.Tracks)
 		}
 		return nil
 	})
@@ -739,7 +857,16 @@ func TestBrowser_Board(t *testing.T) {
 	m = b.restartHub(t, m, hub)
 	c = mqttConnect(t, m.Broker.URL(), "board-sensors-2")
 	publish(2)
-	st := b.waitBoard(t, "readings after the restart", func(st *boardState) error { return readingsOn(st, 10) })
+	move()
+	st = b.waitBoard(t, "readings after the restart", func(st *boardState) error {
+		if err := readingsOn(st, 10); err != nil {
+			return err
+		}
+		if tr := st.panel("map").Tracks; tr["b-1"] != 3 {
+			return fmt.Errorf("tracks %v", tr)
+		}
+		return nil
+	})
 	if st.Seq != int64(m.Store.LastSeq()) {
 		t.Fatalf("page at seq %d, hub at %d", st.Seq, m.Store.LastSeq())
 	}

@@ -30,6 +30,7 @@
       if (v == null || v === false) continue;
       if (k === 'class') e.className = v;
       else if (k === 'text') e.textContent = v;
+      else if (k === 'style') e.style.cssText = v; // CSSOM: allowed by the CSP, unlike a style attribute
       else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
       else e.setAttribute(k, v === true ? '' : v);
     }
@@ -70,6 +71,43 @@
     }
     if (typeof v === 'string') return v;
     return JSON.stringify(v);
+  }
+
+  // metricSettings holds how each metric is shown (label, unit, decimals,
+  // y axis min and max; GET /api/v1/metric-settings), read at start and
+  // after a change, for every chart: the device view's and the boards'.
+  const metricSettings = {
+    byMetric: new Map(),
+    async refresh() {
+      try {
+        const r = await api('api/v1/metric-settings');
+        this.byMetric = new Map(r.metrics.map((m) => [m.metric, m]));
+      } catch (_) { /* an older hub, or none stored: the defaults */ }
+    },
+    of(metric) { return this.byMetric.get(metric) || { metric }; },
+    label(metric) { return this.of(metric).label || metric; },
+    // display is what applies to a panel of metric: the panel's own
+    // settings where it has them, else the metric's.
+    display(metric, own) {
+      const m = this.of(metric), o = own || {};
+      const pick = (k) => (o[k] != null && o[k] !== '' ? o[k] : m[k]);
+      return { unit: pick('unit'), decimals: pick('decimals'), min: pick('min'), max: pick('max'), thresholds: o.thresholds };
+    },
+    async save(metric, settings) {
+      await api('api/v1/metric-settings/' + enc(metric), null, 'PUT', JSON.stringify(settings));
+      await this.refresh();
+    },
+    async remove(metric) {
+      try { await api('api/v1/metric-settings/' + enc(metric), null, 'DELETE'); } catch (e) { if (e.status !== 404) throw e; }
+      await this.refresh();
+    },
+  };
+
+  // fmtWith formats a value with display settings: decimals and unit.
+  function fmtWith(d, v) {
+    if (typeof v !== 'number') return v == null ? '–' : fmtValue(v);
+    const s = d && d.decimals != null ? v.toFixed(d.decimals) : fmtValue(v);
+    return d && d.unit ? s + ' ' + d.unit : s;
   }
 
   function fmtRate(r) {
@@ -329,6 +367,13 @@
     return '-h ' + host + ' -p ' + port;
   }
 
+  // yRange is a uPlot y scale that keeps min and max where they are set
+  // (and grows past them when the data does).
+  function yRange(d) {
+    if (d.min == null && d.max == null) return {};
+    return { range: (u, lo, hi) => [d.min != null ? Math.min(d.min, lo == null ? d.min : lo) : lo, d.max != null ? Math.max(d.max, hi == null ? d.max : hi) : hi] };
+  }
+
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
   class Chart {
@@ -340,23 +385,72 @@
       this.last = null; // {v, ts}: the latest reading itself, not a bucket's average
       this.hover = h('span', { class: 'hover muted' });
       this.plot = h('div', { class: 'plot' });
+      this.title = h('span', { class: 'chart-title' });
+      this.settingsBox = h('form', { class: 'metric-settings', hidden: true, onsubmit: (e) => { e.preventDefault(); this.saveSettings(); } });
       this.el = h('section', { class: 'chart', 'data-metric': metric, 'aria-label': 'chart of ' + metric },
-        h('h3', null, h('span', { text: metric }), this.hover, this.latest), this.plot);
+        h('h3', null, this.title, this.hover, this.latest,
+          h('button', { type: 'button', class: 'icon', title: 'Display settings of ' + metric, 'aria-label': 'display settings of ' + metric, 'data-action': 'metric-settings', text: '⚙', onclick: () => this.toggleSettings() })),
+        this.settingsBox, this.plot);
+      this.showTitle();
       this.alerts = []; // this metric's alerts and the device's own (see DeviceView.showAlerts)
       this.dirty = true;
+    }
+
+    showTitle() {
+      const label = metricSettings.label(this.metric), unit = metricSettings.of(this.metric).unit;
+      this.title.replaceChildren(label, unit ? h('span', { class: 'muted', text: ' (' + unit + ')' }) : null,
+        label !== this.metric ? h('span', { class: 'muted', text: ' ' + this.metric }) : null);
+    }
+
+    // toggleSettings opens the form for the metric's display settings,
+    // which apply to every chart of it (admin token).
+    toggleSettings() {
+      const box = this.settingsBox;
+      if (!box.hidden) { box.hidden = true; return; }
+      const m = metricSettings.of(this.metric);
+      const field = (name, label, value, attrs) => h('label', null, label + ' ', h('input', Object.assign({ name, value: value == null ? '' : String(value) }, attrs)));
+      this.settingsError = h('span', { class: 'error', role: 'alert' });
+      box.replaceChildren(
+        field('label', 'Name', m.label, { maxlength: 200, placeholder: this.metric }),
+        field('unit', 'Unit', m.unit, { maxlength: 32, size: 6 }),
+        field('decimals', 'Decimals', m.decimals, { type: 'number', min: 0, max: 10, size: 3 }),
+        field('min', 'Min', m.min, { type: 'number', step: 'any', size: 6 }),
+        field('max', 'Max', m.max, { type: 'number', step: 'any', size: 6 }),
+        h('button', { type: 'submit', text: 'Save' }),
+        h('button', { type: 'button', text: 'Reset', onclick: () => this.saveSettings(true) }),
+        this.settingsError);
+      box.hidden = false;
+      box.querySelector('input').focus();
+    }
+
+    async saveSettings(reset) {
+      const f = new FormData(this.settingsBox), out = {};
+      for (const k of ['label', 'unit']) if (String(f.get(k)).trim()) out[k] = String(f.get(k)).trim();
+      for (const k of ['decimals', 'min', 'max']) if (String(f.get(k)).trim() !== '') out[k] = Number(f.get(k));
+      try {
+        if (reset) await metricSettings.remove(this.metric);
+        else await metricSettings.save(this.metric, out);
+        this.settingsBox.hidden = true;
+        this.showTitle();
+        this.make();
+        this.draw();
+      } catch (e) {
+        this.settingsError.textContent = e.status === 403 ? 'Display settings need an admin token.' : e.message;
+      }
     }
 
     make() {
       if (this.u) this.u.destroy();
       const width = Math.max(200, this.plot.clientWidth || 460);
+      const d = metricSettings.display(this.metric);
       const axis = { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid'), width: 1 }, ticks: { stroke: cssVar('--grid'), width: 1 } };
       this.u = new uPlot({
         width, height: CHART_HEIGHT, ms: 1,
         cursor: { drag: { x: false, y: false } },
         legend: { show: false },
         hooks: { setCursor: [(u) => this.showCursor(u.cursor.idx)], draw: [(u) => this.drawAlerts(u)] },
-        scales: { x: { time: true, range: () => this.range() } },
-        series: [{}, { label: this.metric, stroke: cssVar('--accent'), width: 1.5, spanGaps: false, value: (u, v) => (v == null ? '–' : fmtValue(v)) }],
+        scales: { x: { time: true, range: () => this.range() }, y: yRange(d) },
+        series: [{}, { label: this.metric, stroke: cssVar('--accent'), width: 1.5, spanGaps: false, value: (u, v) => fmtWith(d, v) }],
         // x: room for a time label per tick, even on a phone; y: as wide as its labels.
         axes: [Object.assign({ space: 90 }, axis), Object.assign({ size: axisSize, values: (u, splits) => axisValues(splits) }, axis)],
       }, [this.points.xs, this.points.ys], this.plot);
@@ -366,7 +460,7 @@
     draw() {
       if (!this.u) this.make();
       else this.u.setData([this.points.xs, this.points.ys]);
-      this.latest.textContent = this.last ? fmtValue(this.last.v) : '';
+      this.latest.textContent = this.last ? fmtWith(metricSettings.display(this.metric), this.last.v) : '';
       this.dirty = false;
     }
 
@@ -404,7 +498,7 @@
 
     showCursor(i) {
       const p = this.points;
-      this.hover.textContent = i == null || i >= p.xs.length ? '' : new Date(p.xs[i]).toLocaleString() + '  ' + fmtValue(p.ys[i]) + (p.ns[i] > 1 ? ' (avg of ' + p.ns[i] + ')' : '');
+      this.hover.textContent = i == null || i >= p.xs.length ? '' : new Date(p.xs[i]).toLocaleString() + '  ' + fmtWith(metricSettings.display(this.metric), p.ys[i]) + (p.ns[i] > 1 ? ' (avg of ' + p.ns[i] + ')' : '');
     }
 
     resize() { if (this.u) this.u.setSize({ width: Math.max(200, this.plot.clientWidth), height: CHART_HEIGHT }); }
@@ -586,634 +680,6 @@
     }
 
     destroy() { if (this.feed) this.feed.stop(); this.gen++; }
-  }
-
-  // ---- boards -------------------------------------------------------------
-
-  const BOARD_WINDOWS = [['5m', 5 * 60e3], ['15m', 15 * 60e3], ['1h', 3600e3], ['6h', 6 * 3600e3], ['24h', 86400e3], ['7d', 7 * 86400e3], ['30d', 30 * 86400e3]];
-  const BOARD_DEVICES = 20;      // devices drawn per series of a prefix
-  const BOARD_ROW_PX = 64;       // height of one grid row
-  const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#65a30d', '#ea580c', '#4f46e5'];
-
-  // fmtPanel formats a value with a panel's decimals and unit.
-  function fmtPanel(p, v) {
-    if (typeof v !== 'number') return v == null ? '–' : fmtValue(v);
-    const s = p.decimals != null ? v.toFixed(p.decimals) : fmtValue(v);
-    return p.unit ? s + ' ' + p.unit : s;
-  }
-
-  // thresholdColor is the colour of the highest threshold v reaches.
-  function thresholdColor(p, v) {
-    let c = null;
-    for (const t of (p.thresholds || []).slice().sort((a, b) => a.value - b.value)) if (v >= t.value) c = t.color;
-    return c;
-  }
-
-  // markdown renders the small Markdown of text panels as DOM nodes, never
-  // as HTML: headings, paragraphs, lists, **bold**, *italic*, `code` and
-  // [links](https://...) (http, https and relative only).
-  function markdown(src) {
-    const inline = (text) => {
-      const out = [];
-      const re = /(\*\*([^*]+)\*\*|\*([^*]+)\*|`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\))/g;
-      let at = 0, m;
-      while ((m = re.exec(text))) {
-        if (m.index > at) out.push(text.slice(at, m.index));
-        if (m[2]) out.push(h('strong', { text: m[2] }));
-        else if (m[3]) out.push(h('em', { text: m[3] }));
-        else if (m[4]) out.push(h('code', { text: m[4] }));
-        else {
-          const safe = /^(https?:\/\/|#|\/)/i.test(m[6]);
-          out.push(safe ? h('a', { href: m[6], rel: 'noopener noreferrer', target: m[6].startsWith('#') ? null : '_blank', text: m[5] }) : m[5]);
-        }
-        at = re.lastIndex;
-      }
-      if (at < text.length) out.push(text.slice(at));
-      return out;
-    };
-    const root = h('div', { class: 'markdown' });
-    let list = null, para = [];
-    const flush = () => { if (para.length) root.append(h('p', null, inline(para.join(' ')))); para = []; };
-    for (const line of String(src).split('\n')) {
-      const head = line.match(/^(#{1,4})\s+(.*)$/);
-      const item = line.match(/^\s*[-*]\s+(.*)$/);
-      if (head) { flush(); list = null; root.append(h('h' + (head[1].length + 2), null, inline(head[2]))); }
-      else if (item) { flush(); if (!list) { list = h('ul'); root.append(list); } list.append(h('li', null, inline(item[1]))); }
-      else if (!line.trim()) { flush(); list = null; }
-      else { list = null; para.push(line.trim()); }
-    }
-    flush();
-    return root;
-  }
-
-  // BoardsView lists the boards, and makes or imports one.
-  class BoardsView {
-    constructor(root) {
-      document.title = 'Boards · Telehub';
-      this.list = h('ul', { class: 'boards' });
-      this.error = h('div', { class: 'notice error', role: 'alert', hidden: true });
-      this.importText = h('textarea', { class: 'board-json', rows: 6, 'aria-label': 'board JSON to import', placeholder: 'Paste a board exported from a hub (JSON)' });
-      root.append(h('h1', { text: 'Boards' }), this.error, this.list,
-        h('div', { class: 'toolbar' }, h('button', { type: 'button', text: 'New board', 'data-action': 'new', onclick: () => this.create() })),
-        h('details', null, h('summary', { text: 'Import a board' }), this.importText,
-          h('div', { class: 'toolbar' }, h('button', { type: 'button', text: 'Import', 'data-action': 'import', onclick: () => this.import() }))));
-      this.load();
-    }
-
-    async load() {
-      try {
-        const res = await api('api/v1/boards');
-        this.list.replaceChildren(...res.boards.map((b) => h('li', null, h('a', { href: '#/board/' + b.id, text: b.name }),
-          h('span', { class: 'muted', text: ' ' + b.panels.length + (b.panels.length === 1 ? ' panel' : ' panels') }))));
-        if (!res.boards.length) this.list.append(h('li', { class: 'muted', text: 'No boards yet: the Fleet board appears once a device has published.' }));
-      } catch (e) { this.fail(e); }
-    }
-
-    fail(e) { this.error.textContent = e.status === 403 ? 'Changing boards needs an admin token.' : e.message; this.error.hidden = false; }
-
-    async create() {
-      try {
-        const b = await api('api/v1/boards', null, 'POST', JSON.stringify({ name: 'Board ' + new Date().toLocaleString(), window: '1h',
-          panels: [{ kind: 'text', x: 0, y: 0, w: 12, h: 2, text: '# New board\nEdit it (**Edit**) to add panels.' }] }));
-        location.hash = '#/board/' + b.id + '?edit=1';
-      } catch (e) { this.fail(e); }
-    }
-
-    async import() {
-      try {
-        const b = await api('api/v1/boards', null, 'POST', this.importText.value);
-        location.hash = '#/board/' + b.id;
-      } catch (e) { this.fail(e); }
-    }
-
-    destroy() {}
-  }
-
-  // BoardView shows one board: its panels fed by one WebSocket for all of
-  // them. Each panel's history comes from the series and device APIs, each
-  // answer naming the last message it includes per device; the feed starts
-  // at the lowest of those and skips, per device, what the history held,
-  // so every reading is shown once, also after a reconnect (the feed
-  // resumes from the last seq it saw). Redraws are coalesced per animation
-  // frame.
-  class BoardView {
-    constructor(root, id, params) {
-      this.root = root;
-      this.id = id;
-      this.params = params;
-      this.panels = [];
-      this.loadGen = 0;
-      this.resizer = new ResizeObserver(() => { for (const p of this.panels) if (p.resize) p.resize(); });
-      this.load(params.get('edit') === '1');
-    }
-
-    windowMs() { return (BOARD_WINDOWS.find(([n]) => n === (this.board.window || '1h')) || BOARD_WINDOWS[2])[1]; }
-    range() { const now = Date.now(); return [now - this.windowMs(), now]; }
-
-    async load(edit) {
-      const gen = ++this.loadGen;
-      this.stopFeed();
-      try {
-        const [board, devs] = await Promise.all([api('api/v1/boards/' + this.id), api('api/v1/devices?limit=1000')]);
-        if (gen !== this.loadGen) return;
-        this.board = board;
-        this.devices = new Map(devs.devices.map((d) => [d.id, d]));
-        document.title = board.name + ' · Telehub';
-        this.build(edit);
-        await this.start(gen);
-      } catch (e) {
-        if (gen !== this.loadGen) return;
-        this.root.replaceChildren(h('p', null, h('a', { href: '#/boards', text: '← Boards' })),
-          h('div', { class: 'notice error', role: 'alert', text: e.status === 404 ? 'No board ' + this.id + '.' : 'Cannot load the board (' + e.message + ').' }));
-      }
-    }
-
-    build(edit) {
-      const b = this.board;
-      this.error = h('div', { class: 'notice error', role: 'alert', hidden: true });
-      const winButtons = BOARD_WINDOWS.map(([name]) => h('button', { type: 'button', text: name, 'data-window': name, 'aria-pressed': String((b.window || '1h') === name),
-        onclick: () => this.save(Object.assign({}, this.board, { window: name })) }));
-      this.editor = h('textarea', { class: 'board-json', rows: 18, 'aria-label': 'board JSON', spellcheck: 'false' });
-      this.editor.value = JSON.stringify({ name: b.name, window: b.window, variables: b.variables, panels: b.panels }, null, 2);
-      this.editBox = h('div', { class: 'board-editor', hidden: !edit }, this.editor,
-        h('div', { class: 'toolbar' },
-          h('button', { type: 'button', text: 'Save', 'data-action': 'save', onclick: () => this.saveJSON() }),
-          h('button', { type: 'button', text: 'Add time series', onclick: () => this.addPanel({ kind: 'timeseries', w: 6, h: 4, series: [{ device_prefix: '', metric: 'temp' }] }) }),
-          h('button', { type: 'button', text: 'Add stat', onclick: () => this.addPanel({ kind: 'stat', w: 3, h: 3, device: [...this.devices.keys()][0] || 'device', metric: 'temp' }) }),
-          h('button', { type: 'button', text: 'Add table', onclick: () => this.addPanel({ kind: 'table', w: 6, h: 4 }) }),
-          h('button', { type: 'button', text: 'Add text', onclick: () => this.addPanel({ kind: 'text', w: 6, h: 2, text: 'Notes' }) })),
-        h('p', { class: 'muted', text: 'Panels: kind (timeseries, stat, table, map, status, text), x, y, w, h on a 12-column grid; see docs/boards.md.' }));
-      this.grid = h('div', { class: 'board-grid' });
-      // Variables: a device chosen among those of a prefix, kept in the URL.
-      this.vars = {};
-      const selects = (b.variables || []).map((v) => {
-        const choices = [...this.devices.keys()].filter((d) => d.startsWith(v.prefix || '')).sort();
-        const want = this.params.get(v.name);
-        this.vars[v.name] = choices.includes(want) ? want : choices[0] || '';
-        const sel = h('select', { 'aria-label': '$' + v.name, 'data-variable': v.name }, choices.slice(0, 1000).map((d) => h('option', { value: d, text: d, selected: d === this.vars[v.name] })));
-        sel.addEventListener('change', () => {
-          this.params.set(v.name, sel.value);
-          history.replaceState(null, '', '#/board/' + this.id + '?' + this.params);
-          this.stopFeed();
-          this.build(!this.editBox.hidden);
-          this.start(this.loadGen);
-        });
-        return h('label', null, '$' + v.name + ' ', sel);
-      });
-      this.root.replaceChildren(
-        h('p', null, h('a', { href: '#/boards', text: '← Boards' })),
-        h('h1', { text: b.name }),
-        h('div', { class: 'toolbar' }, h('span', { class: 'segmented', role: 'group', 'aria-label': 'time window' }, winButtons), ...selects, h('span', { class: 'grow' }),
-          h('button', { type: 'button', text: 'Edit', 'data-action': 'edit', 'aria-pressed': String(!!edit), onclick: (e) => { this.editBox.hidden = !this.editBox.hidden; e.target.setAttribute('aria-pressed', String(!this.editBox.hidden)); } }),
-          h('button', { type: 'button', text: 'Duplicate', onclick: () => this.duplicate() }),
-          h('a', { href: 'api/v1/boards/' + this.id, download: 'board-' + this.id + '.json', text: 'Export' }),
-          h('button', { type: 'button', text: 'Delete', onclick: () => this.remove() })),
-        this.error, this.editBox, this.grid);
-      for (const p of this.panels) if (p.destroy) p.destroy();
-      this.panels = b.panels.map((spec, i) => this.makePanel(this.bind(spec), i));
-      for (const p of this.panels) {
-        p.el.style.gridColumn = (spec(p).x + 1) + ' / span ' + spec(p).w;
-        p.el.style.gridRow = (spec(p).y + 1) + ' / span ' + spec(p).h;
-        p.el.style.minHeight = (spec(p).h * BOARD_ROW_PX) + 'px';
-        this.grid.append(p.el);
-        this.resizer.observe(p.el);
-      }
-    }
-
-    // bind puts the chosen devices in place of a panel's $variables.
-    bind(spec) {
-      const v = (d) => (typeof d === 'string' && d.startsWith('$') ? this.vars[d.slice(1)] || '' : d);
-      const out = Object.assign({}, spec, { device: v(spec.device) });
-      if (spec.series) out.series = spec.series.map((s) => Object.assign({}, s, { device: v(s.device) }));
-      if (out.title) out.title = out.title.replace(/\$([A-Za-z_][A-Za-z0-9_]*)/g, (m, n) => (n in this.vars ? this.vars[n] : m));
-      return out;
-    }
-
-    makePanel(spec, i) {
-      const mk = { timeseries: SeriesPanel, stat: StatPanel, table: TablePanel, status: StatusPanel, text: TextPanel, map: MapPanel }[spec.kind];
-      const p = new mk(this, spec);
-      p.el.setAttribute('data-panel', String(i));
-      p.el.setAttribute('data-kind', spec.kind);
-      return p;
-    }
-
-    // devicesOf lists the devices a series or panel names.
-    devicesOf(ref) {
-      if (ref.device) return [ref.device];
-      const pre = ref.device_prefix || '';
-      return [...this.devices.keys()].filter((d) => d.startsWith(pre)).sort().slice(0, BOARD_DEVICES);
-    }
-
-    async start(gen) {
-      // History of every panel, then one feed from the lowest seq any of
-      // them holds; seen[device] is what the history holds of each device.
-      // The device list was read at one moment: every message up to its
-      // highest last_seq was in it, of every device.
-      this.seen = new Map();
-      let listed = 0;
-      for (const d of this.devices.values()) listed = Math.max(listed, d.last_seq || 0);
-      for (const d of this.devices.values()) this.seen.set(d.id, listed);
-      this.listed = listed;
-      await Promise.all(this.panels.map((p) => (p.load ? p.load() : null)));
-      if (gen !== this.loadGen) return;
-      let since = this.listed;
-      for (const s of this.seen.values()) since = Math.min(since, s);
-      for (const p of this.panels) if (p.draw) p.draw();
-      this.feed = new LiveFeed({
-        since,
-        onMessages: (ms) => this.onMessages(ms),
-        onStatus: (ev) => { const d = this.devices.get(ev.device); if (d) { d.status = ev.status; this.markAll(); } },
-        onReset: () => this.load(),
-        onState: (state, delay) => {
-          if (state === 'live') conn.set('live', 'live');
-          else if (state === 'reconnecting') conn.set('reconnecting', 'reconnecting' + (delay ? ' in ' + Math.ceil(delay / 1000) + ' s' : ''));
-          else conn.set('connecting', 'connecting');
-        },
-      });
-      this.slide = setInterval(() => this.markAll(), 5000); // the window moves on
-    }
-
-    // seenSeq records that the history of device holds everything up to seq.
-    seenSeq(device, seq) { this.seen.set(device, Math.max(this.seen.get(device) || 0, seq || 0)); }
-
-    onMessages(ms) {
-      for (const m of ms) {
-        if (m.seq <= (this.seen.has(m.device) ? this.seen.get(m.device) : this.listed)) continue; // in the history already
-        this.seen.set(m.device, m.seq);
-        let d = this.devices.get(m.device);
-        if (!d) { d = { id: m.device, latest: {}, last_seq: 0, message_count: 0 }; this.devices.set(m.device, d); }
-        d.last_seen = Math.max(d.last_seen || 0, m.received);
-        d.last_seq = m.seq;
-        d.message_count = (d.message_count || 0) + 1;
-        const rs = readings(m);
-        for (const [k, ts, x] of rs) { const l = d.latest[k]; if (!l || ts >= l.ts) d.latest[k] = { v: x, ts, seq: m.seq }; }
-        for (const p of this.panels) {
-          if (p.onReadings ? p.onReadings(m.device, rs) : p.shows && p.shows(m.device)) p.dirty = true;
-        }
-      }
-      this.schedule();
-    }
-
-    markAll() {
-      for (const p of this.panels) p.dirty = true;
-      this.schedule();
-    }
-
-    // schedule redraws the dirty panels at the next animation frame, each
-    // at most once per its own interval (a chart of twenty lines need not
-    // redraw sixty times a second; a table once a second is plenty), and
-    // no more of them in one frame than fit in a few milliseconds: the
-    // rest go in the next frames, the longest waiting first.
-    schedule() {
-      if (this.raf || this.later) return;
-      this.raf = requestAnimationFrame(() => {
-        this.raf = 0;
-        const start = performance.now();
-        let wait = Infinity, more = false;
-        const due = (p) => (p.drawnAt || 0) + (p.every || 0);
-        for (const p of this.panels.filter((q) => q.dirty && q.draw).sort((a, b) => due(a) - due(b))) {
-          const now = performance.now();
-          if (now < due(p)) { wait = Math.min(wait, due(p) - now); continue; }
-          if (now - start > 6) { more = true; break; }
-          p.dirty = false;
-          p.drawnAt = now;
-          p.draw();
-        }
-        if (more) this.schedule();
-        else if (wait < Infinity) this.later = setTimeout(() => { this.later = 0; this.schedule(); }, wait);
-      });
-    }
-
-    async save(b) {
-      try {
-        const out = await api('api/v1/boards/' + this.id, null, 'PUT', JSON.stringify({ name: b.name, window: b.window, variables: b.variables, panels: b.panels }));
-        this.board = out;
-        this.stopFeed();
-        this.build(!this.editBox.hidden);
-        await this.start(this.loadGen);
-      } catch (e) {
-        this.error.textContent = e.status === 403 ? 'Changing a board needs an admin token.' : 'Not saved: ' + e.message;
-        this.error.hidden = false;
-      }
-    }
-
-    saveJSON() {
-      let b;
-      try { b = JSON.parse(this.editor.value); } catch (e) { this.error.textContent = 'Not JSON: ' + e.message; this.error.hidden = false; return; }
-      this.save(b);
-    }
-
-    addPanel(p) {
-      let b;
-      try { b = JSON.parse(this.editor.value); } catch (_) { b = this.board; }
-      const y = (b.panels || []).reduce((m, q) => Math.max(m, (q.y || 0) + (q.h || 4)), 0);
-      b.panels = (b.panels || []).concat([Object.assign({ x: 0, y }, p)]);
-      this.editor.value = JSON.stringify({ name: b.name, window: b.window, variables: b.variables, panels: b.panels }, null, 2);
-      this.editor.focus();
-    }
-
-    async duplicate() {
-      try {
-        const b = await api('api/v1/boards', null, 'POST', JSON.stringify({ name: this.board.name + ' (copy ' + new Date().toLocaleTimeString() + ')', window: this.board.window, variables: this.board.variables, panels: this.board.panels }));
-        location.hash = '#/board/' + b.id;
-      } catch (e) { this.error.textContent = e.message; this.error.hidden = false; }
-    }
-
-    async remove() {
-      if (!confirm('Delete the board “' + this.board.name + '”?')) return;
-      try { await api('api/v1/boards/' + this.id, null, 'DELETE'); location.hash = '#/boards'; } catch (e) { this.error.textContent = e.message; this.error.hidden = false; }
-    }
-
-    stopFeed() {
-      if (this.feed) this.feed.stop();
-      this.feed = null;
-      clearInterval(this.slide);
-    }
-
-    // snapshot is the board's state for tests: each panel's points.
-    snapshot() {
-      return { id: this.id, live: !!(this.feed && this.feed.ws && this.feed.live), seq: this.feed ? this.feed.seq : null,
-        panels: this.panels.map((p) => (p.snapshot ? p.snapshot() : { kind: p.spec.kind })) };
-    }
-
-    destroy() {
-      this.loadGen++;
-      this.stopFeed();
-      cancelAnimationFrame(this.raf);
-      clearTimeout(this.later);
-      this.resizer.disconnect();
-      for (const p of this.panels) if (p.destroy) p.destroy();
-    }
-  }
-
-  function spec(p) { return p.spec; }
-
-  // panelShell is a panel's frame: its title and body.
-  function panelShell(spec, cls) {
-    const body = h('div', { class: 'panel-body ' + (cls || '') });
-    const el = h('section', { class: 'panel', 'aria-label': spec.title || spec.kind }, h('h3', { text: spec.title || spec.metric || spec.kind }), body);
-    return { el, body };
-  }
-
-  // SeriesPanel draws metrics of devices on one chart.
-  class SeriesPanel {
-    constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 200; // ms between redraws
-      ({ el: this.el, body: this.body } = panelShell(spec, 'plot'));
-      this.lines = []; // {device, metric, label, color, points: Points}
-      this.hover = h('span', { class: 'hover muted' });
-      this.el.querySelector('h3').append(this.hover);
-    }
-
-    async load() {
-      const b = this.board;
-      this.lines = [];
-      let n = 0;
-      for (const ref of this.spec.series) {
-        for (const d of b.devicesOf(ref)) {
-          this.lines.push({ device: d, metric: ref.metric, label: ref.label ? (b.devicesOf(ref).length > 1 ? ref.label + ' ' + d : ref.label) : d + ' ' + ref.metric,
-            color: ref.color || PALETTE[n++ % PALETTE.length], points: new Points(0) });
-        }
-      }
-      const [from, to] = b.range();
-      const width = this.body.clientWidth || 600;
-      const byDevice = new Map();
-      for (const l of this.lines) { if (!byDevice.has(l.device)) byDevice.set(l.device, new Set()); byDevice.get(l.device).add(l.metric); }
-      await Promise.all([...byDevice].map(async ([d, metrics]) => {
-        const q = new URLSearchParams({ metrics: [...metrics].join(','), from: String(from), to: String(to), max_points: String(Math.max(50, Math.min(1000, width))), counts: '1' });
-        try {
-          const s = await api('api/v1/devices/' + enc(d) + '/series?' + q);
-          b.seenSeq(d, s.seq);
-          for (const l of this.lines) if (l.device === d) { l.points = new Points(s.interval_ms || 0); if (s.points[l.metric]) l.points.load(s.points[l.metric]); }
-        } catch (e) { if (e.status !== 404) throw e; }
-      }));
-    }
-
-    onReadings(device, rs) {
-      let hit = false;
-      for (const [k, ts, x] of rs) for (const l of this.lines) if (l.device === device && l.metric === k) { l.points.add(ts, x); hit = true; }
-      return hit;
-    }
-
-    data() {
-      const [from] = this.board.range();
-      const xs = new Set();
-      for (const l of this.lines) { l.points.trim(from, 5000); for (const x of l.points.xs) xs.add(x); }
-      const all = [...xs].sort((a, b) => a - b);
-      const at = new Map(all.map((x, i) => [x, i]));
-      return [all, ...this.lines.map((l) => { const ys = new Array(all.length).fill(null); l.points.xs.forEach((x, i) => { ys[at.get(x)] = l.points.ys[i]; }); return ys; })];
-    }
-
-    draw() {
-      const data = this.data();
-      if (!this.u || this.u.series.length !== this.lines.length + 1) this.make(data);
-      else this.u.setData(data);
-    }
-
-    make(data) {
-      if (this.u) this.u.destroy();
-      const p = this.spec;
-      const axis = { stroke: cssVar('--muted'), grid: { stroke: cssVar('--grid'), width: 1 }, ticks: { stroke: cssVar('--grid'), width: 1 } };
-      const height = Math.max(120, p.h * BOARD_ROW_PX - 60);
-      this.u = new uPlot({
-        width: Math.max(200, this.body.clientWidth || 400), height, ms: 1,
-        cursor: { drag: { x: false, y: false } },
-        legend: { show: this.lines.length > 1 && this.lines.length <= 8, live: false },
-        hooks: { draw: [(u) => this.drawThresholds(u)], setCursor: [(u) => { const i = u.cursor.idx; this.hover.textContent = i == null ? '' : new Date(u.data[0][i]).toLocaleString(); }] },
-        scales: { x: { time: true, range: () => this.board.range() }, y: p.min != null || p.max != null ? { range: (u, lo, hi) => [p.min != null ? p.min : lo, p.max != null ? p.max : hi] } : {} },
-        series: [{}, ...this.lines.map((l) => ({ label: l.label, stroke: l.color, width: 1.5, spanGaps: true, value: (u, v) => fmtPanel(p, v) }))],
-        axes: [Object.assign({ space: 90 }, axis), Object.assign({ size: axisSize, values: (u, splits) => axisValues(splits) }, axis)],
-      }, data, this.body);
-    }
-
-    drawThresholds(u) {
-      const ctx = u.ctx;
-      for (const t of this.spec.thresholds || []) {
-        const y = u.valToPos(t.value, 'y', true);
-        if (!(y >= u.bbox.top && y <= u.bbox.top + u.bbox.height)) continue;
-        ctx.save();
-        ctx.strokeStyle = t.color;
-        ctx.setLineDash([4, 4]);
-        ctx.beginPath();
-        ctx.moveTo(u.bbox.left, y);
-        ctx.lineTo(u.bbox.left + u.bbox.width, y);
-        ctx.stroke();
-        ctx.restore();
-      }
-    }
-
-    resize() { if (this.u) this.u.setSize({ width: Math.max(200, this.body.clientWidth), height: this.u.height }); }
-
-    snapshot() { return { kind: 'timeseries', lines: this.lines.map((l) => ({ device: l.device, metric: l.metric, xs: l.points.xs.slice(), ys: l.points.ys.slice(), ns: l.points.ns.slice() })) }; }
-
-    destroy() { if (this.u) this.u.destroy(); this.u = null; }
-  }
-
-  // StatPanel: the latest value of one metric, coloured by threshold, with
-  // a sparkline of the window.
-  class StatPanel {
-    constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 200;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'stat'));
-      this.value = h('div', { class: 'stat-value' });
-      this.spark = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
-      this.spark.setAttribute('class', 'spark');
-      this.spark.setAttribute('preserveAspectRatio', 'none');
-      this.spark.setAttribute('viewBox', '0 0 100 30');
-      this.line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
-      this.spark.append(this.line);
-      this.body.append(this.value, this.spark);
-      this.points = new Points(0);
-    }
-
-    async load() {
-      const [from, to] = this.board.range();
-      const q = new URLSearchParams({ metrics: this.spec.metric, from: String(from), to: String(to), max_points: '100', counts: '1' });
-      try {
-        const s = await api('api/v1/devices/' + enc(this.spec.device) + '/series?' + q);
-        this.board.seenSeq(this.spec.device, s.seq);
-        this.points = new Points(s.interval_ms || 0);
-        if (s.points[this.spec.metric]) this.points.load(s.points[this.spec.metric]);
-      } catch (e) { if (e.status !== 404) throw e; }
-    }
-
-    onReadings(device, rs) {
-      if (device !== this.spec.device) return false;
-      for (const [k, ts, x] of rs) if (k === this.spec.metric) this.points.add(ts, x);
-      return true;
-    }
-
-    draw() {
-      const d = this.board.devices.get(this.spec.device);
-      const l = d && d.latest ? d.latest[this.spec.metric] : null;
-      const v = l ? l.v : null;
-      this.value.textContent = fmtPanel(this.spec, v);
-      this.value.style.color = typeof v === 'number' ? thresholdColor(this.spec, v) || '' : '';
-      this.points.trim(this.board.range()[0], 1000);
-      const ys = this.points.ys.filter((y) => y != null);
-      if (ys.length < 2) { this.line.setAttribute('points', ''); return; }
-      const [x0, x1] = this.board.range();
-      const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
-      this.line.setAttribute('points', this.points.xs.map((x, i) => this.points.ys[i] == null ? null : ((x - x0) / (x1 - x0) * 100).toFixed(2) + ',' + (28 - (this.points.ys[i] - lo) / span * 26).toFixed(2)).filter(Boolean).join(' '));
-    }
-
-    snapshot() { const d = this.board.devices.get(this.spec.device); return { kind: 'stat', value: this.value.textContent, latest: d && d.latest[this.spec.metric] ? d.latest[this.spec.metric].v : null }; }
-  }
-
-  // TablePanel: the latest values of many devices, one row each, sortable.
-  class TablePanel {
-    constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 1000;
-      this.sort = 'id';
-      this.desc = false;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'table-wrap'));
-    }
-
-    devices() { return [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '')); }
-
-    columns() {
-      if (this.spec.columns && this.spec.columns.length) return this.spec.columns;
-      const seen = new Map();
-      for (const d of this.devices()) for (const [k, l] of Object.entries(d.latest || {})) if (typeof l.v === 'number') seen.set(k, (seen.get(k) || 0) + 1);
-      return [...seen].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 6).map(([k]) => k);
-    }
-
-    shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
-
-    draw() {
-      const cols = this.columns();
-      const val = (d, c) => (c === 'id' ? d.id : c === 'status' ? statusOf(d.status, d.last_seen) : d.latest && d.latest[c] ? d.latest[c].v : null);
-      const rows = this.devices().sort((a, b) => {
-        const x = val(a, this.sort), y = val(b, this.sort);
-        const c = x == null ? 1 : y == null ? -1 : x < y ? -1 : x > y ? 1 : 0;
-        return this.desc ? -c : c;
-      });
-      const head = ['id', 'status', ...cols].map((c) => {
-        const b = h('button', { type: 'button', text: c === 'id' ? 'device' : c, onclick: () => { if (this.sort === c) this.desc = !this.desc; else { this.sort = c; this.desc = false; } this.draw(); } });
-        if (this.sort === c) b.setAttribute('aria-sort', this.desc ? 'descending' : 'ascending');
-        return h('th', null, b);
-      });
-      this.body.replaceChildren(h('table', { class: 'devices' }, h('thead', null, h('tr', null, head)),
-        h('tbody', null, rows.slice(0, 500).map((d) => h('tr', { 'data-device': d.id },
-          h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id }), ' ', alertBadge(d.id)),
-          h('td', null, statusEl(statusOf(d.status, d.last_seen))),
-          cols.map((c) => { const v = val(d, c); return h('td', { class: 'num', style: typeof v === 'number' && thresholdColor(this.spec, v) ? 'color:' + thresholdColor(this.spec, v) : null, text: fmtPanel(this.spec, v) }); }))))));
-    }
-
-    snapshot() { return { kind: 'table', rows: [...this.body.querySelectorAll('tbody tr')].map((tr) => [...tr.children].map((td) => td.textContent.trim())) }; }
-  }
-
-  // StatusPanel: online/offline and last seen of a set of devices.
-  class StatusPanel {
-    constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 1000;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'status-list'));
-    }
-
-    shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
-
-    draw() {
-      const devs = [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '')).sort((a, b) => (a.id < b.id ? -1 : 1));
-      const n = { online: 0, offline: 0, active: 0, idle: 0 };
-      for (const d of devs) n[statusOf(d.status, d.last_seen)]++;
-      this.body.replaceChildren(h('p', { class: 'muted', text: (n.online + n.active) + ' up, ' + (n.offline + n.idle) + ' down or quiet, of ' + devs.length }),
-        h('ul', null, devs.slice(0, 500).map((d) => h('li', { 'data-device': d.id }, statusEl(statusOf(d.status, d.last_seen)), ' ',
-          h('a', { href: '#/device/' + enc(d.id), text: d.id }), ' ', h('span', { class: 'muted' }, agoEl(d.last_seen))))));
-    }
-  }
-
-  // TextPanel: Markdown, rendered safely.
-  class TextPanel {
-    constructor(board, spec) {
-      this.spec = spec;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'text'));
-      this.body.append(markdown(spec.text || ''));
-    }
-  }
-
-  // MapPanel: the latest positions (lat/lon) of devices, on a plain
-  // longitude/latitude plot fitted to them. There is no base map yet.
-  class MapPanel {
-    constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 1000;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'map'));
-    }
-
-    shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
-
-    draw() {
-      const pts = [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '') && d.latest && typeof (d.latest.lat || {}).v === 'number' && typeof (d.latest.lon || {}).v === 'number');
-      const svgNS = 'http://www.w3.org/2000/svg';
-      const svg = document.createElementNS(svgNS, 'svg');
-      svg.setAttribute('viewBox', '0 0 100 60');
-      svg.setAttribute('class', 'map-plot');
-      if (pts.length) {
-        const lats = pts.map((d) => d.latest.lat.v), lons = pts.map((d) => d.latest.lon.v);
-        const la0 = Math.min(...lats), la1 = Math.max(...lats), lo0 = Math.min(...lons), lo1 = Math.max(...lons);
-        const sx = (v) => 5 + (lo1 > lo0 ? (v - lo0) / (lo1 - lo0) : 0.5) * 90, sy = (v) => 55 - (la1 > la0 ? (v - la0) / (la1 - la0) : 0.5) * 50;
-        for (const d of pts) {
-          const c = document.createElementNS(svgNS, 'circle');
-          c.setAttribute('cx', sx(d.latest.lon.v).toFixed(2));
-          c.setAttribute('cy', sy(d.latest.lat.v).toFixed(2));
-          c.setAttribute('r', '1.2');
-          const t = document.createElementNS(svgNS, 'title');
-          t.textContent = d.id + ' ' + d.latest.lat.v + ', ' + d.latest.lon.v;
-          c.append(t);
-          svg.append(c);
-        }
-      }
-      this.body.replaceChildren(svg, h('p', { class: 'muted', text: pts.length + ' devices with a position' + (pts.length ? '' : ' (lat and lon metrics)') }));
-    }
   }
 
   // ---- device list --------------------------------------------------------
@@ -1959,8 +1425,8 @@
     const m = path.match(/^\/device\/(.+)$/);
     const bm = path.match(/^\/board\/(\d+)$/);
     if (m) current = new DeviceView(root, decodeURIComponent(m[1]), params);
-    else if (bm) current = new BoardView(root, bm[1], params);
-    else if (path === '/boards') current = new BoardsView(root);
+    else if (bm) current = new window.telehub.boards.BoardView(root, bm[1], params);
+    else if (path === '/boards') current = new window.telehub.boards.BoardsView(root);
     else if (path === '/alerts') current = new AlertsView(root, params);
     else current = new ListView(root, params);
   }
@@ -1973,14 +1439,21 @@
       const a = await api('api/v1/auth');
       out.hidden = !(a.required && a.authenticated);
       if (a.required && !a.authenticated) { showLogin(); return; }
-      hubInfo = await api('api/v1/info');
+      [hubInfo] = await Promise.all([api('api/v1/info'), metricSettings.refresh()]);
     } catch (_) { /* the views show the hub as unreachable and retry */ }
     route();
   }
 
+  // What boards.js (loaded next) builds on; it adds window.telehub.boards.
+  window.telehub = {
+    get view() { return current; },
+    ui: { h, api, enc, fmtValue, statusOf, statusEl, agoEl, readings, LiveFeed, Points, axisValues, axisSize, cssVar, conn,
+      alertBadge, alertColor, severityEl, changeAlert, openAlerts, metricSettings, fmtWith, yRange },
+  };
+
   document.getElementById('logout').addEventListener('click', logout);
   window.addEventListener('hashchange', route);
-  start();
-
-  window.telehub = { get view() { return current; } };
+  // Deferred scripts all run before DOMContentLoaded: boards.js is there.
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
 })();
