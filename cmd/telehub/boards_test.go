@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/telehub/telehub/devices"
 )
 
@@ -148,4 +150,86 @@ func TestMetricSettings_API(t *testing.T) {
 	if code, _ := request(t, "PUT", base+"/temp", read, `{"unit":"K"}`); code != http.StatusForbidden {
 		t.Fatalf("read token PUT: %d, want 403", code)
 	}
+}
+
+// TestBrowser_BoardActions: a board's command button sends its command and
+// shows the device's answer; its alerts panel shows an alert raised while
+// the page is open, without a reload; a metric's display settings, set on
+// the device view, apply to the board's stat and table.
+func TestBrowser_BoardActions(t *testing.T) {
+	b := newBrowser(t)
+	m := MustRunMain(t)
+	postRule(t, m.HTTP.URL(), `{"name":"hot","device_prefix":"kiln","metric":"temp","op":">","value":30,"severity":"major"}`)
+	dev := mqttConnect(t, m.Broker.URL(), "kiln-1")
+	now := time.Now().UnixMilli()
+	publishReadings(t, dev, "kiln-1", []int64{now - 2000}, []int{20})
+	answerCommands(t, dev, "kiln-1")
+	code, body := request(t, "POST", m.HTTP.URL()+"/api/v1/boards", "", `{"name":"Kiln","panels":[`+
+		`{"kind":"command","x":0,"y":0,"w":4,"h":3,"device":"kiln-1","method":"setInterval","params":{"seconds":5},"button":"Every 5 s"},`+
+		`{"kind":"alerts","x":4,"y":0,"w":8,"h":3,"device_prefix":"kiln"},`+
+		`{"kind":"stat","x":0,"y":3,"w":4,"h":2,"device":"kiln-1","metric":"temp"},`+
+		`{"kind":"table","x":4,"y":3,"w":8,"h":2,"device_prefix":"kiln","columns":["temp"]}]}`)
+	if code != http.StatusCreated {
+		t.Fatalf("board: %d %s", code, body)
+	}
+	var board struct{ ID int64 }
+	json.Unmarshal([]byte(body), &board)
+
+	// Display settings through the device view's chart form.
+	b.run(t,
+		chromedp.Navigate(m.HTTP.URL()+"/#/device/kiln-1"),
+		chromedp.WaitVisible(chromedp.CSS(`section.chart[data-metric="temp"] button[data-action="metric-settings"]`)),
+		chromedp.Click(chromedp.CSS(`section.chart[data-metric="temp"] button[data-action="metric-settings"]`)),
+		chromedp.SetValue(chromedp.CSS(`form.metric-settings input[name="label"]`), "Kiln temperature"),
+		chromedp.SetValue(chromedp.CSS(`form.metric-settings input[name="unit"]`), "°C"),
+		chromedp.SetValue(chromedp.CSS(`form.metric-settings input[name="decimals"]`), "2"),
+		chromedp.Click(chromedp.CSS(`form.metric-settings button[type="submit"]`)),
+		chromedp.WaitNotVisible(chromedp.CSS(`form.metric-settings`)),
+	)
+	checkFor(t, 10*time.Second, func() error {
+		got, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('section.chart[data-metric="temp"] .chart-title, section.chart[data-metric="temp"] .latest')].map((e) => e.textContent)`))
+		if err != nil || len(got) != 2 || got[0] != "Kiln temperature (°C) temp" || got[1] != "20.00 °C" {
+			return fmt.Errorf("chart title and latest value %q (%v)", got, err)
+		}
+		return nil
+	})
+
+	b.run(t, chromedp.Navigate(fmt.Sprintf("%s/#/board/%d", m.HTTP.URL(), board.ID)))
+	b.waitBoard(t, "the board with the metric's settings", func(st *boardState) error {
+		if v := st.panel("stat").Value; v != "20.00 °C" {
+			return fmt.Errorf("stat %q", v)
+		}
+		if rows := st.panel("table").Rows; len(rows) != 1 || rows[0][2] != "20.00" {
+			return fmt.Errorf("table %v", rows)
+		}
+		if c := st.panel("command"); c.Status != "" {
+			return fmt.Errorf("command panel before a click: %+v", c)
+		}
+		return nil
+	})
+	if got := b.text(t, `section.panel[data-kind="table"] th:nth-child(3)`); !strings.EqualFold(got, "Kiln temperature (°C)") {
+		t.Fatalf("table column %q", got)
+	}
+	b.run(t, chromedp.Click(chromedp.CSS(`section.panel[data-kind="command"] button[data-action="send-command"]`)))
+	b.waitBoard(t, "the command's answer", func(st *boardState) error {
+		if c := st.panel("command"); c.Status != "replied" || fmt.Sprint(c.Response) != "map[echo:map[seconds:5]]" {
+			return fmt.Errorf("command panel %+v", c)
+		}
+		return nil
+	})
+	if got := b.text(t, `section.panel[data-kind="command"] pre`); !strings.Contains(got, `"seconds": 5`) {
+		t.Fatalf("answer shown as %q", got)
+	}
+	publishReadings(t, dev, "kiln-1", []int64{now - 1000}, []int{35})
+	b.waitBoard(t, "the alert, live", func(st *boardState) error {
+		if a := st.panel("alerts").Alerts; len(a) != 1 || a[0].Device != "kiln-1" || a[0].Severity != "major" || a[0].Status != "active" {
+			return fmt.Errorf("alerts panel %+v; the hub's: %+v", a, listAlerts(t, m.HTTP.URL(), ""))
+		}
+		if v := st.panel("stat").Value; v != "35.00 °C" {
+			return fmt.Errorf("stat %q", v)
+		}
+		return nil
+	})
+	b.screenshot(t, "board-actions")
+	b.checkNoErrors(t)
 }

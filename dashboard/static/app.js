@@ -398,8 +398,8 @@
 
     showTitle() {
       const label = metricSettings.label(this.metric), unit = metricSettings.of(this.metric).unit;
-      this.title.replaceChildren(label, unit ? h('span', { class: 'muted', text: ' (' + unit + ')' }) : null,
-        label !== this.metric ? h('span', { class: 'muted', text: ' ' + this.metric }) : null);
+      this.title.replaceChildren(label, ...(unit ? [h('span', { class: 'muted', text: ' (' + unit + ')' })] : []),
+        ...(label !== this.metric ? [h('span', { class: 'muted', text: ' ' + this.metric })] : []));
     }
 
     // toggleSettings opens the form for the metric's display settings,

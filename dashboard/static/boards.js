@@ -1187,7 +1187,7 @@
       if (this.error) { this.state.replaceChildren(h('span', { class: 'error', text: this.error })); return; }
       if (!c) { this.state.replaceChildren(h('span', { class: 'muted', text: 'Not sent yet.' })); return; }
       this.state.replaceChildren(h('span', { class: 'badge cmd-' + c.status, 'data-status': c.status, text: c.status }), ' ', h('span', { class: 'muted' }, '#' + c.id + ', ', agoEl(c.updated)),
-        c.error || c.response !== undefined ? h('pre', { class: 'payload', text: c.error ? 'error: ' + c.error : JSON.stringify(c.response, null, 1) }) : null);
+        ...(c.error || c.response !== undefined ? [h('pre', { class: 'payload', text: c.error ? 'error: ' + c.error : JSON.stringify(c.response, null, 1) })] : []));
     }
 
     snapshot() { return { kind: 'command', id: this.last ? this.last.id : null, status: this.last ? this.last.status : null, response: this.last ? this.last.response : null, error: this.error || null }; }
