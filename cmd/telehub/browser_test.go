@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -435,8 +436,21 @@ func BenchmarkBrowser_Smooth(b *testing.B) {
 	}
 	var board struct{ ID int64 }
 	json.Unmarshal([]byte(body), &board)
+	// The hub's cost of serving the board: this process's CPU (hub and
+	// simulated devices) while the board is open, less the same span with
+	// the page away from the hub.
+	br.run(b, chromedp.Navigate("about:blank"), chromedp.Sleep(time.Second))
+	cpu0, wall0 := processCPU(b), time.Now()
+	time.Sleep(5 * time.Second)
+	idle := float64(processCPU(b)-cpu0) / float64(time.Since(wall0))
 	br.run(b, chromedp.Navigate(fmt.Sprintf("%s/#/board/%d", m.HTTP.URL(), board.ID)), chromedp.WaitVisible(chromedp.CSS(`section.panel[data-kind="timeseries"] canvas`)))
+	cpu1, wall1 := processCPU(b), time.Now()
 	boardFrames := measure("board")
+	open := float64(processCPU(b)-cpu1) / float64(time.Since(wall1))
+	b.ReportMetric((open-idle)*100, "board-hub-cpu-%")
+	b.ReportMetric(open/idle, "board-hub-cpu-ratio")
+	b.Logf("hub and devices: %.1f%% of a core with the board open, %.1f%% without (ratio %.2f); board frames p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+		open*100, idle*100, open/idle, boardFrames.P50, boardFrames.P99, boardFrames.Max)
 	b.ReportMetric(boardFrames.P50, "board-frame-p50-ms")
 	b.ReportMetric(boardFrames.P99, "board-frame-p99-ms")
 	b.ReportMetric(boardFrames.Max, "board-frame-max-ms")
@@ -447,6 +461,15 @@ func BenchmarkBrowser_Smooth(b *testing.B) {
 	b.ReportMetric(view.P99, "view-frame-p99-ms")
 	b.ReportMetric(view.Max, "view-frame-max-ms")
 	b.ReportMetric(float64(view.Long), "view-long-tasks")
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestBrowser_ClockAhead: readings stamped after the device view's window
@@ -782,7 +805,7 @@ func TestBrowser_Board(t *testing.T) {
 	// sit beside the chart (x 0 → 9, w 3) and one row up; the map grows a
 	// column (Shift+ArrowRight).
 	st := b.waitBoard(t, "four panels", func(st *boardState) error {
-		if len(st.Layout) != 4 {
+		if len(st.Layout) != 4 || !st.Live {
 			return fmt.Errorf("layout %v", st.Layout)
 		}
 		return nil

@@ -209,10 +209,15 @@
       }
     }
 
-    // rebuild shows the draft again: panels anew, their history, the feed.
-    rebuild() {
+    // rebuild shows the draft again: panels anew, their history, the feed;
+    // focus (a panel's index) is the panel the keyboard is on afterwards.
+    rebuild(focus) {
       this.stopFeed();
       this.build();
+      if (focus != null) {
+        const el = this.grid.querySelector('section.panel[data-panel="' + focus + '"]') || this.grid.querySelector('section.panel');
+        if (el) el.focus();
+      }
       return this.start(this.loadGen);
     }
 
@@ -436,7 +441,7 @@
     removePanel(i) {
       this.draft.panels.splice(i, 1);
       this.changed();
-      this.rebuild().then(() => { const next = this.grid.querySelector('section.panel'); if (next) next.focus(); });
+      this.rebuild(Math.min(i, this.draft.panels.length - 1));
     }
 
     // editPanel opens the form of panel i (-1: a new panel of kind).
@@ -451,7 +456,7 @@
           this.draft.panels.push(out);
         }
         this.changed();
-        this.rebuild().then(() => { const el = this.grid.querySelector('section.panel[data-panel="' + (i >= 0 ? i : this.draft.panels.length - 1) + '"]'); if (el) el.focus(); });
+        this.rebuild(i >= 0 ? i : this.draft.panels.length - 1);
       });
     }
 
@@ -955,6 +960,9 @@
 
     shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
 
+    // draw updates the table in place: rows are kept per device and only
+    // the cells whose text changed are written, so a table of hundreds of
+    // devices costs a frame little; it is rebuilt when the columns change.
     draw() {
       const cols = this.columns();
       const val = (d, c) => (c === 'id' ? d.id : c === 'status' ? statusOf(d.status, d.last_seen) : d.latest && d.latest[c] ? d.latest[c].v : null);
@@ -962,23 +970,49 @@
         const x = val(a, this.sort), y = val(b, this.sort);
         const c = x == null ? 1 : y == null ? -1 : x < y ? -1 : x > y ? 1 : 0;
         return this.desc ? -c : c;
-      });
-      const head = ['id', 'status', ...cols].map((c) => {
-        const d = c === 'id' || c === 'status' ? {} : metricSettings.display(c, this.spec);
-        const b = h('button', { type: 'button', text: (c === 'id' ? 'device' : c === 'status' ? 'status' : metricSettings.label(c)) + (d.unit ? ' (' + d.unit + ')' : ''),
-          onclick: () => { if (this.sort === c) this.desc = !this.desc; else { this.sort = c; this.desc = false; } this.draw(); } });
-        const th = h('th', null, b);
-        if (this.sort === c) th.setAttribute('aria-sort', this.desc ? 'descending' : 'ascending');
-        return th;
-      });
-      this.body.replaceChildren(h('table', { class: 'devices' }, h('thead', null, h('tr', null, head)),
-        h('tbody', null, rows.slice(0, 500).map((d) => h('tr', { 'data-device': d.id },
-          h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id }), ' ', alertBadge(d.id)),
-          h('td', null, statusEl(statusOf(d.status, d.last_seen))),
-          cols.map((c) => {
-            const v = val(d, c), color = typeof v === 'number' ? thresholdColor(this.spec, v) : null, disp = Object.assign({}, metricSettings.display(c, this.spec), { unit: '' });
-            return h('td', { class: 'num', style: color ? 'color:' + color : null, text: fmtWith(disp, v) });
-          }))))));
+      }).slice(0, 500);
+      const key = cols.join('\u0000') + '\u0000' + this.sort + '\u0000' + this.desc;
+      if (key !== this.key) {
+        this.key = key;
+        this.rows = new Map(); // device -> {tr, status, cells}
+        const head = ['id', 'status', ...cols].map((c) => {
+          const d = c === 'id' || c === 'status' ? {} : metricSettings.display(c, this.spec);
+          const b = h('button', { type: 'button', text: (c === 'id' ? 'device' : c === 'status' ? 'status' : metricSettings.label(c)) + (d.unit ? ' (' + d.unit + ')' : ''),
+            onclick: () => { if (this.sort === c) this.desc = !this.desc; else { this.sort = c; this.desc = false; } this.draw(); } });
+          const th = h('th', null, b);
+          if (this.sort === c) th.setAttribute('aria-sort', this.desc ? 'descending' : 'ascending');
+          return th;
+        });
+        this.tbody = h('tbody');
+        this.body.replaceChildren(h('table', { class: 'devices' }, h('thead', null, h('tr', null, head)), this.tbody));
+        this.order = '';
+      }
+      const disps = cols.map((c) => Object.assign({}, metricSettings.display(c, this.spec), { unit: '' }));
+      for (const d of rows) {
+        let r = this.rows.get(d.id);
+        if (!r) {
+          r = { tr: h('tr', { 'data-device': d.id }), status: '', cells: cols.map(() => h('td', { class: 'num' })), badge: h('span') };
+          r.statusTd = h('td');
+          r.tr.append(h('td', null, h('a', { href: '#/device/' + enc(d.id), text: d.id }), ' ', r.badge), r.statusTd, ...r.cells);
+          this.rows.set(d.id, r);
+        }
+        const st = statusOf(d.status, d.last_seen);
+        if (st !== r.status) { r.status = st; r.statusTd.replaceChildren(statusEl(st)); }
+        const badge = alertBadge(d.id);
+        const bt = badge ? badge.textContent + badge.dataset.severity : '';
+        if (bt !== r.badgeText) { r.badgeText = bt; r.badge.replaceChildren(...(badge ? [badge] : [])); }
+        cols.forEach((c, i) => {
+          const v = val(d, c), text = fmtWith(disps[i], v), color = typeof v === 'number' ? thresholdColor(this.spec, v) || '' : '';
+          const td = r.cells[i];
+          if (td.textContent !== text) td.textContent = text;
+          if (td.style.color !== color) td.style.color = color;
+        });
+      }
+      const order = rows.map((d) => d.id).join('\u0000');
+      if (order !== this.order) {
+        this.order = order;
+        this.tbody.replaceChildren(...rows.map((d) => this.rows.get(d.id).tr));
+      }
     }
 
     snapshot() { return { kind: 'table', rows: [...this.body.querySelectorAll('tbody tr')].map((tr) => [...tr.children].map((td) => td.textContent.trim())) }; }
@@ -995,13 +1029,38 @@
 
     shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
 
+    // draw updates the list in place, like TablePanel: an item per device,
+    // its status rewritten only when it changes; "12 s ago" is kept
+    // current by the page's ticker from the item's data-ago.
     draw() {
-      const devs = [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '')).sort((a, b) => (a.id < b.id ? -1 : 1));
+      const devs = [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '')).sort((a, b) => (a.id < b.id ? -1 : 1)).slice(0, 500);
+      if (!this.list) {
+        this.summary = h('p', { class: 'muted' });
+        this.list = h('ul');
+        this.items = new Map(); // device -> {li, state, seen}
+        this.body.replaceChildren(this.summary, this.list);
+        this.order = '';
+      }
       const n = { online: 0, offline: 0, active: 0, idle: 0 };
-      for (const d of devs) n[statusOf(d.status, d.last_seen)]++;
-      this.body.replaceChildren(h('p', { class: 'muted', text: (n.online + n.active) + ' up, ' + (n.offline + n.idle) + ' down or quiet, of ' + devs.length }),
-        h('ul', null, devs.slice(0, 500).map((d) => h('li', { 'data-device': d.id }, statusEl(statusOf(d.status, d.last_seen)), ' ',
-          h('a', { href: '#/device/' + enc(d.id), text: d.id }), ' ', h('span', { class: 'muted' }, agoEl(d.last_seen))))));
+      for (const d of devs) {
+        const st = statusOf(d.status, d.last_seen);
+        n[st]++;
+        let it = this.items.get(d.id);
+        if (!it) {
+          it = { state: '', seen: d.last_seen, dot: h('span'), ago: agoEl(d.last_seen) };
+          it.li = h('li', { 'data-device': d.id }, it.dot, ' ', h('a', { href: '#/device/' + enc(d.id), text: d.id }), ' ', h('span', { class: 'muted' }, it.ago));
+          this.items.set(d.id, it);
+        }
+        if (it.state !== st) { it.state = st; it.dot.replaceChildren(statusEl(st)); }
+        if (it.seen !== d.last_seen) { it.seen = d.last_seen; it.ago.setAttribute('data-ago', d.last_seen || 0); } // the page's ticker rewrites the text
+      }
+      const summary = (n.online + n.active) + ' up, ' + (n.offline + n.idle) + ' down or quiet, of ' + devs.length;
+      if (this.summary.textContent !== summary) this.summary.textContent = summary;
+      const order = devs.map((d) => d.id).join('\u0000');
+      if (order !== this.order) {
+        this.order = order;
+        this.list.replaceChildren(...devs.map((d) => this.items.get(d.id).li));
+      }
     }
   }
 
