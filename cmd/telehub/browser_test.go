@@ -354,6 +354,15 @@ func TestBrowser_Login(t *testing.T) {
 		t.Fatalf("document.cookie = %q (%v): the token must not be readable by scripts", cookies, err)
 	}
 	b.screenshot(t, "dashboard-login-done")
+	// A read token sees boards without the controls that change them.
+	b.run(t, chromedp.Navigate(m.HTTP.URL()+"/#/boards"), chromedp.WaitVisible(chromedp.CSS(`ul.boards a`)))
+	if n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll('button[data-action="new"], button[data-action="import"]').length`)); err != nil || n != 0 {
+		t.Fatalf("the boards list offers a read token %d controls to make boards (%v)", n, err)
+	}
+	b.run(t, chromedp.Click(chromedp.CSS(`ul.boards a`)), chromedp.WaitVisible(chromedp.CSS(`section.panel`)))
+	if n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll('button[data-action="edit"]').length`)); err != nil || n != 0 {
+		t.Fatalf("a board offers a read token Edit (%d, %v)", n, err)
+	}
 	// The failed login answered 401, which Chromium logs; that is expected.
 	b.mu.Lock()
 	var errs []string

@@ -356,6 +356,9 @@
   // brokerArgs returns mosquitto_pub's -h and -p for the hub's MQTT address
   // (GET /api/v1/info, read at start: host:port, or an external broker's URL).
   let hubInfo = {};
+  // access says what the page's token may do: views hide the controls of
+  // changes a read token would be refused (the hub checks either way).
+  const access = { admin: true };
   function brokerArgs() {
     let host = '', port = '1883';
     try {
@@ -388,7 +391,7 @@
       this.title = h('span', { class: 'chart-title' });
       this.settingsBox = h('form', { class: 'metric-settings', hidden: true, onsubmit: (e) => { e.preventDefault(); this.saveSettings(); } });
       this.el = h('section', { class: 'chart', 'data-metric': metric, 'aria-label': 'chart of ' + metric },
-        h('h3', null, this.title, this.hover, this.latest,
+        h('h3', null, this.title, this.hover, this.latest, !access.admin ? null :
           h('button', { type: 'button', class: 'icon', title: 'Display settings of ' + metric, 'aria-label': 'display settings of ' + metric, 'data-action': 'metric-settings', text: '⚙', onclick: () => this.toggleSettings() })),
         this.settingsBox, this.plot);
       this.showTitle();
@@ -1437,6 +1440,7 @@
     const out = document.getElementById('logout');
     try {
       const a = await api('api/v1/auth');
+      access.admin = !a.required || a.scope === 'admin';
       out.hidden = !(a.required && a.authenticated);
       if (a.required && !a.authenticated) { showLogin(); return; }
       [hubInfo] = await Promise.all([api('api/v1/info'), metricSettings.refresh()]);
@@ -1448,7 +1452,7 @@
   window.telehub = {
     get view() { return current; },
     ui: { h, api, enc, fmtValue, statusOf, statusEl, agoEl, readings, LiveFeed, Points, axisValues, axisSize, cssVar, conn,
-      alertBadge, alertColor, severityEl, changeAlert, openAlerts, metricSettings, fmtWith, yRange },
+      alertBadge, alertColor, severityEl, changeAlert, openAlerts, metricSettings, fmtWith, yRange, access },
   };
 
   document.getElementById('logout').addEventListener('click', logout);

@@ -19,7 +19,7 @@
 'use strict';
 (function () {
   const { h, api, enc, fmtValue, statusOf, statusEl, agoEl, readings, LiveFeed, Points, axisValues, axisSize, cssVar, conn,
-    alertBadge, severityEl, metricSettings, fmtWith, yRange } = window.telehub.ui;
+    alertBadge, severityEl, metricSettings, fmtWith, yRange, access } = window.telehub.ui;
 
   const BOARD_WINDOWS = [['5m', 5 * 60e3], ['15m', 15 * 60e3], ['1h', 3600e3], ['6h', 6 * 3600e3], ['24h', 86400e3], ['7d', 7 * 86400e3], ['30d', 30 * 86400e3]];
   const BOARD_DEVICES = 20;      // devices drawn per series of a prefix
@@ -124,10 +124,13 @@
       this.list = h('ul', { class: 'boards' });
       this.error = h('div', { class: 'notice error', role: 'alert', hidden: true });
       this.importText = h('textarea', { class: 'board-json', rows: 6, 'aria-label': 'board JSON to import', placeholder: 'Paste a board exported from a hub (JSON)' });
-      root.append(h('h1', { text: 'Boards' }), this.error, this.list,
-        h('div', { class: 'toolbar' }, h('button', { type: 'button', text: 'New board', 'data-action': 'new', onclick: () => this.create() })),
-        h('details', null, h('summary', { text: 'Import a board' }), this.importText,
-          h('div', { class: 'toolbar' }, h('button', { type: 'button', text: 'Import', 'data-action': 'import', onclick: () => this.import() }))));
+      root.append(h('h1', { text: 'Boards' }), this.error, this.list);
+      // Making and importing boards needs an admin token.
+      if (access.admin) {
+        root.append(h('div', { class: 'toolbar' }, h('button', { type: 'button', text: 'New board', 'data-action': 'new', onclick: () => this.create() })),
+          h('details', null, h('summary', { text: 'Import a board' }), this.importText,
+            h('div', { class: 'toolbar' }, h('button', { type: 'button', text: 'Import', 'data-action': 'import', onclick: () => this.import() }))));
+      }
       this.load();
     }
 
@@ -173,7 +176,7 @@
       this.params = params;
       this.panels = [];
       this.loadGen = 0;
-      this.editing = params.get('edit') === '1';
+      this.editing = params.get('edit') === '1' && access.admin;
       this.paused = null; // [from, to] while paused
       this.resizer = new ResizeObserver(() => { for (const p of this.panels) if (p.resize) p.resize(); });
       this.onLeave = (e) => { if (this.unsaved) { e.preventDefault(); e.returnValue = ''; } };
@@ -259,10 +262,11 @@
         title,
         h('div', { class: 'toolbar' }, h('span', { class: 'segmented', role: 'group', 'aria-label': 'time window' }, winButtons), custom, this.pauseButton,
           ...selects, h('span', { class: 'grow' }),
-          h('button', { type: 'button', text: this.editing ? 'Done' : 'Edit', 'data-action': 'edit', 'aria-pressed': String(this.editing), onclick: () => this.toggleEdit() }),
-          h('button', { type: 'button', text: 'Duplicate', onclick: () => this.duplicate() }),
+          ...(access.admin ? [
+            h('button', { type: 'button', text: this.editing ? 'Done' : 'Edit', 'data-action': 'edit', 'aria-pressed': String(this.editing), onclick: () => this.toggleEdit() }),
+            h('button', { type: 'button', text: 'Duplicate', onclick: () => this.duplicate() })] : []),
           h('a', { href: 'api/v1/boards/' + this.id, download: 'board-' + this.id + '.json', text: 'Export' }),
-          h('button', { type: 'button', text: 'Delete', onclick: () => this.remove() })),
+          ...(access.admin ? [h('button', { type: 'button', text: 'Delete', onclick: () => this.remove() })] : [])),
         ...(this.editing ? [this.editBar()] : []),
         this.error, this.live, this.grid);
       for (const p of this.panels) if (p.destroy) p.destroy();
