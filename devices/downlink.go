@@ -45,9 +45,11 @@ const (
 // at its answer, expired at their deadline, each change stored and pushed
 // through OnChange. And it keeps the devices' attributes: shared ones set
 // through the API are pushed to the device, again whenever it subscribes;
-// client ones are what the device reports. Its one goroutine (Run) does
-// every store write and send that a device causes; the broker's hooks only
-// hand it work, so no client waits on another.
+// client ones are what the device reports. Run does every store write and
+// send that a device causes, in order per device and for many devices at
+// once (a lane each), so that their writes share commits and one device's
+// wait for a commit holds up no other; the broker's hooks only hand it
+// work, so no client waits on another.
 type Downlink struct {
 	// Store keeps the commands, Twins the attributes. Required.
 	Store CommandStore
@@ -80,6 +82,7 @@ type Downlink struct {
 	initOnce sync.Once
 	work     chan work
 	quit     chan struct{} // closed when Run returns
+	lanes    lanes
 	mu       sync.Mutex
 	listen   map[string]bool // devices to send to at the next turn
 	waiters  map[int64][]chan *Command
@@ -265,10 +268,12 @@ func (d *Downlink) Replied(device string, id int64, payload []byte) {
 }
 
 // Run does the Downlink's work until ctx ends: sends, status changes, and
-// every second the expiry of commands past their deadline.
+// every second the expiry of commands past their deadline. It returns once
+// the work it started has ended.
 func (d *Downlink) Run(ctx context.Context) {
 	d.init()
-	defer close(d.quit)
+	defer d.lanes.wait()
+	defer close(d.quit) // first: work that hands on more does not block
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	ticks := 0
@@ -277,17 +282,7 @@ func (d *Downlink) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case w := <-d.work:
-			batch := []work{w}
-		more:
-			for len(batch) < maxWorkBatch {
-				select {
-				case w := <-d.work:
-					batch = append(batch, w)
-				default:
-					break more
-				}
-			}
-			d.runBatch(ctx, batch)
+			d.lanes.run(ctx, w)
 		case <-tick.C:
 			d.expire(ctx)
 			if ticks++; ticks%sweepTicks == 0 {
@@ -303,9 +298,6 @@ type work struct {
 	fn     func(context.Context)
 }
 
-// maxWorkBatch bounds the work Run takes at once.
-const maxWorkBatch = 256
-
 // do hands fn, about device, to Run; when the queue is full the caller
 // waits (only the client whose packets called it), and after Run returned
 // fn is dropped.
@@ -316,34 +308,58 @@ func (d *Downlink) do(device string, fn func(context.Context)) {
 	}
 }
 
-// runBatch does the work that queued up: each device's in order, the
-// devices' at once, so that their store writes share commits
-// (store.GroupTx) instead of each waiting for its own.
-func (d *Downlink) runBatch(ctx context.Context, batch []work) {
-	if len(batch) == 1 {
-		batch[0].fn(ctx)
+// lanes runs each device's work in order, in a goroutine per device that
+// has work (its lane), many devices at once: their store writes share
+// commits (store.GroupTx), and a device waiting for one holds up no other.
+// At most maxLanes run; then run waits for one to end.
+type lanes struct {
+	mu     sync.Mutex
+	byName map[string][]func(context.Context) // a running lane's queued work
+	slots  chan struct{}
+	wg     sync.WaitGroup
+}
+
+// maxLanes bounds the devices whose work runs at once.
+const maxLanes = 1024
+
+// run adds w to its device's lane, starting the lane if it is not running.
+func (l *lanes) run(ctx context.Context, w work) {
+	l.mu.Lock()
+	if l.byName == nil {
+		l.byName, l.slots = map[string][]func(context.Context){}, make(chan struct{}, maxLanes)
+	}
+	if q, ok := l.byName[w.device]; ok {
+		l.byName[w.device] = append(q, w.fn)
+		l.mu.Unlock()
 		return
 	}
-	byDevice := map[string][]func(context.Context){}
-	var order []string
-	for _, w := range batch {
-		if _, ok := byDevice[w.device]; !ok {
-			order = append(order, w.device)
-		}
-		byDevice[w.device] = append(byDevice[w.device], w.fn)
-	}
-	var wg sync.WaitGroup
-	for _, device := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, fn := range byDevice[device] {
-				fn(ctx)
+	l.mu.Unlock()
+	l.slots <- struct{}{}
+	l.mu.Lock()
+	l.byName[w.device] = nil
+	l.mu.Unlock()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		fn := w.fn
+		for {
+			fn(ctx)
+			l.mu.Lock()
+			q := l.byName[w.device]
+			if len(q) == 0 {
+				delete(l.byName, w.device)
+				l.mu.Unlock()
+				<-l.slots
+				return
 			}
-		}()
-	}
-	wg.Wait()
+			fn, l.byName[w.device] = q[0], q[1:]
+			l.mu.Unlock()
+		}
+	}()
 }
+
+// wait returns when every lane has ended.
+func (l *lanes) wait() { l.wg.Wait() }
 
 // send publishes device's pending commands, oldest first.
 func (d *Downlink) send(ctx context.Context, device string) {
@@ -417,7 +433,11 @@ func (d *Downlink) expire(ctx context.Context) {
 		if c.Status == CommandDelivered {
 			note = "no answer in time"
 		}
-		d.update(ctx, "", c.ID, []CommandStatus{CommandQueued, CommandSent, CommandDelivered}, CommandExpired, note, nil, "")
+		// In the device's lane: after what is under way for it, and
+		// beside other devices' work instead of a commit at a time.
+		d.lanes.run(ctx, work{c.Device, func(ctx context.Context) {
+			d.update(ctx, "", c.ID, []CommandStatus{CommandQueued, CommandSent, CommandDelivered}, CommandExpired, note, nil, "")
+		}})
 	}
 }
 

@@ -33,8 +33,25 @@ var _ devices.CommandStore = (*Commands)(nil)
 const MaxCommandList = 1000
 
 // openCommand selects the commands that are not finished: a one-way
-// command is finished once delivered.
-const openCommand = `(status IN ('queued', 'sent') OR (status = 'delivered' AND oneway = 0))`
+// command is finished once delivered. Its first term is, word for word,
+// the predicate of the partial indexes of open commands (commands_open,
+// commands_device_open): only then do SQLite and PostgreSQL use them, and
+// the queries read the few open commands instead of every command ever
+// sent. Queries that want fewer statuses add a term to it.
+const (
+	openStatuses = `status IN ('queued', 'sent', 'delivered')`
+	openCommand  = `(` + openStatuses + ` AND (status <> 'delivered' OR oneway = 0))`
+)
+
+// The queries of open commands, run at every new command (the per-device
+// limit), when a device connects, and every second or so (expiry, the
+// sweep for devices that listen). store's tests check their plans.
+const (
+	queryCountPending  = `SELECT count(*) FROM commands WHERE device = $1 AND ` + openCommand
+	queryPending       = `SELECT ` + commandCols + ` FROM commands WHERE device = $1 AND ` + openStatuses + ` AND status <> 'delivered' AND expires > $2 ORDER BY id LIMIT 1000`
+	queryDue           = `SELECT ` + commandCols + ` FROM commands WHERE ` + openCommand + ` AND expires <= $1 ORDER BY expires LIMIT $2`
+	queryQueuedDevices = `SELECT DISTINCT device FROM commands WHERE ` + openStatuses + ` AND status = 'queued' AND expires > $1 LIMIT $2`
+)
 
 const commandCols = `id, device, method, params, oneway, status, created, expires, updated, response, error`
 
@@ -95,21 +112,20 @@ func (s *Commands) ListCommands(ctx context.Context, f devices.CommandFilter) ([
 
 // PendingCommands implements devices.CommandStore.
 func (s *Commands) PendingCommands(ctx context.Context, device string, now int64) ([]devices.Command, error) {
-	return s.queryNoHistory(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
-		WHERE device = $1 AND status IN ('queued', 'sent') AND expires > $2 ORDER BY id LIMIT 1000`, device, now)
+	return s.queryNoHistory(ctx, s.ReadDB, queryPending, device, now)
 }
 
 // CountPending implements devices.CommandStore.
 func (s *Commands) CountPending(ctx context.Context, device string) (int, error) {
 	var n int
-	err := s.ReadDB.QueryRowContext(ctx, `SELECT count(*) FROM commands WHERE device = $1 AND `+openCommand, device).Scan(&n)
+	err := s.ReadDB.QueryRowContext(ctx, queryCountPending, device).Scan(&n)
 	return n, err
 }
 
 // OpenCommands implements devices.CommandStore, through the partial index
 // of open commands.
 func (s *Commands) OpenCommands(ctx context.Context) (map[devices.CommandStatus]int, error) {
-	rows, err := s.ReadDB.QueryContext(ctx, `SELECT status, count(*) FROM commands WHERE status IN ('queued', 'sent', 'delivered') GROUP BY status`)
+	rows, err := s.ReadDB.QueryContext(ctx, `SELECT status, count(*) FROM commands WHERE `+openStatuses+` GROUP BY status`)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +144,7 @@ func (s *Commands) OpenCommands(ctx context.Context) (map[devices.CommandStatus]
 
 // QueuedDevices implements devices.CommandStore.
 func (s *Commands) QueuedDevices(ctx context.Context, now int64, limit int) ([]string, error) {
-	return queryStrings(ctx, s.ReadDB, `SELECT DISTINCT device FROM commands WHERE status = 'queued' AND expires > $1 LIMIT $2`, now, limit)
+	return queryStrings(ctx, s.ReadDB, queryQueuedDevices, now, limit)
 }
 
 // queryStrings runs a query of one text column and returns its values.
@@ -151,8 +167,7 @@ func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]
 
 // DueCommands implements devices.CommandStore.
 func (s *Commands) DueCommands(ctx context.Context, now int64, limit int) ([]devices.Command, error) {
-	return s.queryNoHistory(ctx, s.ReadDB, `SELECT `+commandCols+` FROM commands
-		WHERE `+openCommand+` AND expires <= $1 ORDER BY expires LIMIT $2`, now, limit)
+	return s.queryNoHistory(ctx, s.ReadDB, queryDue, now, limit)
 }
 
 // UpdateCommand implements devices.CommandStore.
