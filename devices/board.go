@@ -78,7 +78,9 @@ type Panel struct {
 	Method string          `json:"method,omitempty"`
 	Params json.RawMessage `json:"params,omitempty"`
 	Button string          `json:"button,omitempty"`
-	// Display settings.
+	// Display settings. A stat with Gauge set draws its value on an arc
+	// from Min to Max (the metric's, when the panel sets none).
+	Gauge      bool        `json:"gauge,omitempty"`
 	Unit       string      `json:"unit,omitempty"`
 	Decimals   *int        `json:"decimals,omitempty"`
 	Min        *float64    `json:"min,omitempty"`

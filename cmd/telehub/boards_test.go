@@ -167,7 +167,7 @@ func TestBrowser_BoardActions(t *testing.T) {
 	code, body := request(t, "POST", m.HTTP.URL()+"/api/v1/boards", "", `{"name":"Kiln","panels":[`+
 		`{"kind":"command","x":0,"y":0,"w":4,"h":3,"device":"kiln-1","method":"setInterval","params":{"seconds":5},"button":"Every 5 s"},`+
 		`{"kind":"alerts","x":4,"y":0,"w":8,"h":3,"device_prefix":"kiln"},`+
-		`{"kind":"stat","x":0,"y":3,"w":4,"h":2,"device":"kiln-1","metric":"temp"},`+
+		`{"kind":"stat","x":0,"y":3,"w":4,"h":3,"device":"kiln-1","metric":"temp","gauge":true,"min":0,"max":40},`+
 		`{"kind":"table","x":4,"y":3,"w":8,"h":2,"device_prefix":"kiln","columns":["temp"]}]}`)
 	if code != http.StatusCreated {
 		t.Fatalf("board: %d %s", code, body)
@@ -225,8 +225,10 @@ func TestBrowser_BoardActions(t *testing.T) {
 		if a := st.panel("alerts").Alerts; len(a) != 1 || a[0].Device != "kiln-1" || a[0].Severity != "major" || a[0].Status != "active" {
 			return fmt.Errorf("alerts panel %+v; the hub's: %+v", a, listAlerts(t, m.HTTP.URL(), ""))
 		}
-		if v := st.panel("stat").Value; v != "35.00 °C" {
-			return fmt.Errorf("stat %q", v)
+		// 35 of 0..40: seven eighths of the arc, whose end is at
+		// 50+40cos(π/8), 50-40sin(π/8).
+		if p := st.panel("stat"); p.Value != "35.00 °C" || p.Gauge != "M 10 50 A 40 40 0 0 1 86.96 34.69" {
+			return fmt.Errorf("stat %q, gauge %q", p.Value, p.Gauge)
 		}
 		return nil
 	})

@@ -660,6 +660,7 @@ type panelState struct {
 		Xs, Ys, Ns     []float64
 	}
 	Value    string
+	Gauge    string // stat: the gauge's arc
 	Latest   any
 	Rows     [][]string
 	Base     string // map

@@ -702,7 +702,10 @@
         body = [seriesRows, h('button', { type: 'button', text: 'Add series', 'data-action': 'add-series', onclick: () => addSeries({ device_prefix: '', metric: known.metrics[0] || '' }, seriesRows.children.length) }),
           h('div', { class: 'fields' }, display(), field('min', 'Y min', spec.min, { type: 'number', step: 'any' }), field('max', 'Y max', spec.max, { type: 'number', step: 'any' }))];
         break;
-      case 'stat': body = [h('div', { class: 'fields' }, deviceField(spec.device), metricField(spec.metric), display())]; break;
+      case 'stat':
+        body = [h('div', { class: 'fields' }, deviceField(spec.device), metricField(spec.metric), display(),
+          check('gauge', 'Draw a gauge from min to max', spec.gauge), field('min', 'Min', spec.min, { type: 'number', step: 'any' }), field('max', 'Max', spec.max, { type: 'number', step: 'any' }))];
+        break;
       case 'table': body = [h('div', { class: 'fields' }, prefixField(spec.device_prefix), field('columns', 'Columns (metrics, comma separated)', (spec.columns || []).join(', '), { placeholder: 'empty: the most common' }), display())]; break;
       case 'status': case 'alerts': body = [h('div', { class: 'fields' }, prefixField(spec.device_prefix))]; break;
       case 'map':
@@ -740,6 +743,7 @@
         for (const k of ['decimals', 'min', 'max']) if (num(k) !== undefined) out[k] = num(k);
         if (str('thresholds')) out.thresholds = parseThresholds(str('thresholds'));
         if (spec.kind === 'map' && f.get('track')) out.track = true;
+        if (spec.kind === 'stat' && f.get('gauge')) out.gauge = true;
         if (spec.kind === 'text') out.text = String(f.get('text') || '');
         if (spec.kind === 'command' && str('params')) {
           try { out.params = JSON.parse(str('params')); } catch (_) { throw new Error('params: not JSON'); }
@@ -901,8 +905,32 @@
       this.spark.setAttribute('aria-hidden', 'true');
       this.line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
       this.spark.append(this.line);
-      this.body.append(this.value, this.spark);
+      if (spec.gauge) {
+        // An arc from min to max, filled up to the value.
+        const svg = (tag, attrs) => { const e = document.createElementNS('http://www.w3.org/2000/svg', tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; };
+        this.gauge = svg('svg', { class: 'gauge', viewBox: '0 0 100 64', 'aria-hidden': 'true' });
+        this.track = svg('path', { class: 'gauge-track', d: 'M 10 50 A 40 40 0 0 1 90 50' });
+        this.arc = svg('path', { class: 'gauge-value', d: '' });
+        this.lo = svg('text', { x: '10', y: '63', 'text-anchor': 'middle' });
+        this.hi = svg('text', { x: '90', y: '63', 'text-anchor': 'middle' });
+        this.gauge.append(this.track, this.arc, this.lo, this.hi);
+        this.body.classList.add('has-gauge');
+        this.body.append(this.gauge, this.value, this.spark);
+      } else this.body.append(this.value, this.spark);
       this.points = new Points(0);
+    }
+
+    // drawGauge fills the arc to v's place between min and max (the
+    // panel's, else the metric's, else 0 and 100).
+    drawGauge(v, color) {
+      const d = metricSettings.display(this.spec.metric, this.spec);
+      const lo = d.min != null ? d.min : 0, hi = d.max != null ? d.max : 100;
+      this.lo.textContent = fmtValue(lo);
+      this.hi.textContent = fmtValue(hi);
+      if (typeof v !== 'number' || !(hi > lo)) { this.arc.setAttribute('d', ''); return; }
+      const f = Math.min(1, Math.max(0, (v - lo) / (hi - lo))), a = Math.PI * (1 - f);
+      this.arc.setAttribute('d', f === 0 ? '' : 'M 10 50 A 40 40 0 0 1 ' + (50 + 40 * Math.cos(a)).toFixed(2) + ' ' + (50 - 40 * Math.sin(a)).toFixed(2));
+      this.arc.style.stroke = color || '';
     }
 
     async load() {
@@ -928,7 +956,9 @@
       const l = d && d.latest ? d.latest[this.spec.metric] : null;
       const v = l ? l.v : null;
       this.value.textContent = fmtPanel(this.spec, v);
-      this.value.style.color = typeof v === 'number' ? thresholdColor(this.spec, v) || '' : '';
+      const color = typeof v === 'number' ? thresholdColor(this.spec, v) || '' : '';
+      this.value.style.color = color;
+      if (this.gauge) this.drawGauge(v, color);
       this.points.trim(this.board.range()[0], 1000);
       const ys = this.points.ys.filter((y) => y != null);
       if (ys.length < 2) { this.line.setAttribute('points', ''); return; }
@@ -939,7 +969,10 @@
       this.line.setAttribute('points', this.points.xs.map((x, i) => this.points.ys[i] == null ? null : ((x - x0) / (x1 - x0) * 100).toFixed(2) + ',' + (28 - (this.points.ys[i] - lo) / span * 26).toFixed(2)).filter(Boolean).join(' '));
     }
 
-    snapshot() { const d = this.board.devices.get(this.spec.device); return { kind: 'stat', value: this.value.textContent, latest: d && d.latest[this.spec.metric] ? d.latest[this.spec.metric].v : null }; }
+    snapshot() {
+      const d = this.board.devices.get(this.spec.device);
+      return { kind: 'stat', value: this.value.textContent, latest: d && d.latest[this.spec.metric] ? d.latest[this.spec.metric].v : null, gauge: this.arc ? this.arc.getAttribute('d') : null };
+    }
   }
 
   // TablePanel: the latest values of many devices, one row each, sortable.
