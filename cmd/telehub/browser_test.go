@@ -905,6 +905,16 @@ func TestBrowser_Board(t *testing.T) {
 	}
 	b.run(t, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile), chromedp.Sleep(300*time.Millisecond))
 	b.screenshot(t, "board-phone")
+	// Dark, at desktop width: the charts and the map change colours.
+	b.run(t, chromedp.EmulateViewport(1280, 900),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+			})
+			return err
+		}),
+		chromedp.Sleep(500*time.Millisecond))
+	b.screenshot(t, "board-dark")
 	b.checkNoErrors(t)
 }
 

@@ -181,6 +181,10 @@
       this.resizer = new ResizeObserver(() => { for (const p of this.panels) if (p.resize) p.resize(); });
       this.onLeave = (e) => { if (this.unsaved) { e.preventDefault(); e.returnValue = ''; } };
       window.addEventListener('beforeunload', this.onLeave);
+      // Light and dark follow the system: charts and maps take the new colours.
+      this.scheme = matchMedia('(prefers-color-scheme: dark)');
+      this.onScheme = () => { for (const p of this.panels) if (p.restyle) p.restyle(); };
+      this.scheme.addEventListener('change', this.onScheme);
       this.load();
     }
 
@@ -630,6 +634,7 @@
       clearTimeout(this.later);
       this.resizer.disconnect();
       window.removeEventListener('beforeunload', this.onLeave);
+      this.scheme.removeEventListener('change', this.onScheme);
       for (const p of this.panels) if (p.destroy) p.destroy();
     }
   }
@@ -883,6 +888,7 @@
 
     resize() { if (this.u) this.u.setSize({ width: Math.max(200, this.body.clientWidth), height: this.u.height }); }
     relayout() { if (this.u) this.make(); }
+    restyle() { if (this.u) this.make(); }
 
     snapshot() { return { kind: 'timeseries', lines: this.lines.map((l) => ({ device: l.device, metric: l.metric, xs: l.points.xs.slice(), ys: l.points.ys.slice(), ns: l.points.ns.slice() })) }; }
 
@@ -1213,6 +1219,12 @@
       }
       if (!this.fitted) this.fit();
       this.note.textContent = pts.length + (pts.length === 1 ? ' device' : ' devices') + ' with a position' + (pts.length ? '' : ' (metrics lat and lon)');
+    }
+
+    restyle() {
+      if (this.outline) this.outline.setStyle({ color: cssVar('--map-border'), fillColor: cssVar('--map-land') });
+      for (const m of this.markers.values()) m.setStyle({ fillColor: cssVar('--accent') });
+      for (const l of this.lines.values()) l.setStyle({ color: cssVar('--accent') });
     }
 
     resize() {
