@@ -777,12 +777,18 @@
     return dlg;
   }
 
-  // panelShell is a panel's frame: its title and body.
-  function panelShell(spec, cls) {
-    const body = h('div', { class: 'panel-body ' + (cls || '') });
-    const title = spec.title || (spec.metric ? metricSettings.label(spec.metric) : spec.kind === 'command' ? spec.method : KINDS[spec.kind] || spec.kind);
-    const el = h('section', { class: 'panel', 'aria-label': title }, h('h3', null, h('span', { class: 'panel-title', text: title })), body);
-    return { el, body };
+  // Panel is what every kind of panel shares: its board, its spec (with
+  // the board's variables bound), its frame (a section with the title and
+  // a body) and how often it may redraw (every, ms; see BoardView.schedule).
+  class Panel {
+    constructor(board, spec, cls, every) {
+      this.board = board;
+      this.spec = spec;
+      this.every = every;
+      this.body = h('div', { class: 'panel-body ' + cls });
+      const title = spec.title || (spec.metric ? metricSettings.label(spec.metric) : spec.kind === 'command' ? spec.method : KINDS[spec.kind] || spec.kind);
+      this.el = h('section', { class: 'panel', 'aria-label': title }, h('h3', null, h('span', { class: 'panel-title', text: title })), this.body);
+    }
   }
 
   // panelHeight is the pixel height of a panel's body: its rows less the
@@ -792,12 +798,9 @@
   // SeriesPanel draws metrics of devices on one chart. Its history comes
   // downsampled to about a point per pixel, so a 30-day window costs the
   // page what five minutes do.
-  class SeriesPanel {
+  class SeriesPanel extends Panel {
     constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 200; // ms between redraws
-      ({ el: this.el, body: this.body } = panelShell(spec, 'plot'));
+      super(board, spec, 'plot', 200);
       this.lines = []; // {device, metric, label, color, points: Points}
       this.hover = h('span', { class: 'hover muted' });
       this.el.querySelector('h3').append(this.hover);
@@ -897,12 +900,9 @@
 
   // StatPanel: the latest value of one metric, coloured by threshold, with
   // a sparkline of the window.
-  class StatPanel {
+  class StatPanel extends Panel {
     constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 200;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'stat'));
+      super(board, spec, 'stat', 200);
       this.value = h('div', { class: 'stat-value' });
       this.spark = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
       this.spark.setAttribute('class', 'spark');
@@ -982,14 +982,11 @@
   }
 
   // TablePanel: the latest values of many devices, one row each, sortable.
-  class TablePanel {
+  class TablePanel extends Panel {
     constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 1000;
+      super(board, spec, 'table-wrap', 1000);
       this.sort = 'id';
       this.desc = false;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'table-wrap'));
     }
 
     devices() { return [...this.board.devices.values()].filter((d) => d.id.startsWith(this.spec.device_prefix || '')); }
@@ -1062,12 +1059,9 @@
   }
 
   // StatusPanel: online/offline and last seen of a set of devices.
-  class StatusPanel {
+  class StatusPanel extends Panel {
     constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 1000;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'status-list'));
+      super(board, spec, 'status-list', 1000);
     }
 
     shows(device) { return device.startsWith(this.spec.device_prefix || ''); }
@@ -1108,10 +1102,9 @@
   }
 
   // TextPanel: Markdown, rendered safely.
-  class TextPanel {
+  class TextPanel extends Panel {
     constructor(board, spec) {
-      this.spec = spec;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'text'));
+      super(board, spec, 'text', 0);
       this.body.append(markdown(spec.text || ''));
     }
   }
@@ -1120,12 +1113,9 @@
   // their tracks over the window, drawn with Leaflet over the country
   // outlines shipped with the hub (no tile server, no Internet), or over
   // the panel's tile URL.
-  class MapPanel {
+  class MapPanel extends Panel {
     constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 1000;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'map'));
+      super(board, spec, 'map', 1000);
       this.mapEl = h('div', { class: 'map-canvas', role: 'img', 'aria-label': 'map of device positions' });
       this.note = h('p', { class: 'muted map-note' });
       this.body.append(this.mapEl, this.note);
@@ -1244,12 +1234,9 @@
 
   // CommandPanel: a button that sends its device a command, and the latest
   // such command's status and answer, live.
-  class CommandPanel {
+  class CommandPanel extends Panel {
     constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 200;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'command'));
+      super(board, spec, 'command', 200);
       this.button = h('button', { type: 'button', class: 'primary', 'data-action': 'send-command', text: spec.button || spec.method, disabled: !spec.device, onclick: () => this.send() });
       this.state = h('div', { class: 'command-state', role: 'status', 'aria-live': 'polite' });
       this.body.append(h('p', { class: 'muted', text: spec.method + ' → ' + (spec.device || 'no device') + (spec.params ? ' ' + JSON.stringify(spec.params) : '') }), this.button, this.state);
@@ -1302,12 +1289,9 @@
   }
 
   // AlertsPanel: the open alerts of a set of devices, worst first, live.
-  class AlertsPanel {
+  class AlertsPanel extends Panel {
     constructor(board, spec) {
-      this.board = board;
-      this.spec = spec;
-      this.every = 500;
-      ({ el: this.el, body: this.body } = panelShell(spec, 'alerts'));
+      super(board, spec, 'alerts', 500);
       this.alerts = new Map(); // id -> alert
     }
 
