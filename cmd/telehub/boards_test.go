@@ -194,7 +194,7 @@ func TestBrowser_BoardActions(t *testing.T) {
 		return nil
 	})
 
-	b.run(t, chromedp.Navigate(fmt.Sprintf("%s/#/board/%d", m.HTTP.URL(), board.ID)))
+	b.run(t, goHash(fmt.Sprintf("#/board/%d", board.ID)))
 	b.waitBoard(t, "the board with the metric's settings", func(st *boardState) error {
 		if v := st.panel("stat").Value; v != "20.00 °C" {
 			return fmt.Errorf("stat %q", v)

@@ -351,45 +351,54 @@ func (m *Main) close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if m.demoStop != nil { // demo devices leave first, saying "offline"
-		m.demoStop()
-		select {
-		case <-m.demoDone:
-		case <-ctx.Done():
+	// step runs one part of the shutdown; a slow one is logged, so that a
+	// shutdown that takes long says what it waited for.
+	step := func(name string, fn func()) {
+		start := time.Now()
+		fn()
+		if took := time.Since(start); took > time.Second {
+			m.Logger.Warn("slow shutdown step", "step", name, "took", took.Round(time.Millisecond))
 		}
 	}
+	if m.demoStop != nil { // demo devices leave first, saying "offline"
+		step("demo devices", func() {
+			m.demoStop()
+			select {
+			case <-m.demoDone:
+			case <-ctx.Done():
+			}
+		})
+	}
 	if m.presenceStop != nil { // status notes stop before the writer closes
-		m.presenceStop()
-		<-m.presenceDone
+		step("presence", func() { m.presenceStop(); <-m.presenceDone })
 	}
 	if m.Broker != nil {
-		m.Broker.Drain()
+		step("broker drain", m.Broker.Drain)
 	}
 	if m.Subscriber != nil {
-		m.Subscriber.Drain()
+		step("subscriber drain", m.Subscriber.Drain)
 	}
 	// The evaluator saves its position while the store still writes; what
 	// it did not evaluate yet, it reads from the store at the next start.
-	m.stopAlerts()
+	step("alerts", m.stopAlerts)
 	if m.Store != nil {
-		add(m.Store.Drain(ctx))
+		step("store drain", func() { add(m.Store.Drain(ctx)) })
 	}
 	if m.Broker != nil {
-		add(m.Broker.Close(ctx))
+		step("broker", func() { add(m.Broker.Close(ctx)) })
 	}
 	if m.Subscriber != nil {
-		add(m.Subscriber.Close(ctx))
+		step("subscriber", func() { add(m.Subscriber.Close(ctx)) })
 	}
 	if m.downlinkStop != nil { // after the broker: its hooks hand the downlink work
-		m.downlinkStop()
-		<-m.downlinkDone
+		step("downlink", func() { m.downlinkStop(); <-m.downlinkDone })
 	}
 	m.Feed.Close()
 	if m.HTTP != nil {
-		add(m.HTTP.Close(ctx))
+		step("http", func() { add(m.HTTP.Close(ctx)) })
 	}
 	if m.Store != nil {
-		add(m.Store.Close())
+		step("store", func() { add(m.Store.Close()) })
 	}
 	return errors.Join(errs...)
 }

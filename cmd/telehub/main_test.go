@@ -53,7 +53,13 @@ func MustRunMain(tb testing.TB, configure ...func(*Config)) *Main {
 		m.Close(context.Background())
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { m.Close(context.Background()) })
+	tb.Cleanup(func() {
+		start := time.Now()
+		m.Close(context.Background())
+		if took := time.Since(start); took > 5*time.Second {
+			tb.Logf("closing the hub took %v", took.Round(time.Millisecond))
+		}
+	})
 	return m
 }
 
