@@ -627,7 +627,9 @@ func TestBrowser_Alerts(t *testing.T) {
 		if err == nil && n == 1 {
 			return nil
 		}
-		return fmt.Errorf("no active row on the page (%v); the hub's alerts: %+v", err, listAlerts(t, m.HTTP.URL(), ""))
+		page, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`(() => { const v = window.telehub.view, f = v.feed;
+			return JSON.stringify({ live: !!(f && f.live), ws: f && f.ws ? f.ws.readyState : null, attempt: f && f.attempt, listed: [...v.alerts.values()].map((a) => a.id + ' ' + a.status), conn: document.getElementById('conn').dataset.state }); })()`))
+		return fmt.Errorf("no active row on the page (%v; page %s); the hub's alerts: %+v, websockets %d", err, page, listAlerts(t, m.HTTP.URL(), ""), m.HTTP.WSClients())
 	})
 	if got := b.text(t, `table.alerts tr[data-status="active"] td:nth-child(5)`); got != "temp is 35 (> 30)" {
 		t.Fatalf("alert shown as %q", got)

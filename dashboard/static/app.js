@@ -624,8 +624,12 @@
       return (!this.severity || a.severity === this.severity) && (!this.device || a.device === this.device);
     }
 
+    // load reads the list again. A change that arrives while the read is
+    // under way may be newer than what it answers (the read began before
+    // the change was committed): such changes are applied again on top.
     async load() {
       const gen = (this.gen = (this.gen || 0) + 1);
+      const during = (this.during = new Map());
       const q = new URLSearchParams({ limit: '500' });
       if (this.status) q.set('status', this.status);
       if (this.severity) q.set('severity', this.severity);
@@ -635,6 +639,8 @@
         if (gen !== this.gen) return;
         this.alerts.clear();
         for (const a of res.alerts) this.alerts.set(a.id, a);
+        for (const a of during.values()) this.apply(a);
+        this.during = null;
         this.error.hidden = true;
         this.render();
         openAlerts.refresh();
@@ -646,10 +652,18 @@
     }
 
     onAlert(a) {
-      if (this.matches(a)) this.alerts.set(a.id, a);
-      else this.alerts.delete(a.id);
+      if (this.during) this.during.set(a.id, a);
+      this.apply(a);
       this.render();
       openAlerts.refresh();
+    }
+
+    // apply takes in a change of an alert unless what the list holds is newer.
+    apply(a) {
+      const old = this.alerts.get(a.id);
+      if (old && old.updated > a.updated) return;
+      if (this.matches(a)) this.alerts.set(a.id, a);
+      else this.alerts.delete(a.id);
     }
 
     async act(a, what) {
@@ -930,17 +944,24 @@
 
     // loadAlerts reads the device's latest alerts, for the header and the
     // charts' markers.
+    // Changes that arrive while the read is under way are applied again on
+    // top of its answer, which may predate them.
     async loadAlerts(signal) {
+      const during = (this.alertsDuring = new Map());
       try {
         const res = await api('api/v1/devices/' + enc(this.id) + '/alerts?limit=100', signal);
         this.alertList = new Map(res.alerts.map((a) => [a.id, a]));
+        this.alertsDuring = null;
+        for (const a of during.values()) this.onAlert(a);
         this.showAlerts();
       } catch (_) { /* alerts off, or shown with the page's own error */ }
     }
 
     onAlert(a) {
+      if (this.alertsDuring) this.alertsDuring.set(a.id, a);
       if (!this.alertList) this.alertList = new Map();
-      this.alertList.set(a.id, a);
+      const old = this.alertList.get(a.id);
+      if (!old || old.updated <= a.updated) this.alertList.set(a.id, a);
       this.showAlerts();
     }
 

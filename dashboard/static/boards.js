@@ -1248,7 +1248,7 @@
       try {
         const list = await api('api/v1/devices/' + enc(this.spec.device) + '/commands?limit=50');
         const mine = list.commands.filter((c) => c.method === this.spec.method);
-        if (mine.length) this.last = mine[0];
+        if (mine.length) this.onCommand(mine[0]); // unless a newer one came live meanwhile
       } catch (e) { if (e.status !== 404 && e.status !== 501) throw e; }
     }
 
@@ -1297,10 +1297,15 @@
 
     mine(a) { return a.device.startsWith(this.spec.device_prefix || ''); }
 
+    // load reads the open alerts; changes that arrive while it is under
+    // way are applied again on top (the read may predate them).
     async load() {
+      const during = (this.during = new Map());
       try {
         const list = await api('api/v1/alerts?status=open&limit=1000');
         this.alerts = new Map(list.alerts.filter((a) => this.mine(a)).map((a) => [a.id, a]));
+        this.during = null;
+        for (const a of during.values()) this.onAlert(a);
       } catch (e) { if (e.status === 501) this.unavailable = true; else throw e; }
     }
 
@@ -1308,6 +1313,7 @@
 
     onAlert(a) {
       if (!this.mine(a)) return false;
+      if (this.during) this.during.set(a.id, a);
       const old = this.alerts.get(a.id);
       if (old && old.updated > a.updated) return false;
       if (a.status === 'cleared') this.alerts.delete(a.id); else this.alerts.set(a.id, a);
