@@ -587,13 +587,33 @@ func TestBrowser_Commands(t *testing.T) {
 	b.run(t,
 		chromedp.Navigate(m.HTTP.URL()+"/#/device/pump-7"),
 		chromedp.WaitVisible(chromedp.CSS(`form[aria-label="send a command"] input[name="method"]`)),
+	)
+	// The view builds its panels again when its data arrives: the form is
+	// filled once the view is live.
+	b.waitPage(t, "the device view live", func(st *pageState) error {
+		if !st.Live {
+			return fmt.Errorf("not live yet")
+		}
+		return nil
+	})
+	b.run(t,
 		chromedp.SetValue(chromedp.CSS(`input[name="method"]`), "setInterval"),
 		chromedp.SetValue(chromedp.CSS(`input[name="params"]`), `{"seconds":5}`),
 		chromedp.Click(chromedp.CSS(`form[aria-label="send a command"] button[type="submit"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`table.commands tr[data-status="replied"]`)),
 	)
-	if got := b.text(t, `table.commands tr[data-status="replied"] td.payload`); got != `{"echo":{"seconds":5}}` {
-		t.Fatalf("answer shown: %q", got)
+	checkFor(t, 30*time.Second, func() error {
+		page, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`(() => { const v = window.telehub.view;
+			return JSON.stringify({ rows: [...document.querySelectorAll('table.commands tr[data-command]')].map((tr) => tr.dataset.command + ' ' + tr.dataset.status),
+				known: v.commands ? [...v.commands.values()].map((c) => c.id + ' ' + c.status + ' ' + c.updated) : null, live: !!(v.feed && v.feed.live), error: v.cmdError ? v.cmdError.textContent : null }); })()`))
+		if err == nil && strings.Contains(page, ` replied"`) {
+			return nil
+		}
+		_, hub := request(t, "GET", m.HTTP.URL()+"/api/v1/devices/pump-7/commands", "", "")
+		return fmt.Errorf("the page shows no replied command (%v): %s; the hub's: %s", err, page, hub)
+	})
+	// Read in one step: the table is redrawn at each change.
+	if got, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector('table.commands tr[data-status="replied"] td.payload').textContent`)); err != nil || got != `{"echo":{"seconds":5}}` {
+		t.Fatalf("answer shown: %q (%v)", got, err)
 	}
 	b.run(t,
 		chromedp.SetValue(chromedp.CSS(`input[name="shared"]`), `{"target":21.5}`),

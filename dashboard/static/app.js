@@ -561,6 +561,16 @@
     return c + Math.round(alpha * 255).toString(16).padStart(2, '0');
   }
 
+  // laterState reports whether b is not older than a, two states of one
+  // command or alert: by time (ms), then, within the same millisecond, by
+  // the order of their statuses in their life.
+  const COMMAND_ORDER = ['queued', 'sent', 'delivered', 'replied', 'failed', 'expired', 'cancelled'];
+  const ALERT_ORDER = ['active', 'acknowledged', 'cleared'];
+  function laterState(b, a, order) {
+    if (b.updated !== a.updated) return b.updated > a.updated;
+    return order.indexOf(b.status) >= order.indexOf(a.status);
+  }
+
   // changeAlert acknowledges or clears an alert (admin token).
   const changeAlert = (a, what) => api('api/v1/alerts/' + a.id + '/' + what, null, 'POST', '{}');
 
@@ -661,7 +671,7 @@
     // apply takes in a change of an alert unless what the list holds is newer.
     apply(a) {
       const old = this.alerts.get(a.id);
-      if (old && old.updated > a.updated) return;
+      if (old && !laterState(a, old, ALERT_ORDER)) return;
       if (this.matches(a)) this.alerts.set(a.id, a);
       else this.alerts.delete(a.id);
     }
@@ -961,7 +971,7 @@
       if (this.alertsDuring) this.alertsDuring.set(a.id, a);
       if (!this.alertList) this.alertList = new Map();
       const old = this.alertList.get(a.id);
-      if (!old || old.updated <= a.updated) this.alertList.set(a.id, a);
+      if (!old || laterState(a, old, ALERT_ORDER)) this.alertList.set(a.id, a);
       this.showAlerts();
     }
 
@@ -978,8 +988,12 @@
       }
     }
 
+    // loadDownlink reads the device's latest commands and its attributes;
+    // command changes pushed while the read is under way are applied again
+    // on top of its answer, which may predate them.
     async loadDownlink(signal) {
       this.loadAlerts(signal);
+      const during = (this.commandsDuring = new Map());
       try {
         const [list, attrs] = await Promise.all([
           api('api/v1/devices/' + enc(this.id) + '/commands?limit=20', signal),
@@ -987,14 +1001,17 @@
         ]);
         this.commands.clear();
         for (const c of list.commands.reverse()) this.commands.set(c.id, c);
+        this.commandsDuring = null;
+        for (const c of during.values()) this.onCommand(c);
         this.renderCommands();
         this.renderAttributes(attrs);
       } catch (_) { /* shown with the page's own error */ }
     }
 
     onCommand(c) {
+      if (this.commandsDuring) this.commandsDuring.set(c.id, c);
       const old = this.commands.get(c.id);
-      if (old && old.updated > c.updated) return; // an older change, late
+      if (old && !laterState(c, old, COMMAND_ORDER)) return; // an older change, late
       this.commands.set(c.id, c);
       this.renderCommands();
     }
@@ -1473,7 +1490,7 @@
   window.telehub = {
     get view() { return current; },
     ui: { h, api, enc, fmtValue, statusOf, statusEl, agoEl, readings, LiveFeed, Points, axisValues, axisSize, cssVar, conn,
-      alertBadge, alertColor, severityEl, changeAlert, openAlerts, metricSettings, fmtWith, yRange, access },
+      alertBadge, alertColor, severityEl, changeAlert, openAlerts, metricSettings, fmtWith, yRange, access, laterState, COMMAND_ORDER, ALERT_ORDER },
   };
 
   document.getElementById('logout').addEventListener('click', logout);

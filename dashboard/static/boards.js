@@ -19,7 +19,7 @@
 'use strict';
 (function () {
   const { h, api, enc, fmtValue, statusOf, statusEl, agoEl, readings, LiveFeed, Points, axisValues, axisSize, cssVar, conn,
-    alertBadge, severityEl, metricSettings, fmtWith, yRange, access } = window.telehub.ui;
+    alertBadge, severityEl, metricSettings, fmtWith, yRange, access, laterState, COMMAND_ORDER, ALERT_ORDER } = window.telehub.ui;
 
   const BOARD_WINDOWS = [['5m', 5 * 60e3], ['15m', 15 * 60e3], ['1h', 3600e3], ['6h', 6 * 3600e3], ['24h', 86400e3], ['7d', 7 * 86400e3], ['30d', 30 * 86400e3]];
   const BOARD_DEVICES = 20;      // devices drawn per series of a prefix
@@ -1256,7 +1256,7 @@
 
     onCommand(c) {
       if (c.device !== this.spec.device || c.method !== this.spec.method) return false;
-      if (this.last && (c.id < this.last.id || c.id === this.last.id && c.updated < this.last.updated)) return false;
+      if (this.last && (c.id < this.last.id || c.id === this.last.id && !laterState(c, this.last, COMMAND_ORDER))) return false;
       this.last = c;
       return true;
     }
@@ -1315,7 +1315,7 @@
       if (!this.mine(a)) return false;
       if (this.during) this.during.set(a.id, a);
       const old = this.alerts.get(a.id);
-      if (old && old.updated > a.updated) return false;
+      if (old && !laterState(a, old, ALERT_ORDER)) return false;
       if (a.status === 'cleared') this.alerts.delete(a.id); else this.alerts.set(a.id, a);
       return true;
     }
