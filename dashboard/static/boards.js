@@ -276,7 +276,9 @@
       for (const p of this.panels) if (p.destroy) p.destroy();
       this.resizer.disconnect();
       this.panels = b.panels.map((spec, i) => this.makePanel(this.bind(spec), i));
-      for (const p of this.panels) {
+      // In the page in reading order (rows, then columns): a phone stacks
+      // them so, and Tab goes through them so.
+      for (const p of this.panels.slice().sort((a, c) => a.spec.y - c.spec.y || a.spec.x - c.spec.x)) {
         this.place(p);
         this.grid.append(p.el);
         this.resizer.observe(p.el);
