@@ -85,13 +85,19 @@ func (s *SavedBoards) UpdateBoard(ctx context.Context, b devices.Board) (*device
 
 // DeleteBoard implements devices.BoardStore.
 func (s *SavedBoards) DeleteBoard(ctx context.Context, id int64) error {
+	return s.deleteOne(ctx, `DELETE FROM boards WHERE id = $1`, id, fmt.Errorf("board %d: %w", id, devices.ErrNotFound))
+}
+
+// deleteOne runs a DELETE of one row and returns notFound when there was
+// none.
+func (s *SavedBoards) deleteOne(ctx context.Context, query string, key any, notFound error) error {
 	return s.Writes.Do(ctx, func(tx Execer) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM boards WHERE id = $1`, id)
+		res, err := tx.ExecContext(ctx, query, key)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("board %d: %w", id, devices.ErrNotFound)
+			return notFound
 		}
 		return nil
 	})
@@ -190,14 +196,5 @@ func (s *SavedBoards) SetMetricSetting(ctx context.Context, m devices.MetricSett
 
 // DeleteMetricSetting implements devices.MetricSettingStore.
 func (s *SavedBoards) DeleteMetricSetting(ctx context.Context, metric string) error {
-	return s.Writes.Do(ctx, func(tx Execer) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM metric_settings WHERE metric = $1`, metric)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("metric %q has no settings: %w", metric, devices.ErrNotFound)
-		}
-		return nil
-	})
+	return s.deleteOne(ctx, `DELETE FROM metric_settings WHERE metric = $1`, metric, fmt.Errorf("metric %q has no settings: %w", metric, devices.ErrNotFound))
 }
