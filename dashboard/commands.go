@@ -15,6 +15,7 @@ import (
 // devices.Downlink implements it.
 type CommandService interface {
 	Create(ctx context.Context, device string, r devices.CommandRequest) (*devices.Command, error)
+	CreateWait(ctx context.Context, device string, r devices.CommandRequest, wait time.Duration) (*devices.Command, error)
 	Cancel(ctx context.Context, device string, id int64) (*devices.Command, error)
 	Wait(ctx context.Context, device string, id int64) (*devices.Command, error)
 	Command(ctx context.Context, device string, id int64) (*devices.Command, error)
@@ -57,16 +58,14 @@ func (s *Server) handleCreateCommand(c *fiber.Ctx) error {
 			return invalid("wait", "want a duration up to %v, got %q", maxCommandWait, v)
 		}
 	}
-	cmd, err := s.Commands.Create(c.UserContext(), id, r)
+	var cmd *devices.Command
+	if wait > 0 {
+		cmd, err = s.Commands.CreateWait(c.UserContext(), id, r, wait)
+	} else {
+		cmd, err = s.Commands.Create(c.UserContext(), id, r)
+	}
 	if err != nil {
 		return err
-	}
-	if wait > 0 {
-		ctx, cancel := context.WithTimeout(c.UserContext(), wait)
-		defer cancel()
-		if cmd, err = s.Commands.Wait(ctx, id, cmd.ID); err != nil {
-			return err
-		}
 	}
 	c.Location("/api/v1/devices/" + id + "/commands/" + strconv.FormatInt(cmd.ID, 10))
 	return c.Status(fiber.StatusCreated).JSON(cmd)

@@ -108,6 +108,25 @@ func (d *Downlink) init() {
 
 // Create stores a command for device and sends it if the device listens.
 func (d *Downlink) Create(ctx context.Context, device string, r CommandRequest) (*Command, error) {
+	return d.create(ctx, device, r, nil)
+}
+
+// CreateWait is Create then Wait, until the command ends or wait passes,
+// without reading the command back first: its waiter is in place before
+// the command can be sent, so no change can come before it.
+func (d *Downlink) CreateWait(ctx context.Context, device string, r CommandRequest, wait time.Duration) (*Command, error) {
+	var ch chan *Command
+	c, err := d.create(ctx, device, r, func(id int64) { ch = d.addWaiter(id) })
+	if err != nil {
+		return nil, err
+	}
+	defer d.dropWaiter(c.ID, ch)
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return d.waitOn(ctx, device, c.ID, ch)
+}
+
+func (d *Downlink) create(ctx context.Context, device string, r CommandRequest, stored func(id int64)) (*Command, error) {
 	d.init()
 	if err := ValidateDeviceID(device); err != nil {
 		return nil, err
@@ -128,6 +147,9 @@ func (d *Downlink) Create(ctx context.Context, device string, r CommandRequest) 
 		Created: now, Expires: now + r.Timeout.Milliseconds()})
 	if err != nil {
 		return nil, err
+	}
+	if stored != nil {
+		stored(c.ID)
 	}
 	d.changed(c)
 	d.Listening(device)
@@ -159,31 +181,45 @@ func (d *Downlink) Cancel(ctx context.Context, device string, id int64) (*Comman
 // its latest state when ctx ends first.
 func (d *Downlink) Wait(ctx context.Context, device string, id int64) (*Command, error) {
 	d.init()
+	ch := d.addWaiter(id)
+	defer d.dropWaiter(id, ch)
+	// The wait ending is no failure: every read answers with the state
+	// the command is in, whatever is left of ctx.
+	c, err := d.Store.Command(context.WithoutCancel(ctx), device, id) // after registering: no change is missed
+	if err != nil || c.finished() {
+		return c, err
+	}
+	return d.waitOn(ctx, device, id, ch)
+}
+
+// addWaiter registers a channel that changed fills when command id ends.
+func (d *Downlink) addWaiter(id int64) chan *Command {
 	ch := make(chan *Command, 1)
 	d.mu.Lock()
 	d.waiters[id] = append(d.waiters[id], ch)
 	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		list := d.waiters[id]
-		for i, w := range list {
-			if w == ch {
-				d.waiters[id] = append(list[:i:i], list[i+1:]...)
-				break
-			}
+	return ch
+}
+
+func (d *Downlink) dropWaiter(id int64, ch chan *Command) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	list := d.waiters[id]
+	for i, w := range list {
+		if w == ch {
+			d.waiters[id] = append(list[:i:i], list[i+1:]...)
+			break
 		}
-		if len(d.waiters[id]) == 0 {
-			delete(d.waiters, id)
-		}
-		d.mu.Unlock()
-	}()
-	// The wait ending is no failure: every read answers with the state
-	// the command is in, whatever is left of ctx.
-	read := context.WithoutCancel(ctx)
-	c, err := d.Store.Command(read, device, id) // after registering: no change is missed
-	if err != nil || c.finished() {
-		return c, err
 	}
+	if len(d.waiters[id]) == 0 {
+		delete(d.waiters, id)
+	}
+}
+
+// waitOn waits for command id to end (ch, from addWaiter) or ctx to, and
+// answers the command as stored then, with its history.
+func (d *Downlink) waitOn(ctx context.Context, device string, id int64, ch chan *Command) (*Command, error) {
+	read := context.WithoutCancel(ctx)
 	// Changes made here arrive on ch; those made by another hub sharing
 	// the store (the one whose broker holds the device) are read.
 	var tick <-chan time.Time
