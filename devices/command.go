@@ -160,6 +160,10 @@ type CommandStore interface {
 	// History; ok is false when it was in none of from or is another
 	// device's.
 	UpdateCommand(ctx context.Context, device string, id int64, from []CommandStatus, to CommandStatus, at int64, note string, response json.RawMessage, errText string) (c *Command, ok bool, err error)
+	// UpdateCommandLater is UpdateCommand without waiting: the change is
+	// queued now, after the caller's earlier ones, so that consecutive
+	// changes of a command share a commit; wait returns its outcome.
+	UpdateCommandLater(device string, id int64, from []CommandStatus, to CommandStatus, at int64, note string, response json.RawMessage, errText string) (wait func(ctx context.Context) (c *Command, ok bool, err error))
 	// OpenCommands counts the commands of every device that are queued,
 	// sent or delivered (the queue), by status.
 	OpenCommands(ctx context.Context) (map[CommandStatus]int, error)

@@ -377,11 +377,25 @@ func (l *lanes) run(ctx context.Context, w work) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
+		ln := &lane{}
+		lctx := context.WithValue(ctx, laneKey{}, ln)
 		fn := w.fn
 		for {
-			fn(ctx)
+			fn(lctx)
+			// More work for the device goes on at once, its writes queued
+			// behind the ones before (they share a commit); when there is
+			// none, or much is waiting, the writes are waited for.
 			l.mu.Lock()
 			q := l.byName[w.device]
+			if len(q) > 0 && len(ln.after) < maxUnsettled {
+				fn, l.byName[w.device] = q[0], q[1:]
+				l.mu.Unlock()
+				continue
+			}
+			l.mu.Unlock()
+			ln.settle()
+			l.mu.Lock()
+			q = l.byName[w.device]
 			if len(q) == 0 {
 				delete(l.byName, w.device)
 				l.mu.Unlock()
@@ -392,6 +406,33 @@ func (l *lanes) run(ctx context.Context, w work) {
 			l.mu.Unlock()
 		}
 	}()
+}
+
+// lane is one device's lane while it runs: what is to happen, in order,
+// once the writes its work submitted are committed.
+type lane struct{ after []func() }
+
+type laneKey struct{}
+
+// maxUnsettled bounds the writes a lane submits before it waits for them.
+const maxUnsettled = 64
+
+// later runs fn after the writes submitted before it, if ctx is a lane's
+// (and returns true); otherwise it returns false and does nothing.
+func later(ctx context.Context, fn func()) bool {
+	ln, _ := ctx.Value(laneKey{}).(*lane)
+	if ln == nil {
+		return false
+	}
+	ln.after = append(ln.after, fn)
+	return true
+}
+
+func (ln *lane) settle() {
+	for _, fn := range ln.after {
+		fn()
+	}
+	ln.after = ln.after[:0]
 }
 
 // wait returns when every lane has ended.
@@ -421,16 +462,26 @@ func (d *Downlink) send(ctx context.Context, device string) {
 	}
 }
 
+// update moves a command from one of from to to. In a lane it does not
+// wait: the change is queued behind the lane's earlier writes and is
+// announced (changed) once committed, in order; so a command sent,
+// acknowledged and answered within one commit takes one commit, not three.
 func (d *Downlink) update(ctx context.Context, device string, id int64, from []CommandStatus, to CommandStatus, note string, resp json.RawMessage, errText string) {
 	// device "" (expiry) matches any; otherwise a device moves only its own
 	// commands (an answer to another's is not taken).
-	c, ok, err := d.Store.UpdateCommand(ctx, device, id, from, to, d.Now().UnixMilli(), note, resp, errText)
-	if err != nil {
-		d.Logger.Error("updating a command failed", "id", id, "status", string(to), "error", err)
-		return
+	done := func(c *Command, ok bool, err error) {
+		if err != nil {
+			d.Logger.Error("updating a command failed", "id", id, "status", string(to), "error", err)
+			return
+		}
+		if ok {
+			d.changed(c)
+		}
 	}
-	if ok {
-		d.changed(c)
+	at := d.Now().UnixMilli()
+	wait := d.Store.UpdateCommandLater(device, id, from, to, at, note, resp, errText)
+	if !later(ctx, func() { done(wait(ctx)) }) {
+		done(wait(ctx))
 	}
 }
 

@@ -172,8 +172,38 @@ func (s *Commands) DueCommands(ctx context.Context, now int64, limit int) ([]dev
 
 // UpdateCommand implements devices.CommandStore.
 func (s *Commands) UpdateCommand(ctx context.Context, device string, id int64, from []devices.CommandStatus, to devices.CommandStatus, at int64, note string, response json.RawMessage, errText string) (*devices.Command, bool, error) {
+	fn, c, err := s.updateOp(device, id, from, to, at, note, response, errText)
+	if err == nil {
+		err = s.write(ctx, fn)
+	}
+	return updated(id, *c, err)
+}
+
+// UpdateCommandLater implements devices.CommandStore.
+func (s *Commands) UpdateCommandLater(device string, id int64, from []devices.CommandStatus, to devices.CommandStatus, at int64, note string, response json.RawMessage, errText string) func(ctx context.Context) (*devices.Command, bool, error) {
+	fn, c, err := s.updateOp(device, id, from, to, at, note, response, errText)
+	if err != nil {
+		return func(context.Context) (*devices.Command, bool, error) { return updated(id, nil, err) }
+	}
+	wait := s.Writes.Submit(fn)
+	return func(ctx context.Context) (*devices.Command, bool, error) { return updated(id, *c, wait(ctx)) }
+}
+
+func updated(id int64, c *devices.Command, err error) (*devices.Command, bool, error) {
+	if err != nil {
+		return nil, false, fmt.Errorf("update command %d: %w", id, err)
+	}
+	return c, c != nil, nil
+}
+
+// updateOp is the write of a status change: one statement changes and
+// returns the row (RETURNING, on both backends), one records the event;
+// the history is left out (Command reads it). *c is the command after it,
+// nil when it was in none of from or another device's.
+func (s *Commands) updateOp(device string, id int64, from []devices.CommandStatus, to devices.CommandStatus, at int64, note string, response json.RawMessage, errText string) (func(tx Execer) error, **devices.Command, error) {
+	c := new(*devices.Command)
 	if len(from) == 0 {
-		return nil, false, errors.New("update command: no status to move from")
+		return nil, c, errors.New("no status to move from")
 	}
 	args := []any{string(to), at, nullJSON(response), errText, id, device}
 	in := make([]string, len(from))
@@ -181,10 +211,9 @@ func (s *Commands) UpdateCommand(ctx context.Context, device string, id int64, f
 		args = append(args, string(st))
 		in[i] = "$" + strconv.Itoa(len(args))
 	}
-	var c *devices.Command
-	err := s.write(ctx, func(tx Execer) error {
-		// One statement changes and returns the row (RETURNING, on both
-		// backends); the history is left out (Command reads it).
+	ctx := context.Background()
+	return func(tx Execer) error {
+		*c = nil
 		list, err := s.queryNoHistory(ctx, tx, `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
 		error = CASE WHEN $4 = '' THEN error ELSE $4 END
 		WHERE id = $5 AND ($6 = '' OR device = $6) AND status IN (`+strings.Join(in, ", ")+`) RETURNING `+commandCols, args...)
@@ -194,14 +223,10 @@ func (s *Commands) UpdateCommand(ctx context.Context, device string, id int64, f
 		if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`, id, at, string(to), note); err != nil {
 			return err
 		}
-		c = &list[0]
-		c.History = nil
+		list[0].History = nil
+		*c = &list[0]
 		return nil
-	})
-	if err != nil {
-		return nil, false, fmt.Errorf("update command %d: %w", id, err)
-	}
-	return c, c != nil, nil
+	}, c, nil
 }
 
 func nullJSON(b json.RawMessage) any {

@@ -66,6 +66,30 @@ func (g *GroupTx) Do(ctx context.Context, fn func(x Execer) error) error {
 	}
 }
 
+// Submit queues fn like Do, without waiting: what one caller submits is
+// applied in the order it submitted it (and after what it submitted with
+// Do), so that a caller's consecutive writes can share a commit. wait
+// returns fn's outcome once its transaction ended, like Do.
+func (g *GroupTx) Submit(fn func(x Execer) error) (wait func(ctx context.Context) error) {
+	op := &txOp{fn: fn, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, op)
+	lead := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if lead {
+		go g.run()
+	}
+	return func(ctx context.Context) error {
+		select {
+		case err := <-op.done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err() // the write may still commit
+		}
+	}
+}
+
 // maxGroup bounds the callers one transaction serves.
 const maxGroup = 256
 
