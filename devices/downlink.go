@@ -470,6 +470,12 @@ func (d *Downlink) update(ctx context.Context, device string, id int64, from []C
 	// device "" (expiry) matches any; otherwise a device moves only its own
 	// commands (an answer to another's is not taken).
 	done := func(c *Command, ok bool, err error) {
+		if err != nil && ctx.Err() != nil {
+			// Shutting down: the write may still commit; its change is
+			// read from the store at the next start.
+			d.Logger.Debug("command change not confirmed before shutdown", "id", id, "status", string(to), "error", err)
+			return
+		}
 		if err != nil {
 			d.Logger.Error("updating a command failed", "id", id, "status", string(to), "error", err)
 			return
