@@ -49,15 +49,27 @@ type txOp struct {
 // that transaction committed (nil) or fn or the commit failed. What fn
 // reads or computes is the caller's only when Do returns nil.
 func (g *GroupTx) Do(ctx context.Context, fn func(x Execer) error) error {
-	op := &txOp{fn: fn, done: make(chan error, 1)}
-	g.mu.Lock()
-	g.queue = append(g.queue, op)
-	lead := !g.running
-	g.running = true
-	g.mu.Unlock()
+	op, lead := g.enqueue(fn)
 	if lead {
 		g.run()
 	}
+	return op.wait(ctx)
+}
+
+// enqueue queues fn; lead tells that no group is under way, so the caller
+// must run them.
+func (g *GroupTx) enqueue(fn func(x Execer) error) (op *txOp, lead bool) {
+	op = &txOp{fn: fn, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, op)
+	lead = !g.running
+	g.running = true
+	g.mu.Unlock()
+	return op, lead
+}
+
+// wait returns the op's outcome, or ctx's error first.
+func (op *txOp) wait(ctx context.Context) error {
 	select {
 	case err := <-op.done:
 		return err
@@ -71,23 +83,11 @@ func (g *GroupTx) Do(ctx context.Context, fn func(x Execer) error) error {
 // Do), so that a caller's consecutive writes can share a commit. wait
 // returns fn's outcome once its transaction ended, like Do.
 func (g *GroupTx) Submit(fn func(x Execer) error) (wait func(ctx context.Context) error) {
-	op := &txOp{fn: fn, done: make(chan error, 1)}
-	g.mu.Lock()
-	g.queue = append(g.queue, op)
-	lead := !g.running
-	g.running = true
-	g.mu.Unlock()
+	op, lead := g.enqueue(fn)
 	if lead {
 		go g.run()
 	}
-	return func(ctx context.Context) error {
-		select {
-		case err := <-op.done:
-			return err
-		case <-ctx.Done():
-			return ctx.Err() // the write may still commit
-		}
-	}
+	return op.wait
 }
 
 // maxGroup bounds the callers one transaction serves.

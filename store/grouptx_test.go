@@ -59,3 +59,55 @@ func TestGroupTx(t *testing.T) {
 		t.Fatalf("%d rows (%d of failed callers), want 180 and 0", n, leaked)
 	}
 }
+
+// TestGroupTxSubmit: writes one caller submits without waiting are applied
+// in the order submitted, after what it wrote with Do, each answered on its
+// own; the caller is not held up by the commit.
+func TestGroupTxSubmit(t *testing.T) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "g.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(`CREATE TABLE t (n INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	g := &store.GroupTx{DB: db}
+	ctx := context.Background()
+	insert := func(v string) func(store.Execer) error {
+		return func(tx store.Execer) error {
+			if v == "refused" {
+				return errors.New(v)
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO t (v) VALUES ($1)`, v)
+			return err
+		}
+	}
+	if err := g.Do(ctx, insert("first")); err != nil {
+		t.Fatal(err)
+	}
+	var waits []func(context.Context) error
+	for _, v := range []string{"a", "b", "refused", "c", "d"} {
+		waits = append(waits, g.Submit(insert(v)))
+	}
+	for i, w := range waits {
+		if err := w(ctx); (i == 2) != (err != nil) {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	rows, err := db.Query(`SELECT v FROM t ORDER BY n`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var v string
+		rows.Scan(&v)
+		got = append(got, v)
+	}
+	if fmt.Sprint(got) != "[first a b c d]" {
+		t.Fatalf("rows in order %v, want [first a b c d]", got)
+	}
+}
