@@ -305,12 +305,40 @@ func (b *Broker) closeClients() {
 		}
 		return out
 	}
+	// First a DISCONNECT and a half close: what was written (the last
+	// acknowledgements among it) goes out before the FIN, the client's own
+	// close ends the connection, and its packets still on the way are read
+	// meanwhile. Closing at once, with them unread, sends a reset, and a
+	// reset can make the client's TCP stack drop acknowledgements it has
+	// not read yet: the client sends those messages again after the
+	// restart, and they are stored twice.
 	for _, cl := range live() {
+		cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
+			ReasonCode: packets.ErrServerShuttingDown.Code, Properties: packets.Properties{ReasonString: packets.ErrServerShuttingDown.Reason}})
+		if !halfClose(cl.Net.Conn) {
+			b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+	wait := func(d time.Duration) {
+		for deadline := time.Now().Add(d); len(live()) > 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	wait(time.Second)
+	for _, cl := range live() { // clients that keep their side open
 		b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
 	}
-	for deadline := time.Now().Add(2 * time.Second); len(live()) > 0 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
+	wait(time.Second)
+}
+
+// halfClose ends the writing side of a client's connection (a FIN after
+// what was written), if it has one.
+func halfClose(c net.Conn) bool {
+	if w, ok := c.(*writeTimeoutConn); ok {
+		c = w.Conn
 	}
+	hc, ok := c.(interface{ CloseWrite() error })
+	return ok && hc.CloseWrite() == nil
 }
 
 func (b *Broker) startAcker() {
