@@ -438,8 +438,14 @@ func (ln *lane) settle() {
 // wait returns when every lane has ended.
 func (l *lanes) wait() { l.wg.Wait() }
 
-// send publishes device's pending commands, oldest first.
+// send publishes device's pending commands, oldest first. It reads them
+// from the store, so the lane's writes before it are waited for first: a
+// command whose change to sent or delivered is not committed yet would
+// read as still to send, and go out twice.
 func (d *Downlink) send(ctx context.Context, device string) {
+	if ln, _ := ctx.Value(laneKey{}).(*lane); ln != nil {
+		ln.settle()
+	}
 	d.mu.Lock()
 	delete(d.listen, device)
 	d.mu.Unlock()
