@@ -313,9 +313,14 @@ func (b *Broker) closeClients() {
 	// not read yet: the client sends those messages again after the
 	// restart, and they are stored twice.
 	for _, cl := range live() {
+		hc := halfCloser(cl.Net.Conn)
+		if hc == nil { // no half close: DISCONNECT and close at once
+			b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			continue
+		}
 		cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
 			ReasonCode: packets.ErrServerShuttingDown.Code, Properties: packets.Properties{ReasonString: packets.ErrServerShuttingDown.Reason}})
-		if !halfClose(cl.Net.Conn) {
+		if hc.CloseWrite() != nil {
 			b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
 		}
 	}
@@ -331,14 +336,14 @@ func (b *Broker) closeClients() {
 	wait(time.Second)
 }
 
-// halfClose ends the writing side of a client's connection (a FIN after
-// what was written), if it has one.
-func halfClose(c net.Conn) bool {
+// halfCloser is a client's connection as one that can end its writing
+// side alone (a FIN after what was written: TCP, TLS), or nil.
+func halfCloser(c net.Conn) interface{ CloseWrite() error } {
 	if w, ok := c.(*writeTimeoutConn); ok {
 		c = w.Conn
 	}
-	hc, ok := c.(interface{ CloseWrite() error })
-	return ok && hc.CloseWrite() == nil
+	hc, _ := c.(interface{ CloseWrite() error })
+	return hc
 }
 
 func (b *Broker) startAcker() {
