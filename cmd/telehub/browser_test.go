@@ -874,6 +874,20 @@ func TestBrowser_Board(t *testing.T) {
 	if got := b.text(t, `div[aria-live="polite"].sr-only`); !strings.Contains(got, "7 wide") {
 		t.Fatalf("the keyboard change is announced as %q", got)
 	}
+	// Leaving with the changes unsaved asks first; declined, the board stays.
+	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`window.confirm = () => false; true`)); err != nil {
+		t.Fatal(err)
+	}
+	b.run(t, goHash("#/boards"), chromedp.Sleep(200*time.Millisecond))
+	b.waitBoard(t, "the board kept", func(st *boardState) error {
+		if !st.Unsaved || len(st.Layout) != 4 {
+			return fmt.Errorf("unsaved %v, layout %v", st.Unsaved, st.Layout)
+		}
+		return nil
+	})
+	if h, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`location.hash`)); err != nil || !strings.HasPrefix(h, "#/board/") {
+		t.Fatalf("the URL after a declined leave: %q (%v)", h, err)
+	}
 	b.run(t, chromedp.Click(chromedp.CSS(`button[data-action="save"]`)))
 	b.waitBoard(t, "saved", func(st *boardState) error {
 		if st.Unsaved {

@@ -1454,8 +1454,14 @@
   // ---- routing ------------------------------------------------------------
 
   let current = null;
-  function route() {
+  // route shows the view the URL names. A view with changes it has not
+  // saved (canLeave) may keep the page: the URL goes back to it.
+  function route(ev) {
     if (loginShown) return;
+    if (ev && ev.oldURL && current && current.canLeave && !current.canLeave()) {
+      history.replaceState(null, '', ev.oldURL);
+      return;
+    }
     if (current) current.destroy();
     const hash = location.hash.slice(1) || '/';
     const at = hash.indexOf('?');

@@ -303,6 +303,9 @@
             h('span', { class: 'muted', text: 'Panels: kind, x, y, w, h on a 12-column grid, and the fields of their kind; see docs/boards.md.' }))));
     }
 
+    // canLeave asks before the page leaves a board with unsaved changes.
+    canLeave() { return !this.unsaved || confirm('Leave the board? Its changes are not saved.'); }
+
     toggleEdit() {
       if (this.editing && this.unsaved && !confirm('Leave editing? The changes are not saved.')) return;
       if (this.editing && this.unsaved) this.draft = clone(boardBody(this.board));
