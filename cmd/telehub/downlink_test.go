@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -336,8 +337,12 @@ func (b *inbox) waitLast(t *testing.T, want string) {
 
 func subscribe(t *testing.T, c paho.Client, filter string, h paho.MessageHandler) {
 	t.Helper()
-	if tok := c.Subscribe(filter, 1, h); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+	tok := c.Subscribe(filter, 1, h)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe %s: %v", filter, tok.Error())
+	}
+	if code := tok.(*paho.SubscribeToken).Result()[filter]; code >= 0x80 {
+		t.Fatalf("subscribe %s: refused (%#x)", filter, code)
 	}
 }
 
@@ -456,5 +461,57 @@ func TestAttributes_ThingsBoard(t *testing.T) {
 	tok.WaitTimeout(10 * time.Second)
 	if r := tok.(*paho.SubscribeToken).Result()["devices/tb-a/attributes/desired"]; r != 0x80 {
 		t.Fatalf("b subscribing to a's attributes: granted %#x", r)
+	}
+}
+
+// TestAttributes_SubscribeWhileSending: a device subscribing to
+// ThingsBoard's shared attribute topic is granted it while the hub is
+// sending on that same topic to another device (the delivery check that
+// keeps one device's attributes from another must not refuse the
+// subscription).
+func TestAttributes_SubscribeWhileSending(t *testing.T) {
+	m := MustRunMain(t, func(c *Config) { c.DeviceAuth = true })
+	ctx := context.Background()
+	tokA, _ := m.Store.AddDevice(ctx, "tb-a")
+	tokB, _ := m.Store.AddDevice(ctx, "tb-b")
+	connect := func(id, token string) paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(m.Broker.URL()).SetClientID(id).SetUsername(token).SetAutoReconnect(false))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect %s: %v", id, tok.Error())
+		}
+		t.Cleanup(func() { c.Disconnect(0) })
+		return c
+	}
+	a, b := connect("a", tokA), connect("b", tokB)
+	var boxA inbox
+	subscribe(t, a, devices.TBAttributes, boxA.handler)
+	stop, sent := make(chan struct{}), make(chan int, 1)
+	var once sync.Once
+	halt := func() { once.Do(func() { close(stop) }) }
+	defer halt()
+	go func() {
+		n := 0
+		defer func() { sent <- n }()
+		for ; n < 5000; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := m.Downlink.SetShared(ctx, "tb-a", map[string]json.RawMessage{"n": json.RawMessage(strconv.Itoa(n))}, false); err != nil {
+				t.Errorf("set shared: %v", err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		subscribe(t, b, devices.TBAttributes, nil)
+		if tok := b.Unsubscribe(devices.TBAttributes); !tok.WaitTimeout(10 * time.Second) {
+			t.Fatal("unsubscribe timed out")
+		}
+	}
+	halt()
+	if n := <-sent; n == 0 {
+		t.Fatal("no attribute change was sent while b subscribed")
 	}
 }

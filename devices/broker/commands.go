@@ -57,7 +57,7 @@ type downlink struct {
 	mu        sync.Mutex
 	listeners map[string]map[*mqtt.Client]int // device -> connection -> styles
 
-	sendMu  sync.Mutex              // one command publish at a time (sending)
+	sendMu  sync.Mutex              // one command publish at a time (sending), none while a connection subscribes
 	sending atomic.Pointer[sending] // the command publish under way
 	// inflight maps a command packet in flight, by client id (the session,
 	// which outlives a connection) and packet id, to its command; sentOn
@@ -246,10 +246,21 @@ func (h *commandHook) ID() string { return "telehub-commands" }
 
 func (h *commandHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnQosPublish, mqtt.OnQosDropped, mqtt.OnDisconnect:
+	case mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnSessionEstablished, mqtt.OnQosPublish, mqtt.OnQosDropped, mqtt.OnDisconnect:
 		return true
 	}
 	return false
+}
+
+// OnSubscribe holds off targeted publishes (publishTo) until OnSubscribed:
+// mochi checks a new filter with the same OnACLCheck as a delivery, so a
+// connection subscribing to a shared topic (v1/devices/me/attributes)
+// while the hub sends on it to another connection would be refused by
+// allowRead. mochi calls OnSubscribe and OnSubscribed in pairs, on the
+// subscribing connection's goroutine, with no return between them.
+func (h *commandHook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	h.broker.cmds.sendMu.Lock()
+	return pk
 }
 
 // OnSubscribed tells the handler that a device listens once a connection
@@ -259,6 +270,7 @@ func (h *commandHook) Provides(b byte) bool {
 // v1/devices/me/attributes). An anonymous client (loopback) stands for the
 // device it subscribes for.
 func (h *commandHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	h.broker.cmds.sendMu.Unlock()
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] >= 0x80 {
 			continue
