@@ -170,6 +170,9 @@ func (e *Engine) Run(ctx context.Context) {
 			e.sub = sub
 			// Whatever committed before the subscription: from the store.
 			e.catchUp(ctx, e.Messages.LastSeq())
+			if e.sub == nil {
+				continue // a save failed: load again
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -181,7 +184,7 @@ func (e *Engine) Run(ctx context.Context) {
 			}
 			e.onBatch(ctx, batch)
 			// Take what else is waiting, so that one step serves them all.
-			for more := true; more; {
+			for more := e.sub != nil; more; more = more && e.sub != nil { // a failed save drops the subscription
 				select {
 				case b, ok := <-e.sub.C():
 					if !ok {

@@ -332,3 +332,71 @@ func TestRules_DisabledAndDeletedClear(t *testing.T) {
 		t.Fatalf("after a clear by hand: %+v", open)
 	}
 }
+
+// failingSaves is the real store whose first saves fail (a database that
+// refuses writes for a while).
+type failingSaves struct {
+	*sqlite.Store
+	mu           sync.Mutex
+	fail, calls  int
+	lastSavedSeq devices.Seq
+}
+
+func (s *failingSaves) SaveAlertStep(ctx context.Context, step *devices.AlertStep) ([]int64, error) {
+	s.mu.Lock()
+	s.calls++
+	failing := s.calls <= s.fail
+	s.mu.Unlock()
+	if failing {
+		return nil, fmt.Errorf("disk I/O error (save %d)", s.calls)
+	}
+	gone, err := s.Store.SaveAlertStep(ctx, step)
+	if err == nil {
+		s.mu.Lock()
+		s.lastSavedSeq = step.Seq
+		s.mu.Unlock()
+	}
+	return gone, err
+}
+
+// TestRun_SaveFailsDuringCatchUp: a save that fails while the evaluator
+// catches up from the store makes it load again and go on, and a later
+// save records the caught-up position.
+func TestRun_SaveFailsDuringCatchUp(t *testing.T) {
+	r := newRig(t)
+	r.rule(devices.Rule{Name: "hot", Metric: "temp", Op: ">", Value: f(30)})
+	r.send("d", `{"temp":20}`)
+	var msgs []devices.Message
+	for i := 0; i < 10; i++ {
+		msgs = append(msgs, storetest.Telemetry("d", r.now, `{"temp":40}`))
+		r.now += 1000
+	}
+	done := storetest.WriteAll(t, r.s, msgs)
+	last := done[len(done)-1].Seq
+	fs := &failingSaves{Store: r.s, fail: 3}
+	e := &Engine{Store: fs, Messages: r.s, Feed: new(devices.Feed), Tick: 5 * time.Millisecond,
+		Now: func() time.Time { return time.UnixMilli(r.now) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); e.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fs.mu.Lock()
+		calls, saved := fs.calls, fs.lastSavedSeq
+		fs.mu.Unlock()
+		if calls > fs.fail && saved >= last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d saves the saved position is %d, want %d", calls, saved, last)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-stopped
+	// Ten readings over the threshold, each counted once: none twice for
+	// the steps evaluated again after a failed save.
+	if got := r.summary(); got != "d/active:10" {
+		t.Fatalf("alerts after the failed saves: %q", got)
+	}
+}
