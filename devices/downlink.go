@@ -85,7 +85,11 @@ type Downlink struct {
 	lanes    lanes
 	mu       sync.Mutex
 	listen   map[string]bool // devices to send to at the next turn
-	waiters  map[int64][]chan *Command
+	// acked holds the commands a device acknowledged whose change to
+	// delivered is not committed yet: a send in between reads them as
+	// still to send, and must not send them again.
+	acked   map[int64]bool
+	waiters map[int64][]chan *Command
 }
 
 func (d *Downlink) init() {
@@ -102,6 +106,7 @@ func (d *Downlink) init() {
 		d.work = make(chan work, downlinkQueue)
 		d.quit = make(chan struct{})
 		d.listen = make(map[string]bool)
+		d.acked = make(map[int64]bool)
 		d.waiters = make(map[int64][]chan *Command)
 	})
 }
@@ -263,11 +268,23 @@ func (d *Downlink) Listening(device string) {
 	}
 }
 
-// Delivered records the device's PUBACK of command id.
+// Delivered records the device's PUBACK of command id. From the call on,
+// until the change is committed, the command is not sent again.
 func (d *Downlink) Delivered(device string, id int64) {
 	d.init()
+	d.mu.Lock()
+	d.acked[id] = true
+	d.mu.Unlock()
 	d.do(device, func(ctx context.Context) {
 		d.update(ctx, device, id, []CommandStatus{CommandQueued, CommandSent}, CommandDelivered, "acknowledged by the device", nil, "")
+		unmark := func() {
+			d.mu.Lock()
+			delete(d.acked, id)
+			d.mu.Unlock()
+		}
+		if !later(ctx, unmark) { // after the change above is committed
+			unmark()
+		}
 	})
 }
 
@@ -459,6 +476,12 @@ func (d *Downlink) send(ctx context.Context, device string) {
 	}
 	for i := range pending {
 		c := &pending[i]
+		d.mu.Lock()
+		acked := d.acked[c.ID]
+		d.mu.Unlock()
+		if acked {
+			continue
+		}
 		if d.Sender.SendCommand(c) == 0 {
 			return // not listening: the rest wait too
 		}

@@ -210,6 +210,74 @@ func TestDownlink_OfflineAndRestart(t *testing.T) {
 	}
 }
 
+// TestDownlink_SentOnce: commands created while the device acknowledges
+// earlier ones each reach it once: a send that reads a command as still
+// sent after the device's PUBACK, before its change to delivered is
+// committed, does not publish it again.
+func TestDownlink_SentOnce(t *testing.T) {
+	for _, backend := range []struct {
+		name string
+		db   func(t *testing.T) func(*Config)
+	}{
+		{"SQLite", func(*testing.T) func(*Config) { return func(*Config) {} }},
+		{"PostgreSQL", func(t *testing.T) func(*Config) { db := pgDB(t); return func(c *Config) { c.DB = db } }},
+	} {
+		t.Run(backend.name, func(t *testing.T) {
+			m := MustRunMain(t, backend.db(t), func(c *Config) { c.MaxPendingCommands = 1000 })
+			dev := mqttConnect(t, m.Broker.URL(), "valve-1")
+			var mu sync.Mutex
+			got := map[int64]int{}
+			// The device acknowledges and does not answer: each command
+			// stays delivered, and every later send reads the ones whose
+			// delivered is not committed yet.
+			subscribe(t, dev, "devices/valve-1/commands/+", func(_ paho.Client, msg paho.Message) {
+				var req struct{ ID int64 }
+				json.Unmarshal(msg.Payload(), &req)
+				mu.Lock()
+				got[req.ID]++
+				mu.Unlock()
+			})
+			const workers, each = 4, 40
+			ids := make(chan int64, workers*each)
+			var wg sync.WaitGroup
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < each; i++ {
+						c, err := m.Downlink.Create(context.Background(), "valve-1", devices.CommandRequest{Method: "close", Timeout: time.Minute})
+						if err != nil {
+							t.Errorf("create: %v", err)
+							return
+						}
+						ids <- c.ID
+					}
+				}()
+			}
+			wg.Wait()
+			close(ids)
+			checkFor(t, 20*time.Second, func() error {
+				var list struct {
+					Commands []command `json:"commands"`
+				}
+				getJSON(t, m.HTTP.URL()+"/api/v1/devices/valve-1/commands?status=delivered&limit=500", &list)
+				if len(list.Commands) != workers*each {
+					return fmt.Errorf("%d of %d delivered", len(list.Commands), workers*each)
+				}
+				return nil
+			})
+			time.Sleep(100 * time.Millisecond) // a second copy would be on its way
+			mu.Lock()
+			defer mu.Unlock()
+			for id := range ids {
+				if got[id] != 1 {
+					t.Errorf("command %d reached the device %d times, want once", id, got[id])
+				}
+			}
+		})
+	}
+}
+
 // TestDownlink_ThingsBoardAndACL: a device with a token, ThingsBoard's
 // firmware shape (token as username, v1/devices/me/rpc/request/+, answer on
 // .../response/{n}), gets its commands and answers them; it cannot listen

@@ -217,15 +217,19 @@ func (d *downlink) inFlight(client string, id int64) bool {
 	return ok
 }
 
-// done forgets a command packet that completed or was dropped.
-func (d *downlink) done(client string, packet uint16) (inflightCmd, bool) {
+// done forgets a command packet that completed or was dropped. acked, if
+// not nil, is called before the command stops counting as in flight on
+// client (so that no send finds it neither in flight nor acknowledged).
+func (d *downlink) done(client string, packet uint16, acked func(inflightCmd)) {
 	v, ok := d.inflight.LoadAndDelete(inflightKey{client, packet})
 	if !ok {
-		return inflightCmd{}, false
+		return
 	}
 	c := v.(inflightCmd)
+	if acked != nil {
+		acked(c)
+	}
 	d.sentOn.Delete(sentKey{client, c.id})
-	return c, true
 }
 
 // allowRead keeps a command publish from reaching any connection but the
@@ -378,7 +382,7 @@ func deviceOfTopic(topic, fallback string) string {
 
 // OnQosDropped forgets a command packet mochi gave up on.
 func (h *commandHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	h.broker.cmds.done(cl.ID, pk.PacketID)
+	h.broker.cmds.done(cl.ID, pk.PacketID, nil)
 }
 
 // OnDisconnect forgets the connection's listening.
@@ -389,7 +393,7 @@ func (h *commandHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if expire { // the session is gone, and its packets in flight with it
 		h.broker.cmds.inflight.Range(func(k, _ any) bool {
 			if key := k.(inflightKey); key.client == cl.ID {
-				h.broker.cmds.done(key.client, key.packet)
+				h.broker.cmds.done(key.client, key.packet, nil)
 			}
 			return true
 		})
@@ -399,7 +403,9 @@ func (h *commandHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 // puback handles a PUBACK read from cl (from OnPacketRead): one for a
 // command packet tells the handler it was delivered.
 func (b *Broker) puback(cl *mqtt.Client, packetID uint16) {
-	if c, ok := b.cmds.done(cl.ID, packetID); ok && b.Commands != nil {
-		b.Commands.Delivered(c.device, c.id)
+	if b.Commands == nil {
+		b.cmds.done(cl.ID, packetID, nil)
+		return
 	}
+	b.cmds.done(cl.ID, packetID, func(c inflightCmd) { b.Commands.Delivered(c.device, c.id) })
 }
