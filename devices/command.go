@@ -164,8 +164,9 @@ type CommandStore interface {
 	// queued now, after the caller's earlier ones, so that consecutive
 	// changes of a command share a commit; wait returns its outcome.
 	UpdateCommandLater(device string, id int64, from []CommandStatus, to CommandStatus, at int64, note string, response json.RawMessage, errText string) (wait func(ctx context.Context) (c *Command, ok bool, err error))
-	// OpenCommands counts the commands of every device that are queued,
-	// sent or delivered (the queue), by status.
+	// OpenCommands counts the commands of every device that are not
+	// finished (the queue: queued, sent, or delivered and waiting for an
+	// answer), by status.
 	OpenCommands(ctx context.Context) (map[CommandStatus]int, error)
 	// QueuedDevices returns devices that have queued commands not expired
 	// by now (at most limit of them).

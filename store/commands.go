@@ -32,25 +32,25 @@ var _ devices.CommandStore = (*Commands)(nil)
 // MaxCommandList caps CommandFilter.Limit.
 const MaxCommandList = 1000
 
-// openCommand selects the commands that are not finished: a one-way
-// command is finished once delivered. Its first term is, word for word,
-// the predicate of the partial indexes of open commands (commands_open,
-// commands_device_open): only then do SQLite and PostgreSQL use them, and
-// the queries read the few open commands instead of every command ever
-// sent. Queries that want fewer statuses add a term to it.
-const (
-	openStatuses = `status IN ('queued', 'sent', 'delivered')`
-	openCommand  = `(` + openStatuses + ` AND (status <> 'delivered' OR oneway = 0))`
-)
+// openCommand selects the commands that are not finished (a one-way
+// command is finished once delivered): is_open is 1 from creation until
+// the change that finishes the command sets it to 0 (updateOp). It is, word
+// for word, the predicate of the partial indexes of open commands
+// (commands_open, commands_device_open): only then do SQLite and
+// PostgreSQL use them, and the queries read the few open commands instead
+// of every command ever sent. Queries that want fewer statuses add a term
+// to it. The indexes follow is_open rather than status so that a change
+// from queued to sent to delivered rewrites no index entry.
+const openCommand = `is_open = 1`
 
 // The queries of open commands, run at every new command (the per-device
 // limit), when a device connects, and every second or so (expiry, the
 // sweep for devices that listen). store's tests check their plans.
 const (
 	queryCountPending  = `SELECT count(*) FROM commands WHERE device = $1 AND ` + openCommand
-	queryPending       = `SELECT ` + commandCols + ` FROM commands WHERE device = $1 AND ` + openStatuses + ` AND status <> 'delivered' AND expires > $2 ORDER BY id LIMIT 1000`
+	queryPending       = `SELECT ` + commandCols + ` FROM commands WHERE device = $1 AND ` + openCommand + ` AND status IN ('queued', 'sent') AND expires > $2 ORDER BY id LIMIT 1000`
 	queryDue           = `SELECT ` + commandCols + ` FROM commands WHERE ` + openCommand + ` AND expires <= $1 ORDER BY expires LIMIT $2`
-	queryQueuedDevices = `SELECT DISTINCT device FROM commands WHERE ` + openStatuses + ` AND status = 'queued' AND expires > $1 LIMIT $2`
+	queryQueuedDevices = `SELECT DISTINCT device FROM commands WHERE ` + openCommand + ` AND status = 'queued' AND expires > $1 LIMIT $2`
 )
 
 const commandCols = `id, device, method, params, oneway, status, created, expires, updated, response, error`
@@ -62,8 +62,8 @@ func (s *Commands) CreateCommand(ctx context.Context, c devices.Command) (*devic
 	}
 	c.Status, c.Updated = devices.CommandQueued, c.Created
 	err := s.write(ctx, func(tx Execer) error {
-		if err := tx.QueryRowContext(ctx, `INSERT INTO commands (device, method, params, oneway, status, created, expires, updated)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+		if err := tx.QueryRowContext(ctx, `INSERT INTO commands (device, method, params, oneway, status, created, expires, updated, is_open)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) RETURNING id`,
 			c.Device, c.Method, string(c.Params), btoi(c.Oneway), string(c.Status), c.Created, c.Expires, c.Updated).Scan(&c.ID); err != nil {
 			return err
 		}
@@ -125,7 +125,7 @@ func (s *Commands) CountPending(ctx context.Context, device string) (int, error)
 // OpenCommands implements devices.CommandStore, through the partial index
 // of open commands.
 func (s *Commands) OpenCommands(ctx context.Context) (map[devices.CommandStatus]int, error) {
-	rows, err := s.ReadDB.QueryContext(ctx, `SELECT status, count(*) FROM commands WHERE `+openStatuses+` GROUP BY status`)
+	rows, err := s.ReadDB.QueryContext(ctx, `SELECT status, count(*) FROM commands WHERE `+openCommand+` GROUP BY status`)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +199,9 @@ func updated(id int64, c *devices.Command, err error) (*devices.Command, bool, e
 // updateOp is the write of a status change: one statement changes and
 // returns the row (RETURNING, on both backends), one records the event;
 // the history is left out (Command reads it). *c is the command after it,
-// nil when it was in none of from or another device's.
+// nil when it was in none of from or another device's. A change that
+// finishes the command clears is_open; only such a change touches the
+// indexes of open commands.
 func (s *Commands) updateOp(device string, id int64, from []devices.CommandStatus, to devices.CommandStatus, at int64, note string, response json.RawMessage, errText string) (func(tx Execer) error, **devices.Command, error) {
 	c := new(*devices.Command)
 	if len(from) == 0 {
@@ -211,14 +213,24 @@ func (s *Commands) updateOp(device string, id int64, from []devices.CommandStatu
 		args = append(args, string(st))
 		in[i] = "$" + strconv.Itoa(len(args))
 	}
+	closing := ""
+	if to.Final() {
+		closing = ", is_open = 0"
+	}
+	q := `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
+		error = CASE WHEN $4 = '' THEN error ELSE $4 END` + closing + `
+		WHERE id = $5 AND ($6 = '' OR device = $6) AND status IN (` + strings.Join(in, ", ") + `) RETURNING ` + commandCols
 	ctx := context.Background()
 	return func(tx Execer) error {
 		*c = nil
-		list, err := s.queryNoHistory(ctx, tx, `UPDATE commands SET status = $1, updated = $2, response = coalesce($3, response),
-		error = CASE WHEN $4 = '' THEN error ELSE $4 END
-		WHERE id = $5 AND ($6 = '' OR device = $6) AND status IN (`+strings.Join(in, ", ")+`) RETURNING `+commandCols, args...)
+		list, err := s.queryNoHistory(ctx, tx, q, args...)
 		if err != nil || len(list) == 0 {
 			return err // in none of from, or another device's
+		}
+		if to == devices.CommandDelivered && list[0].Oneway { // done at delivery
+			if _, err := tx.ExecContext(ctx, `UPDATE commands SET is_open = 0 WHERE id = $1`, id); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO command_events (command_id, at, status, note) VALUES ($1, $2, $3, $4)`, id, at, string(to), note); err != nil {
 			return err

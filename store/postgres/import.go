@@ -50,9 +50,10 @@ func ImportSQLite(ctx context.Context, db *DB, src *sql.DB, chunk int, progress 
 			`INSERT INTO retention_overrides (device, retention) VALUES ($1, $2) ON CONFLICT DO NOTHING`, 2},
 		{"device_events", `SELECT id, device_id, at, status, reason FROM device_events`,
 			`INSERT INTO device_events (id, device_id, at, status, reason) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, 5},
-		{"commands", `SELECT id, device, method, params, oneway, status, created, expires, updated, response, error FROM commands`,
-			`INSERT INTO commands (id, device, method, params, oneway, status, created, expires, updated, response, error) OVERRIDING SYSTEM VALUE
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING`, 11},
+		{"commands", `SELECT id, device, method, params, oneway, status, created, expires, updated, response, error,
+			CASE WHEN status IN ('queued', 'sent') OR status = 'delivered' AND oneway = 0 THEN 1 ELSE 0 END FROM commands`,
+			`INSERT INTO commands (id, device, method, params, oneway, status, created, expires, updated, response, error, is_open) OVERRIDING SYSTEM VALUE
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`, 12},
 		{"command_events", `SELECT id, command_id, at, status, note FROM command_events`,
 			`INSERT INTO command_events (id, command_id, at, status, note) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, 5},
 		{"attributes", `SELECT device, scope, key, value, ts FROM attributes`,

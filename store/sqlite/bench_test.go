@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -205,4 +206,53 @@ func BenchmarkRollupRoundCommits(b *testing.B) {
 	}
 	defer w.Close(context.Background())
 	commitsDuring(b, w, times)
+}
+
+// BenchmarkCommandChanges measures the store's side of a command's life
+// after its creation: the three status changes (sent, delivered, replied)
+// of many commands, submitted without waiting as the device lanes do, so
+// that they share commits riding on the writer's (no messages here). It
+// reports the writer's time per command (ns/op); at 2,000 commands a second each
+// microsecond here is 0.2 % of the one writer's time.
+func BenchmarkCommandChanges(b *testing.B) {
+	s, err := sqlite.Open(filepath.Join(b.TempDir(), "t.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	t0 := time.Now().UnixMilli()
+	ids := make([]int64, b.N)
+	var wg sync.WaitGroup
+	for i := range ids { // created beforehand, 64 at a time
+		if i%64 == 0 {
+			wg.Wait()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.CreateCommand(ctx, devices.Command{Device: fmt.Sprintf("dev-%d", i%1000), Method: "ping", Params: []byte(`{}`), Created: t0, Expires: t0 + 60_000})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			ids[i] = c.ID
+		}()
+	}
+	wg.Wait()
+	Q, S, D, R := devices.CommandQueued, devices.CommandSent, devices.CommandDelivered, devices.CommandReplied
+	b.ResetTimer()
+	waits := make([]func(context.Context) (*devices.Command, bool, error), 0, 3*b.N)
+	for i, id := range ids {
+		device := fmt.Sprintf("dev-%d", i%1000)
+		waits = append(waits,
+			s.UpdateCommandLater(device, id, []devices.CommandStatus{Q}, S, t0+1, "published", nil, ""),
+			s.UpdateCommandLater(device, id, []devices.CommandStatus{Q, S}, D, t0+2, "acknowledged by the device", nil, ""),
+			s.UpdateCommandLater(device, id, []devices.CommandStatus{Q, S, D}, R, t0+3, "answered", []byte(`{"pong":true}`), ""))
+	}
+	for _, wait := range waits {
+		if _, ok, err := wait(ctx); err != nil || !ok {
+			b.Fatalf("change: ok=%v err=%v", ok, err)
+		}
+	}
 }
