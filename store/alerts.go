@@ -303,6 +303,9 @@ func (s *Alerts) LoadAlertEngine(ctx context.Context) (*devices.AlertEngineState
 func (s *Alerts) SaveAlertStep(ctx context.Context, step *devices.AlertStep) (gone []int64, err error) {
 	err = s.write(ctx, func(tx Execer) error {
 		gone = gone[:0]
+		for _, a := range step.Raised { // a run again: they are new again
+			a.ID = 0
+		}
 		// In the order the changes happened, as far as the one-open-alert
 		// index cares: alerts that existed and cleared go first, then the
 		// new ones (one raised and cleared within the step goes in cleared,

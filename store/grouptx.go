@@ -47,7 +47,9 @@ type txOp struct {
 
 // Do runs fn in a transaction shared with other callers and returns once
 // that transaction committed (nil) or fn or the commit failed. What fn
-// reads or computes is the caller's only when Do returns nil.
+// reads or computes is the caller's only when Do returns nil. fn may run
+// twice (when another part of its group fails, the group runs again), so
+// it sets what it computes rather than adding to it.
 func (g *GroupTx) Do(ctx context.Context, fn func(x Execer) error) error {
 	op, lead := g.enqueue(fn)
 	if lead {
@@ -88,6 +90,17 @@ func (g *GroupTx) Submit(fn func(x Execer) error) (wait func(ctx context.Context
 		go g.run()
 	}
 	return op.wait
+}
+
+// applyAll runs every part of batch, and reports false at the first that
+// fails (the group is then run again part by part).
+func applyAll(x Execer, batch []*txOp) bool {
+	for _, op := range batch {
+		if op.fn(x) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // maxGroup bounds the callers one transaction serves.
@@ -140,11 +153,16 @@ func (g *GroupTx) commit(batch []*txOp) {
 	settle(err)
 }
 
-// apply runs each part of batch in a savepoint of x, inside one for the
-// whole group, answering at once the callers whose part failed; settle
-// answers the others with the commit's outcome. When the savepoints
-// themselves fail, the group is rolled back and everyone gets that error.
-// With x nil, nothing runs and settle answers everyone.
+// apply runs batch's parts inside a savepoint of x for the whole group,
+// answering at once the callers whose part failed; settle answers the
+// others with the commit's outcome. The parts first run one after the
+// other as they are; only when one fails is the group rolled back and run
+// again with each part in a savepoint of its own, so that the failure
+// undoes that part only (two statements fewer per part in the usual case,
+// where none fails: at thousands of command changes a second, the
+// savepoints cost more than the changes). When the savepoints themselves
+// fail, the group is rolled back and everyone gets that error. With x nil,
+// nothing runs and settle answers everyone.
 func apply(x Execer, batch []*txOp) (settle func(commitErr error)) {
 	var broken error
 	ctx := context.Background()
@@ -155,21 +173,24 @@ func apply(x Execer, batch []*txOp) (settle func(commitErr error)) {
 	}
 	if x != nil {
 		exec("SAVEPOINT telehub_group")
-		for i, op := range batch {
-			if broken != nil {
-				break
+		if broken == nil && !applyAll(x, batch) {
+			exec("ROLLBACK TO SAVEPOINT telehub_group")
+			for i, op := range batch {
+				if broken != nil {
+					break
+				}
+				sp := fmt.Sprintf("telehub_op%d", i)
+				exec("SAVEPOINT " + sp)
+				if broken != nil {
+					break
+				}
+				if err := op.fn(x); err != nil {
+					exec("ROLLBACK TO SAVEPOINT " + sp)
+					op.done <- err
+					op.answered = true
+				}
+				exec("RELEASE SAVEPOINT " + sp)
 			}
-			sp := fmt.Sprintf("telehub_op%d", i)
-			exec("SAVEPOINT " + sp)
-			if broken != nil {
-				break
-			}
-			if err := op.fn(x); err != nil {
-				exec("ROLLBACK TO SAVEPOINT " + sp)
-				op.done <- err
-				op.answered = true
-			}
-			exec("RELEASE SAVEPOINT " + sp)
 		}
 		if broken != nil {
 			x.ExecContext(ctx, "ROLLBACK TO SAVEPOINT telehub_group")
