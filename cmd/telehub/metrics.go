@@ -31,7 +31,7 @@ var (
 	descRollDrop = prometheus.NewDesc("telehub_rollup_buckets_dropped_total", "Rollup buckets that could not be written and were left out.", nil, nil)
 	descCmds     = prometheus.NewDesc("telehub_commands_total", "Command status changes since start, by the status entered (queued, sent, delivered, replied, expired, failed, cancelled).", []string{"status"}, nil)
 	descCmdRef   = prometheus.NewDesc("telehub_commands_refused_total", "Commands refused because their device had --max-pending-commands waiting.", nil, nil)
-	descCmdOpen  = prometheus.NewDesc("telehub_commands_open", "Commands waiting for their device or its answer (the queue), by status: queued, sent, delivered.", []string{"status"}, nil)
+	descCmdOpen  = prometheus.NewDesc("telehub_commands_open", "Commands waiting for their device or its answer (the queue), by status: queued, sent, delivered (a delivered one-way command has ended).", []string{"status"}, nil)
 	descReady    = prometheus.NewDesc("telehub_ready", "1 when the hub can take and store messages (as /readyz), else 0.", nil, nil)
 )
 
