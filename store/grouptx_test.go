@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 
@@ -109,5 +110,73 @@ func TestGroupTxSubmit(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[first a b c d]" {
 		t.Fatalf("rows in order %v, want [first a b c d]", got)
+	}
+}
+
+// TestGroupTxCancel: a caller whose context ends while its write waits in
+// the queue gets ctx's error and its write never runs; one whose write has
+// started gets the write's outcome.
+func TestGroupTxCancel(t *testing.T) {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "g.db")+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(`CREATE TABLE t (k INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	g := &store.GroupTx{DB: db}
+	started, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- g.Do(context.Background(), func(tx store.Execer) error {
+			close(started)
+			<-release // holds the group: what comes next waits in the queue
+			_, err := tx.ExecContext(context.Background(), `INSERT INTO t (k) VALUES (1)`)
+			return err
+		})
+	}()
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := false
+	queued := make(chan error, 1)
+	go func() {
+		queued <- g.Do(ctx, func(tx store.Execer) error {
+			ran = true
+			_, err := tx.ExecContext(context.Background(), `INSERT INTO t (k) VALUES (2)`)
+			return err
+		})
+	}()
+	time.Sleep(50 * time.Millisecond) // queued behind the first
+	cancel()
+	if err := <-queued; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled while queued: %v", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// The started one, cancelled while it runs, waits for its outcome.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	err = g.Do(ctx2, func(tx store.Execer) error {
+		cancel2()
+		time.Sleep(20 * time.Millisecond)
+		_, err := tx.ExecContext(context.Background(), `INSERT INTO t (k) VALUES (3)`)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("cancelled while running: %v, want its outcome", err)
+	}
+	var keys []int
+	rows, _ := db.Query(`SELECT k FROM t ORDER BY k`)
+	for rows.Next() {
+		var k int
+		rows.Scan(&k)
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if fmt.Sprint(keys) != "[1 3]" || ran {
+		t.Fatalf("rows %v (cancelled write ran: %v), want [1 3]", keys, ran)
 	}
 }
