@@ -21,7 +21,8 @@ var ErrTooManyCommands = errors.New("too many commands waiting for the device")
 type DeviceSender interface {
 	// SendCommand publishes c, QoS 1, on the device's connections that
 	// listen to its commands and were not sent c yet, and returns on how
-	// many; 0 means the device is not listening now.
+	// many; 0 means the device is not listening now, or (Listens tells)
+	// that every connection has c already.
 	SendCommand(c *Command) int
 	// SendAttributes publishes the device's shared attributes to its
 	// connections that listen for them: full, or what changed (delta,
@@ -483,6 +484,9 @@ func (d *Downlink) send(ctx context.Context, device string) {
 			continue
 		}
 		if d.Sender.SendCommand(c) == 0 {
+			if c.Status == CommandSent && d.Sender.Listens(device) {
+				continue // in flight on every connection already
+			}
 			return // not listening: the rest wait too
 		}
 		if c.Status == CommandQueued {
@@ -500,9 +504,10 @@ func (d *Downlink) update(ctx context.Context, device string, id int64, from []C
 	// commands (an answer to another's is not taken).
 	done := func(c *Command, ok bool, err error) {
 		if err != nil && ctx.Err() != nil {
-			// Shutting down: the write may still commit; its change is
-			// read from the store at the next start.
-			d.Logger.Debug("command change not confirmed before shutdown", "id", id, "status", string(to), "error", err)
+			// Shutting down: the change was left out (or, if its write had
+			// started, failed); the command is read from the store at the
+			// next start, in the status it has there.
+			d.Logger.Debug("command change not made before shutdown", "id", id, "status", string(to), "error", err)
 			return
 		}
 		if err != nil {

@@ -583,3 +583,49 @@ func TestAttributes_SubscribeWhileSending(t *testing.T) {
 		t.Fatal("no attribute change was sent while b subscribed")
 	}
 }
+
+// TestDownlink_QueuedBehindInFlight: a command created while an earlier
+// one is in flight on the device's connection (sent, its PUBACK not back
+// yet) goes out at once, not at the next sweep.
+func TestDownlink_QueuedBehindInFlight(t *testing.T) {
+	m := MustRunMain(t)
+	dev := mqttConnect(t, m.Broker.URL(), "pump-1")
+	release := make(chan struct{})
+	var once sync.Once
+	defer once.Do(func() { close(release) })
+	got := make(chan string, 4)
+	// paho acknowledges a message when its handler returns: holding the
+	// first holds its PUBACK.
+	subscribe(t, dev, "devices/pump-1/commands/+", func(_ paho.Client, msg paho.Message) {
+		var req struct{ Method string }
+		json.Unmarshal(msg.Payload(), &req)
+		got <- req.Method
+		if req.Method == "slow" {
+			<-release
+		}
+	})
+	_, slow := sendCommand(t, m, "", "pump-1", `{"method":"slow","timeout":"30s"}`, "")
+	if method := <-got; method != "slow" {
+		t.Fatalf("device got %q first", method)
+	}
+	start := time.Now()
+	_, next := sendCommand(t, m, "", "pump-1", `{"method":"next","timeout":"30s"}`, "")
+	checkFor(t, 10*time.Second, func() error {
+		if c := getCommand(t, m, "pump-1", next.ID); c.Status != "sent" {
+			return fmt.Errorf("next is %s", c.Status)
+		}
+		return nil
+	})
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("next was sent after %v, behind %d in flight", el, slow.ID)
+	}
+	once.Do(func() { close(release) })
+	select {
+	case method := <-got:
+		if method != "next" {
+			t.Fatalf("device got %q, want next", method)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the device never got the second command")
+	}
+}

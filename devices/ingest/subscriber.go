@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,49 @@ type Subscriber struct {
 	draining  atomic.Bool
 	throttle  devices.Throttle
 	lastErr   atomic.Pointer[string]
+	published publishedSet // commands published through the broker
+}
+
+// publishedSet remembers the last maxPublished commands published, so that
+// each goes out once per hub process: the broker keeps a QoS 1 message for
+// the device's persistent session, and the hub sees no PUBACK to tell
+// delivered from not (a restarted hub publishes the sent ones again: at
+// least once).
+type publishedSet struct {
+	mu    sync.Mutex
+	ids   map[int64]bool
+	order []int64 // ring of ids, oldest at next
+	next  int
+}
+
+const maxPublished = 1 << 16
+
+// add records id and reports whether it was not there yet.
+func (p *publishedSet) add(id int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ids[id] {
+		return false
+	}
+	if p.ids == nil {
+		p.ids, p.order = make(map[int64]bool), make([]int64, 0, 1024)
+	}
+	if len(p.order) < maxPublished {
+		p.order = append(p.order, id)
+	} else {
+		delete(p.ids, p.order[p.next])
+		p.order[p.next] = id
+		p.next = (p.next + 1) % maxPublished
+	}
+	p.ids[id] = true
+	return true
+}
+
+// remove forgets id (its publish failed: it may go again).
+func (p *publishedSet) remove(id int64) {
+	p.mu.Lock()
+	delete(p.ids, id)
+	p.mu.Unlock()
 }
 
 // New returns a Subscriber for url writing to w, other fields at defaults.
@@ -325,9 +369,10 @@ func (s *Subscriber) Close(ctx context.Context) error {
 // the command is published on devices/{id}/commands/{n}, QoS 1, and counts
 // as sent once the broker acknowledged it. The hub sees only its broker's
 // PUBACK, not the device's, so such a command goes from sent to replied
-// (or expired), never to delivered.
+// (or expired), never to delivered. It is published once per hub process
+// (publishedSet): 0 for one published already.
 func (s *Subscriber) SendCommand(c *devices.Command) int {
-	if !s.connected.Load() {
+	if !s.connected.Load() || !s.published.add(c.ID) {
 		return 0
 	}
 	payload, _ := json.Marshal(struct {
@@ -337,6 +382,7 @@ func (s *Subscriber) SendCommand(c *devices.Command) int {
 	}{c.ID, c.Method, c.Params})
 	tok := s.client.Publish("devices/"+c.Device+"/commands/"+strconv.FormatInt(c.ID, 10), 1, false, payload)
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		s.published.remove(c.ID)
 		return 0
 	}
 	return 1
