@@ -287,14 +287,7 @@ func TestDownlink_ThingsBoardAndACL(t *testing.T) {
 	ctx := context.Background()
 	tokA, _ := m.Store.AddDevice(ctx, "tb-a")
 	tokB, _ := m.Store.AddDevice(ctx, "tb-b")
-	connect := func(id, token string) paho.Client {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(m.Broker.URL()).SetClientID(id).SetUsername(token).SetAutoReconnect(false))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("connect %s: %v", id, tok.Error())
-		}
-		t.Cleanup(func() { c.Disconnect(0) })
-		return c
-	}
+	connect := func(id, token string) paho.Client { return tokenClient(t, m.Broker.URL(), id, token) }
 	a := connect("a", tokA)
 	var mu sync.Mutex
 	var requests []string
@@ -495,14 +488,7 @@ func TestAttributes_ThingsBoard(t *testing.T) {
 	tokA, _ := m.Store.AddDevice(ctx, "tb-a")
 	tokB, _ := m.Store.AddDevice(ctx, "tb-b")
 	api, _ := m.Store.AddToken(ctx, "ops", devices.ScopeAdmin)
-	connect := func(id, token string) paho.Client {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(m.Broker.URL()).SetClientID(id).SetUsername(token).SetAutoReconnect(false))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("connect %s: %v", id, tok.Error())
-		}
-		t.Cleanup(func() { c.Disconnect(0) })
-		return c
-	}
+	connect := func(id, token string) paho.Client { return tokenClient(t, m.Broker.URL(), id, token) }
 	a, b := connect("a", tokA), connect("b", tokB)
 	var boxA, boxB, respA inbox
 	subscribe(t, a, "v1/devices/me/attributes", boxA.handler)
@@ -542,14 +528,7 @@ func TestAttributes_SubscribeWhileSending(t *testing.T) {
 	ctx := context.Background()
 	tokA, _ := m.Store.AddDevice(ctx, "tb-a")
 	tokB, _ := m.Store.AddDevice(ctx, "tb-b")
-	connect := func(id, token string) paho.Client {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker(m.Broker.URL()).SetClientID(id).SetUsername(token).SetAutoReconnect(false))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("connect %s: %v", id, tok.Error())
-		}
-		t.Cleanup(func() { c.Disconnect(0) })
-		return c
-	}
+	connect := func(id, token string) paho.Client { return tokenClient(t, m.Broker.URL(), id, token) }
 	a, b := connect("a", tokA), connect("b", tokB)
 	var boxA inbox
 	subscribe(t, a, devices.TBAttributes, boxA.handler)
@@ -628,4 +607,16 @@ func TestDownlink_QueuedBehindInFlight(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the device never got the second command")
 	}
+}
+
+// tokenClient connects a device that authenticates with its token as
+// username (ThingsBoard's firmware shape).
+func tokenClient(t *testing.T, url, id, token string) paho.Client {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(token).SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", id, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return c
 }
