@@ -93,17 +93,21 @@ func answerCommands(t *testing.T, c paho.Client, device string) func() []string 
 	}
 }
 
+// backends are the stores a test runs on: each gives the option that
+// points a hub at a fresh database of its kind.
+var backends = []struct {
+	name string
+	db   func(t *testing.T) func(*Config)
+}{
+	{"SQLite", func(*testing.T) func(*Config) { return func(*Config) {} }},
+	{"PostgreSQL", func(t *testing.T) func(*Config) { db := pgDB(t); return func(c *Config) { c.DB = db } }},
+}
+
 // TestDownlink_RoundTrip: a device that listens gets a command at once; its
 // PUBACK makes it delivered and its answer replied, in the API, on the
 // POST that waits for it and on the WebSocket.
 func TestDownlink_RoundTrip(t *testing.T) {
-	for _, backend := range []struct {
-		name string
-		db   func(t *testing.T) func(*Config)
-	}{
-		{"SQLite", func(*testing.T) func(*Config) { return func(*Config) {} }},
-		{"PostgreSQL", func(t *testing.T) func(*Config) { db := pgDB(t); return func(c *Config) { c.DB = db } }},
-	} {
+	for _, backend := range backends {
 		t.Run(backend.name, func(t *testing.T) {
 			m := MustRunMain(t, backend.db(t))
 			ws := dialWS(t, m.HTTP.URL(), "since=0")
@@ -215,13 +219,7 @@ func TestDownlink_OfflineAndRestart(t *testing.T) {
 // sent after the device's PUBACK, before its change to delivered is
 // committed, does not publish it again.
 func TestDownlink_SentOnce(t *testing.T) {
-	for _, backend := range []struct {
-		name string
-		db   func(t *testing.T) func(*Config)
-	}{
-		{"SQLite", func(*testing.T) func(*Config) { return func(*Config) {} }},
-		{"PostgreSQL", func(t *testing.T) func(*Config) { db := pgDB(t); return func(c *Config) { c.DB = db } }},
-	} {
+	for _, backend := range backends {
 		t.Run(backend.name, func(t *testing.T) {
 			m := MustRunMain(t, backend.db(t), func(c *Config) { c.MaxPendingCommands = 1000 })
 			dev := mqttConnect(t, m.Broker.URL(), "valve-1")
