@@ -275,6 +275,11 @@ func TestPostgres_MigrateFromSQLite(t *testing.T) {
 	if got, err := p.Store.Command(ctx, "mig-offline", cmd.ID); err != nil || got.Method != "wake" || got.Status != devices.CommandQueued {
 		t.Fatalf("command: %+v %v", got, err)
 	}
+	// Still waiting for its device: open (is_open), so it goes out when
+	// the device connects to a PostgreSQL hub.
+	if pend, err := p.Store.PendingCommands(ctx, "mig-offline", time.Now().UnixMilli()); err != nil || len(pend) != 1 || pend[0].ID != cmd.ID {
+		t.Fatalf("pending after the copy: %+v %v", pend, err)
+	}
 	if a, _ := p.Store.Attributes(ctx, "mig-b"); string(a.Shared["target"].Value) != "7" {
 		t.Fatalf("attributes: %+v", a)
 	}
